@@ -1,0 +1,8 @@
+// The package's single extension module, l2vsd_ext._C.
+#include "registry.h"
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "l2vsd_ext C++/CUDA kernels";
+  l2vsd::register_build_info(m);
+  l2vsd::register_hashgrid(m);
+}

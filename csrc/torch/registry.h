@@ -1,0 +1,9 @@
+// One registration function per op family; module.cpp calls them all from the one PYBIND11_MODULE.
+#pragma once
+
+#include <torch/extension.h>
+
+namespace l2vsd {
+void register_build_info(pybind11::module& m);
+void register_hashgrid(pybind11::module& m);
+}  // namespace l2vsd

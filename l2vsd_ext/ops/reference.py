@@ -1,0 +1,74 @@
+"""Pure-PyTorch reference implementations of every compiled op: the ground truth for tests and
+the baseline for benchmarks. Written for clarity, not speed; autograd provides their gradients."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+# ---------------------------------------------------------------------------------------------
+# Hash-grid encoding (tiny-cuda-nn HashGrid; see shared DESIGN.md)
+# ---------------------------------------------------------------------------------------------
+
+_HASH_PRIMES = (1, 2654435761, 805459861)
+
+
+def hashgrid_layout_reference(n_input_dims, n_levels, n_features_per_level, log2_hashmap_size,
+                              base_resolution, per_level_scale):
+    """[(scale, resolution, offset, size)] per level: scale = base * per_level_scale^level - 1,
+    in double, rounded once to float32 (the kernels do the same)."""
+    levels, offset = [], 0
+    for level in range(n_levels):
+        scale = np.float32(float(base_resolution) * float(per_level_scale) ** level - 1.0)
+        resolution = int(math.ceil(float(scale))) + 1
+        dense = resolution ** n_input_dims
+        size = min(-(-min(dense, 0xFFFFFFFF // 2) // 8) * 8, 1 << log2_hashmap_size)
+        levels.append((float(scale), resolution, offset, size))
+        offset += size
+    return levels
+
+
+def _corner_index(corner: torch.Tensor, resolution: int, size: int) -> torch.Tensor:
+    """corner: (N, D) int64 grid coordinates -> (N,) entry within the level."""
+    n_dims = corner.shape[1]
+    if resolution ** n_dims <= size:  # the level fits: dense, x + y*res + z*res^2
+        index = torch.zeros_like(corner[:, 0])
+        for d in range(n_dims):
+            index = index + corner[:, d] * resolution ** d
+    else:  # hashed: xor of coordinate * prime in uint32 arithmetic
+        index = torch.zeros_like(corner[:, 0])
+        for d in range(n_dims):
+            index = index ^ ((corner[:, d] * _HASH_PRIMES[d]) & 0xFFFFFFFF)
+    return index % size
+
+
+def hashgrid_encode(x: torch.Tensor, params: torch.Tensor, n_levels: int = 16,
+                    n_features_per_level: int = 2, log2_hashmap_size: int = 19,
+                    base_resolution: int = 16, per_level_scale: float = 1.447269237440378,
+                    clamp: bool = False) -> torch.Tensor:
+    """x (N, D) in [0,1], params flat table -> (N, n_levels * F), level-major."""
+    n_points, n_dims = x.shape
+    F = n_features_per_level
+    table = params.view(-1, F)
+    if clamp:
+        x = x.clamp(0, 1)
+    outputs = []
+    for scale, resolution, offset, size in hashgrid_layout_reference(
+            n_dims, n_levels, F, log2_hashmap_size, base_resolution, per_level_scale):
+        # The kernels use fmaf(x, scale, 0.5); float64 evaluates x*scale+0.5 exactly for float32
+        # inputs, so rounding back gives the same value (frac would otherwise differ by an ulp).
+        pos = (x.double() * scale + 0.5).to(x.dtype)
+        cell = torch.floor(pos).detach()
+        frac = pos - cell
+        cell = cell.long()
+        level_out = torch.zeros(n_points, F, dtype=params.dtype, device=x.device)
+        for corner in range(1 << n_dims):
+            bits = torch.tensor([(corner >> d) & 1 for d in range(n_dims)], device=x.device)
+            weight = torch.ones(n_points, dtype=x.dtype, device=x.device)
+            for d in range(n_dims):
+                weight = weight * (frac[:, d] if bits[d] else 1 - frac[:, d])
+            entries = offset + _corner_index(cell + bits, resolution, size)
+            level_out = level_out + weight[:, None].to(params.dtype) * table[entries]
+        outputs.append(level_out)
+    return torch.cat(outputs, dim=1)

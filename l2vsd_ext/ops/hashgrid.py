@@ -91,6 +91,9 @@ def hashgrid_encode(x: torch.Tensor, params: torch.Tensor, config: HashGridConfi
     if x.dim() != 2 or x.shape[1] != config.n_input_dims:
         raise ValueError(f"hashgrid_encode: argument 'x' must have shape (N, {config.n_input_dims}), "
                          f"got {tuple(x.shape)}")
+    if x.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"hashgrid_encode: argument 'x' is on {x.device}; only CPU and CUDA tensors "
+                         "are supported")
     if out_of_range == "error" and x.is_floating_point():
         _check_range(x)
     return _HashGridFunction.apply(x, params, tuple(config), out_of_range == "clamp")

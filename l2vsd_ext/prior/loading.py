@@ -1,0 +1,54 @@
+"""Loads the Stable-Diffusion components through diffusers/transformers `from_pretrained`, from a
+hub id or a local folder, and turns every way that can fail offline into one clear error."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+DEFAULT_PRETRAINED = "stabilityai/stable-diffusion-2-1-base"
+
+# (subfolder, what from_pretrained needs there): named in the error when something is missing.
+EXPECTED_FILES = (
+    ("unet", "config.json + diffusion_pytorch_model.safetensors"),
+    ("vae", "config.json + diffusion_pytorch_model.safetensors"),
+    ("text_encoder", "config.json + model.safetensors"),
+    ("tokenizer", "vocab.json, merges.txt, tokenizer_config.json"),
+    ("scheduler", "scheduler_config.json"),
+)
+
+
+class PriorWeightsUnavailable(RuntimeError):
+    """The prior's weights could not be loaded (offline, missing or corrupt files)."""
+
+
+def _explain(id_or_path: str, cause: BaseException) -> PriorWeightsUnavailable:
+    looked_for = "; ".join(f"{sub}/: {files}" for sub, files in EXPECTED_FILES)
+    where = (f"local folder '{id_or_path}'" if os.path.isdir(id_or_path)
+             else f"'{id_or_path}' (not a local folder, so treated as a hub id)")
+    return PriorWeightsUnavailable(
+        f"could not load the diffusion prior from {where}: {type(cause).__name__}: {cause}. "
+        f"Looked for {looked_for}. Provide them by downloading the model on a machine with "
+        f"internet (e.g. `huggingface-cli download {id_or_path if not os.path.isdir(id_or_path) else DEFAULT_PRETRAINED}"
+        f" --local-dir DIR`) and passing --pretrained DIR, or by filling the Hugging Face cache.")
+
+
+def load_components(id_or_path: str, dtype: torch.dtype):
+    """Returns (unet, vae, text_encoder, tokenizer, scheduler), weights in `dtype`."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    local = os.path.isdir(id_or_path)
+    if not local and os.path.sep in id_or_path and id_or_path.startswith((".", os.path.sep)):
+        raise PriorWeightsUnavailable(f"--pretrained '{id_or_path}' looks like a path but is not a folder")
+    # A local folder never touches the network; a hub id uses the cache or the hub.
+    kwargs = {"local_files_only": True} if local else {}
+    try:
+        unet = UNet2DConditionModel.from_pretrained(id_or_path, subfolder="unet", torch_dtype=dtype, **kwargs)
+        vae = AutoencoderKL.from_pretrained(id_or_path, subfolder="vae", torch_dtype=dtype, **kwargs)
+        text_encoder = CLIPTextModel.from_pretrained(id_or_path, subfolder="text_encoder", dtype=dtype, **kwargs)
+        tokenizer = CLIPTokenizer.from_pretrained(id_or_path, subfolder="tokenizer", **kwargs)
+        scheduler = DDPMScheduler.from_pretrained(id_or_path, subfolder="scheduler", **kwargs)
+    except (OSError, ValueError, EnvironmentError) as err:
+        raise _explain(id_or_path, err) from err
+    return unet, vae, text_encoder, tokenizer, scheduler

@@ -26,7 +26,12 @@ def pack_bits(binary: torch.Tensor) -> torch.Tensor:
 
 
 def _resolution_triple(resolution) -> tuple[int, int, int]:
-    values = (resolution,) * 3 if isinstance(resolution, int) else tuple(resolution)
+    if isinstance(resolution, int):
+        values = (resolution,) * 3
+    elif isinstance(resolution, (tuple, list)):
+        values = tuple(resolution)
+    else:
+        values = ()
     if len(values) != 3 or not all(isinstance(v, int) and 1 <= v <= 4096 for v in values):
         raise ValueError("OccupancyGrid: argument 'resolution' must be a positive int (or three) "
                          f"no larger than 4096, got {resolution!r}")

@@ -5,4 +5,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "l2vsd_ext C++/CUDA kernels";
   l2vsd::register_build_info(m);
   l2vsd::register_hashgrid(m);
+  l2vsd::register_composite(m);
+  l2vsd::register_raymarch(m);
 }

@@ -6,4 +6,6 @@
 namespace l2vsd {
 void register_build_info(pybind11::module& m);
 void register_hashgrid(pybind11::module& m);
+void register_composite(pybind11::module& m);
+void register_raymarch(pybind11::module& m);
 }  // namespace l2vsd

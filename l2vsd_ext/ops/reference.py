@@ -72,3 +72,84 @@ def hashgrid_encode(x: torch.Tensor, params: torch.Tensor, n_levels: int = 16,
             level_out = level_out + weight[:, None].to(params.dtype) * table[entries]
         outputs.append(level_out)
     return torch.cat(outputs, dim=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Volume rendering (nerfacc's packed layout; see shared DESIGN.md)
+# ---------------------------------------------------------------------------------------------
+
+def ray_aabb_intersect(rays_o: torch.Tensor, rays_d: torch.Tensor, aabb):
+    """Slab test: (t_near, t_far, hit); misses and degenerate rays get t = 1e10, hit = False."""
+    box = torch.as_tensor(aabb, dtype=rays_o.dtype, device=rays_o.device).reshape(2, 3)
+    inv = 1.0 / rays_d
+    t0 = (box[0] - rays_o) * inv
+    t1 = (box[1] - rays_o) * inv
+    parallel = rays_d == 0
+    inside_slab = (rays_o >= box[0]) & (rays_o <= box[1])
+    lo = torch.where(parallel, torch.where(inside_slab, -math.inf, math.inf), torch.minimum(t0, t1))
+    hi = torch.where(parallel, torch.where(inside_slab, math.inf, -math.inf), torch.maximum(t0, t1))
+    t_near, t_far = lo.amax(dim=-1), hi.amin(dim=-1)
+    valid = torch.isfinite(rays_o).all(-1) & torch.isfinite(rays_d).all(-1) & (rays_d != 0).any(-1)
+    hit = valid & (t_far >= t_near) & (t_far > 0)
+    miss = torch.full_like(t_near, 1e10)
+    return torch.where(hit, t_near, miss), torch.where(hit, t_far, miss), hit
+
+
+def _packed_to_padded(ray_indices: torch.Tensor, n_rays: int):
+    """(row, column) of each packed sample in an (n_rays, max_samples) padded layout."""
+    counts = torch.bincount(ray_indices, minlength=n_rays)
+    starts = torch.cumsum(counts, 0) - counts
+    column = torch.arange(ray_indices.numel(), device=ray_indices.device) - starts[ray_indices]
+    width = int(counts.max()) if counts.numel() else 0
+    return ray_indices, column, width
+
+
+def render_weight_from_density(t_starts, t_ends, sigmas, ray_indices, n_rays):
+    """(weights, transmittance, alphas) with T_i = prod_{j<i} (1 - alpha_j) by a padded cumprod."""
+    alphas = 1 - torch.exp(-sigmas * (t_ends - t_starts))
+    row, column, width = _packed_to_padded(ray_indices, n_rays)
+    padded = torch.ones(n_rays, width + 1, dtype=sigmas.dtype, device=sigmas.device)
+    padded = padded.index_put((row, column + 1), 1 - alphas)  # column 0 stays 1: exclusive product
+    transmittance = torch.cumprod(padded, dim=1)[row, column]
+    return transmittance * alphas, transmittance, alphas
+
+
+def accumulate_along_rays(weights, values, ray_indices, n_rays):
+    """(n_rays, C) sums of w_i * values_i (values=None: the weights, C = 1)."""
+    contrib = weights[:, None] if values is None else weights[:, None] * values
+    out = torch.zeros(n_rays, contrib.shape[1], dtype=contrib.dtype, device=contrib.device)
+    return out.index_add(0, ray_indices, contrib)
+
+
+def occupancy_sampling(rays_o, rays_d, t_min, t_max, offset, binary, aabb, resolution,
+                       step_size, max_samples_per_ray=1 << 30):
+    """Uniform-step (cone_angle = 0) marching by brute force: every step of the lattice
+    t_min + (offset + k) * step, clipped at t_max, kept when its midpoint's cell is occupied.
+    binary: bool (res_x * res_y * res_z,) in the kernels' cell order. Returns packed
+    (ray_indices, t_starts, t_ends)."""
+    box = torch.as_tensor(aabb, dtype=rays_o.dtype).reshape(2, 3)
+    res = torch.tensor(resolution)
+    ray_out, start_out, end_out = [], [], []
+    for r in range(rays_o.shape[0]):
+        lo, hi = float(t_min[r]), float(t_max[r])
+        if not (lo < hi) or not math.isfinite(lo) or not math.isfinite(hi):
+            continue
+        start = lo + (float(offset[r]) if offset is not None else 0.0) * step_size
+        n_steps = max(0, math.ceil((hi - start) / step_size))
+        t0 = start + step_size * torch.arange(n_steps, dtype=rays_o.dtype)
+        t0 = t0[t0 < hi]
+        t1 = torch.clamp(t0 + step_size, max=hi)
+        mid = rays_o[r] + 0.5 * (t0 + t1)[:, None] * rays_d[r]
+        u = (mid - box[0]) / (box[1] - box[0]) * res
+        inside = ((u >= 0) & (u <= res)).all(-1)
+        ijk = torch.minimum(u.clamp(min=0).long(), res - 1)
+        cell = (ijk[:, 0] * res[1] + ijk[:, 1]) * res[2] + ijk[:, 2]
+        keep = inside & binary[cell]
+        t0, t1 = t0[keep][:max_samples_per_ray], t1[keep][:max_samples_per_ray]
+        ray_out.append(torch.full((t0.numel(),), r, dtype=torch.long))
+        start_out.append(t0)
+        end_out.append(t1)
+    if not ray_out:
+        empty = torch.empty(0, dtype=rays_o.dtype)
+        return torch.empty(0, dtype=torch.long), empty, empty
+    return torch.cat(ray_out), torch.cat(start_out), torch.cat(end_out)

@@ -1,0 +1,125 @@
+// Volume-rendering compositing in nerfacc's packed layout (see shared DESIGN.md): samples sorted by
+// ray, ray r owning samples [offsets[r], offsets[r+1]). One thread walks one ray, front to back
+// for the forward and back to front for the backward, so neither pass needs atomics.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "../common.h"
+
+namespace l2vsd {
+namespace composite {
+
+HD float exp_of(float v) { return expf(v); }
+HD double exp_of(double v) { return ::exp(v); }
+
+// alpha_i = 1 - exp(-sigma_i * delta_i), T_i = exp(-sum_{j<i} sigma_j delta_j) = prod_{j<i}(1 - alpha_j),
+// w_i = T_i * alpha_i, for the samples [begin, end) of one ray.
+template <typename T>
+HD void weights_forward_ray(const T* t_starts, const T* t_ends, const T* sigmas, int64_t begin,
+                            int64_t end, T* weights, T* transmittance, T* alphas) {
+  T optical_depth = T(0);
+  for (int64_t i = begin; i < end; ++i) {
+    const T tau = sigmas[i] * (t_ends[i] - t_starts[i]);
+    const T trans = exp_of(-optical_depth);
+    const T alpha = T(1) - exp_of(-tau);
+    weights[i] = trans * alpha;
+    transmittance[i] = trans;
+    alphas[i] = alpha;
+    optical_depth += tau;
+  }
+}
+
+// Gradient w.r.t. sigma from the gradients of all three outputs (a null gradient counts as zero).
+// With tau_k = sigma_k delta_k:  dL/dtau_k = g_alpha_k (1 - alpha_k) + g_w_k T_{k+1}
+//                                            - sum_{i>k} (g_w_i w_i + g_T_i T_i),
+// where T_{k+1} = T_k - w_k; the suffix sum is carried back to front.
+template <typename T>
+HD void weights_backward_ray(const T* t_starts, const T* t_ends, const T* weights,
+                             const T* transmittance, const T* alphas, const T* grad_weights,
+                             const T* grad_transmittance, const T* grad_alphas, int64_t begin,
+                             int64_t end, T* grad_sigmas) {
+  T suffix = T(0);
+  for (int64_t i = end - 1; i >= begin; --i) {
+    const T gw = grad_weights ? grad_weights[i] : T(0);
+    const T gt = grad_transmittance ? grad_transmittance[i] : T(0);
+    const T ga = grad_alphas ? grad_alphas[i] : T(0);
+    const T trans_after = transmittance[i] - weights[i];
+    const T grad_tau = ga * (T(1) - alphas[i]) + gw * trans_after - suffix;
+    grad_sigmas[i] = grad_tau * (t_ends[i] - t_starts[i]);
+    suffix += gw * weights[i] + gt * transmittance[i];
+  }
+}
+
+// out[c] = sum_i w_i * values[i, c] over one ray's samples; values == nullptr means all ones
+// (n_channels must then be 1), which gives the opacity.
+template <typename T>
+HD void accumulate_forward_ray(const T* weights, const T* values, int64_t n_channels,
+                               int64_t begin, int64_t end, T* out) {
+  for (int64_t c = 0; c < n_channels; ++c) out[c] = T(0);
+  for (int64_t i = begin; i < end; ++i) {
+    const T w = weights[i];
+    for (int64_t c = 0; c < n_channels; ++c)
+      out[c] += w * (values ? values[i * n_channels + c] : T(1));
+  }
+}
+
+// Per sample i of ray r: dL/dw_i = sum_c values[i,c] g[r,c], dL/dvalues[i,c] = w_i g[r,c].
+// Either output pointer may be null when that gradient is not needed.
+template <typename T>
+HD void accumulate_backward_sample(const T* weights, const T* values, const T* grad_out_ray,
+                                   int64_t n_channels, int64_t i, T* grad_weights,
+                                   T* grad_values) {
+  T gw = T(0);
+  for (int64_t c = 0; c < n_channels; ++c) {
+    const T g = grad_out_ray[c];
+    gw += (values ? values[i * n_channels + c] : T(1)) * g;
+    if (grad_values) grad_values[i * n_channels + c] = weights[i] * g;
+  }
+  if (grad_weights) grad_weights[i] = gw;
+}
+
+}  // namespace composite
+}  // namespace l2vsd
+
+namespace l2vsd {
+namespace composite {
+
+// Launchers. offsets: (n_rays + 1) int64, non-decreasing; samples outside [offsets[0],
+// offsets[n_rays]) belong to no ray: their outputs and gradients are written as zero by the
+// caller's zero-initialised buffers. ray_of_sample: (n_samples) int64, the owning ray or -1.
+void weights_forward_cpu(DType dtype, const void* t_starts, const void* t_ends,
+                         const void* sigmas, const int64_t* offsets, int64_t n_rays,
+                         void* weights, void* transmittance, void* alphas);
+void weights_backward_cpu(DType dtype, const void* t_starts, const void* t_ends,
+                          const void* weights, const void* transmittance, const void* alphas,
+                          const void* grad_weights, const void* grad_transmittance,
+                          const void* grad_alphas, const int64_t* offsets, int64_t n_rays,
+                          void* grad_sigmas);
+void accumulate_forward_cpu(DType dtype, const void* weights, const void* values,
+                            int64_t n_channels, const int64_t* offsets, int64_t n_rays,
+                            void* out);
+void accumulate_backward_cpu(DType dtype, const void* weights, const void* values,
+                             const void* grad_out, int64_t n_channels,
+                             const int64_t* ray_of_sample, int64_t n_samples,
+                             void* grad_weights, void* grad_values);
+
+void weights_forward_cuda(DType dtype, const void* t_starts, const void* t_ends,
+                          const void* sigmas, const int64_t* offsets, int64_t n_rays,
+                          void* weights, void* transmittance, void* alphas, cudaStream_t stream);
+void weights_backward_cuda(DType dtype, const void* t_starts, const void* t_ends,
+                           const void* weights, const void* transmittance, const void* alphas,
+                           const void* grad_weights, const void* grad_transmittance,
+                           const void* grad_alphas, const int64_t* offsets, int64_t n_rays,
+                           void* grad_sigmas, cudaStream_t stream);
+void accumulate_forward_cuda(DType dtype, const void* weights, const void* values,
+                             int64_t n_channels, const int64_t* offsets, int64_t n_rays,
+                             void* out, cudaStream_t stream);
+void accumulate_backward_cuda(DType dtype, const void* weights, const void* values,
+                              const void* grad_out, int64_t n_channels,
+                              const int64_t* ray_of_sample, int64_t n_samples,
+                              void* grad_weights, void* grad_values, cudaStream_t stream);
+
+}  // namespace composite
+}  // namespace l2vsd

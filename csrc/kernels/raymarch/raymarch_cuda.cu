@@ -1,0 +1,122 @@
+// CUDA launcher for ray/box intersection and occupancy-grid marching: one thread per ray, the
+// same HD bodies as the CPU launcher.
+#include "raymarch.h"
+
+#include <cuda_runtime.h>
+
+#include <stdexcept>
+#include <string>
+
+namespace l2vsd {
+namespace raymarch {
+namespace {
+
+constexpr int kThreads = 256;
+
+unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
+
+void check_launch(const char* what) {
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess)
+    throw std::runtime_error(std::string("raymarch: ") + what + " failed: " + cudaGetErrorString(err));
+}
+
+template <typename T>
+__global__ void ray_aabb_kernel(const T* __restrict__ o, const T* __restrict__ d,
+                                const T* __restrict__ aabb, int64_t n, T* tn, T* tf,
+                                uint8_t* hit) {
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (r >= n) return;
+  hit[r] = ray_aabb(o + 3 * r, d + 3 * r, aabb, tn + r, tf + r);
+}
+
+struct NoEmit {
+  template <typename T> __device__ void operator()(int32_t, T, T) const {}
+};
+
+template <typename T>
+struct PackedEmit {
+  int64_t base, ray;
+  int64_t* ray_indices;
+  T* ts;
+  T* te;
+  __device__ void operator()(int32_t k, T t0, T t1) const {
+    ray_indices[base + k] = ray;
+    ts[base + k] = t0;
+    te[base + k] = t1;
+  }
+};
+
+template <typename T>
+__global__ void count_kernel(const T* __restrict__ o, const T* __restrict__ d,
+                             const T* __restrict__ t_min, const T* __restrict__ t_max,
+                             const T* __restrict__ off, int64_t n, Grid g,
+                             const uint8_t* __restrict__ bits, MarchOptions opt, int64_t* counts) {
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (r >= n) return;
+  counts[r] = march_ray(g, bits, opt, o + 3 * r, d + 3 * r, t_min[r], t_max[r],
+                        off ? off[r] : T(0), false, NoEmit());
+}
+
+template <typename T>
+__global__ void fill_kernel(const T* __restrict__ o, const T* __restrict__ d,
+                            const T* __restrict__ t_min, const T* __restrict__ t_max,
+                            const T* __restrict__ off, int64_t n, Grid g,
+                            const uint8_t* __restrict__ bits, MarchOptions opt,
+                            const int64_t* __restrict__ offsets, int64_t* ray_indices, T* ts,
+                            T* te) {
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (r >= n) return;
+  march_ray(g, bits, opt, o + 3 * r, d + 3 * r, t_min[r], t_max[r], off ? off[r] : T(0), true,
+            PackedEmit<T>{offsets[r], r, ray_indices, ts, te});
+}
+
+[[noreturn]] void unsupported() {
+  throw std::invalid_argument("raymarch: the CUDA kernels support float32 and float64");
+}
+
+}  // namespace
+
+#define L2VSD_RAYMARCH_DISPATCH(dtype, CALL)                 \
+  switch (dtype) {                                           \
+    case DType::kFloat32: { using T = float; CALL; break; }  \
+    case DType::kFloat64: { using T = double; CALL; break; } \
+    default: unsupported();                                  \
+  }
+
+void ray_aabb_cuda(DType dtype, const void* rays_o, const void* rays_d, const void* aabb,
+                   int64_t n, void* t_near, void* t_far, uint8_t* hit, cudaStream_t stream) {
+  if (n == 0) return;
+  L2VSD_RAYMARCH_DISPATCH(dtype, (ray_aabb_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(
+      static_cast<const T*>(rays_o), static_cast<const T*>(rays_d), static_cast<const T*>(aabb),
+      n, static_cast<T*>(t_near), static_cast<T*>(t_far), hit)));
+  check_launch("ray/aabb kernel");
+}
+
+void march_count_cuda(DType dtype, const void* rays_o, const void* rays_d, const void* t_min,
+                      const void* t_max, const void* offset, int64_t n, const Grid& grid,
+                      const uint8_t* bits, const MarchOptions& opt, int64_t* counts,
+                      cudaStream_t stream) {
+  if (n == 0) return;
+  L2VSD_RAYMARCH_DISPATCH(dtype, (count_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(
+      static_cast<const T*>(rays_o), static_cast<const T*>(rays_d),
+      static_cast<const T*>(t_min), static_cast<const T*>(t_max), static_cast<const T*>(offset),
+      n, grid, bits, opt, counts)));
+  check_launch("march count kernel");
+}
+
+void march_fill_cuda(DType dtype, const void* rays_o, const void* rays_d, const void* t_min,
+                     const void* t_max, const void* offset, int64_t n, const Grid& grid,
+                     const uint8_t* bits, const MarchOptions& opt, const int64_t* offsets,
+                     int64_t* ray_indices, void* t_starts, void* t_ends, cudaStream_t stream) {
+  if (n == 0) return;
+  L2VSD_RAYMARCH_DISPATCH(dtype, (fill_kernel<T><<<blocks_for(n), kThreads, 0, stream>>>(
+      static_cast<const T*>(rays_o), static_cast<const T*>(rays_d),
+      static_cast<const T*>(t_min), static_cast<const T*>(t_max), static_cast<const T*>(offset),
+      n, grid, bits, opt, offsets, ray_indices, static_cast<T*>(t_starts),
+      static_cast<T*>(t_ends))));
+  check_launch("march fill kernel");
+}
+
+}  // namespace raymarch
+}  // namespace l2vsd

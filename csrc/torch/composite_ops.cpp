@@ -1,0 +1,204 @@
+// ATen glue for compositing (render_weight_from_density, accumulate_along_rays): argument checks,
+// per-ray offsets, dispatch to the CPU/CUDA launchers.
+#include "registry.h"
+#include "checks.h"
+#include "packed_checks.h"
+
+#include "../kernels/composite/composite.h"
+
+#ifdef WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#endif
+
+#include <optional>
+#include <tuple>
+
+namespace l2vsd {
+namespace {
+
+constexpr const char* kWeightsOp = "render_weight_from_density";
+constexpr const char* kAccumulateOp = "accumulate_along_rays";
+
+void check_sample_tensor(const at::Tensor& t, const at::Tensor& like, const char* op,
+                         const char* name, const char* like_name) {
+  check_dim(t, op, name, 1, "(n_samples,)");
+  check_size(t, op, name, 0, like.size(0), "(n_samples,)");
+  check_same_device(like, like_name, t, name, op);
+  check_same_dtype(like, like_name, t, name, op);
+}
+
+void check_float_tensor(const at::Tensor& t, const char* op, const char* name) {
+  check_defined(t, op, name);
+  check_device_supported(t, op, name);
+  check_dtype(t, op, name, {at::kFloat, at::kDouble});
+}
+
+const void* ptr_or_null(const at::Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
+
+at::Tensor optional_grad(const std::optional<at::Tensor>& g, const at::Tensor& like,
+                         const char* name) {
+  if (!g.has_value() || !g->defined()) return at::Tensor();
+  check_sample_tensor(*g, like, kWeightsOp, name, "sigmas");
+  return g->contiguous();
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> weights_forward(
+    const at::Tensor& t_starts, const at::Tensor& t_ends, const at::Tensor& sigmas,
+    const at::Tensor& ray_indices, int64_t n_rays) {
+  check_float_tensor(sigmas, kWeightsOp, "sigmas");
+  check_dim(sigmas, kWeightsOp, "sigmas", 1, "(n_samples,)");
+  check_sample_tensor(t_starts, sigmas, kWeightsOp, "t_starts", "sigmas");
+  check_sample_tensor(t_ends, sigmas, kWeightsOp, "t_ends", "sigmas");
+  check_same_device(sigmas, "sigmas", ray_indices, "ray_indices", kWeightsOp);
+  const int64_t n = sigmas.size(0);
+  at::Tensor offsets;
+  checked_ray_indices(ray_indices, n_rays, n, kWeightsOp, &offsets);
+  const at::Tensor ts = t_starts.contiguous(), te = t_ends.contiguous(), sg = sigmas.contiguous();
+  // Zero-initialised: samples that belong to no ray keep weight 0 and transmittance 0.
+  auto weights = at::zeros_like(sg), trans = at::zeros_like(sg), alphas = at::zeros_like(sg);
+  if (n == 0 || n_rays == 0) return {weights, trans, alphas};
+  if (sg.is_cuda()) {
+#ifdef WITH_CUDA
+    const c10::cuda::CUDAGuard guard(sg.device());
+    composite::weights_forward_cuda(kernel_dtype(sg), ts.data_ptr(), te.data_ptr(), sg.data_ptr(),
+                                    offsets.data_ptr<int64_t>(), n_rays, weights.data_ptr(),
+                                    trans.data_ptr(), alphas.data_ptr(),
+                                    at::cuda::getCurrentCUDAStream());
+#endif
+  } else {
+    composite::weights_forward_cpu(kernel_dtype(sg), ts.data_ptr(), te.data_ptr(), sg.data_ptr(),
+                                   offsets.data_ptr<int64_t>(), n_rays, weights.data_ptr(),
+                                   trans.data_ptr(), alphas.data_ptr());
+  }
+  return {weights, trans, alphas};
+}
+
+at::Tensor weights_backward(const std::optional<at::Tensor>& grad_weights,
+                            const std::optional<at::Tensor>& grad_transmittance,
+                            const std::optional<at::Tensor>& grad_alphas,
+                            const at::Tensor& t_starts, const at::Tensor& t_ends,
+                            const at::Tensor& ray_indices, int64_t n_rays,
+                            const at::Tensor& weights, const at::Tensor& transmittance,
+                            const at::Tensor& alphas) {
+  check_float_tensor(weights, kWeightsOp, "weights");
+  check_dim(weights, kWeightsOp, "weights", 1, "(n_samples,)");
+  for (auto* pair : {&t_starts, &t_ends, &transmittance, &alphas})
+    check_sample_tensor(*pair, weights, kWeightsOp, "saved tensor", "weights");
+  const int64_t n = weights.size(0);
+  at::Tensor offsets;
+  checked_ray_indices(ray_indices, n_rays, n, kWeightsOp, &offsets);
+  const at::Tensor gw = optional_grad(grad_weights, weights, "grad_weights");
+  const at::Tensor gt = optional_grad(grad_transmittance, weights, "grad_transmittance");
+  const at::Tensor ga = optional_grad(grad_alphas, weights, "grad_alphas");
+  const at::Tensor ts = t_starts.contiguous(), te = t_ends.contiguous();
+  const at::Tensor w = weights.contiguous(), tr = transmittance.contiguous(), al = alphas.contiguous();
+  auto grad_sigmas = at::zeros_like(w);
+  if (n == 0 || n_rays == 0) return grad_sigmas;
+  if (w.is_cuda()) {
+#ifdef WITH_CUDA
+    const c10::cuda::CUDAGuard guard(w.device());
+    composite::weights_backward_cuda(kernel_dtype(w), ts.data_ptr(), te.data_ptr(), w.data_ptr(),
+                                     tr.data_ptr(), al.data_ptr(), ptr_or_null(gw),
+                                     ptr_or_null(gt), ptr_or_null(ga),
+                                     offsets.data_ptr<int64_t>(), n_rays, grad_sigmas.data_ptr(),
+                                     at::cuda::getCurrentCUDAStream());
+#endif
+  } else {
+    composite::weights_backward_cpu(kernel_dtype(w), ts.data_ptr(), te.data_ptr(), w.data_ptr(),
+                                    tr.data_ptr(), al.data_ptr(), ptr_or_null(gw),
+                                    ptr_or_null(gt), ptr_or_null(ga),
+                                    offsets.data_ptr<int64_t>(), n_rays, grad_sigmas.data_ptr());
+  }
+  return grad_sigmas;
+}
+
+// values: (n_samples, C) or undefined (accumulate the weights themselves, C = 1).
+int64_t check_values(const at::Tensor& weights, const std::optional<at::Tensor>& values) {
+  if (!values.has_value() || !values->defined()) return 1;
+  check_dim(*values, kAccumulateOp, "values", 2, "(n_samples, C)");
+  check_size(*values, kAccumulateOp, "values", 0, weights.size(0), "(n_samples, C)");
+  check_same_device(weights, "weights", *values, "values", kAccumulateOp);
+  check_same_dtype(weights, "weights", *values, "values", kAccumulateOp);
+  return values->size(1);
+}
+
+at::Tensor accumulate_forward(const at::Tensor& weights, const std::optional<at::Tensor>& values,
+                              const at::Tensor& ray_indices, int64_t n_rays) {
+  check_float_tensor(weights, kAccumulateOp, "weights");
+  check_dim(weights, kAccumulateOp, "weights", 1, "(n_samples,)");
+  check_same_device(weights, "weights", ray_indices, "ray_indices", kAccumulateOp);
+  const int64_t c = check_values(weights, values);
+  const int64_t n = weights.size(0);
+  at::Tensor offsets;
+  checked_ray_indices(ray_indices, n_rays, n, kAccumulateOp, &offsets);
+  const at::Tensor w = weights.contiguous();
+  const at::Tensor v = (values.has_value() && values->defined()) ? values->contiguous() : at::Tensor();
+  auto out = at::zeros({n_rays, c}, w.options());
+  if (n == 0 || n_rays == 0 || c == 0) return out;
+  if (w.is_cuda()) {
+#ifdef WITH_CUDA
+    const c10::cuda::CUDAGuard guard(w.device());
+    composite::accumulate_forward_cuda(kernel_dtype(w), w.data_ptr(), ptr_or_null(v), c,
+                                       offsets.data_ptr<int64_t>(), n_rays, out.data_ptr(),
+                                       at::cuda::getCurrentCUDAStream());
+#endif
+  } else {
+    composite::accumulate_forward_cpu(kernel_dtype(w), w.data_ptr(), ptr_or_null(v), c,
+                                      offsets.data_ptr<int64_t>(), n_rays, out.data_ptr());
+  }
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> accumulate_backward(
+    const at::Tensor& grad_out, const at::Tensor& weights, const std::optional<at::Tensor>& values,
+    const at::Tensor& ray_indices, int64_t n_rays, bool need_weights, bool need_values) {
+  check_float_tensor(weights, kAccumulateOp, "weights");
+  check_dim(weights, kAccumulateOp, "weights", 1, "(n_samples,)");
+  const int64_t c = check_values(weights, values);
+  const int64_t n = weights.size(0);
+  at::Tensor offsets;
+  const at::Tensor ri = checked_ray_indices(ray_indices, n_rays, n, kAccumulateOp, &offsets);
+  check_dim(grad_out, kAccumulateOp, "grad_out", 2, "(n_rays, C)");
+  check_size(grad_out, kAccumulateOp, "grad_out", 0, n_rays, "(n_rays, C)");
+  check_size(grad_out, kAccumulateOp, "grad_out", 1, c, "(n_rays, C)");
+  check_same_device(weights, "weights", grad_out, "grad_out", kAccumulateOp);
+  check_same_dtype(weights, "weights", grad_out, "grad_out", kAccumulateOp);
+  const bool has_values = values.has_value() && values->defined();
+  const at::Tensor w = weights.contiguous(), g = grad_out.contiguous();
+  const at::Tensor v = has_values ? values->contiguous() : at::Tensor();
+  at::Tensor gw, gv;
+  if (need_weights) gw = at::zeros_like(w);
+  if (need_values && has_values) gv = at::zeros_like(v);
+  if (n == 0 || c == 0 || (!gw.defined() && !gv.defined())) return {gw, gv};
+  if (w.is_cuda()) {
+#ifdef WITH_CUDA
+    const c10::cuda::CUDAGuard guard(w.device());
+    composite::accumulate_backward_cuda(kernel_dtype(w), w.data_ptr(), ptr_or_null(v),
+                                        g.data_ptr(), c, ri.data_ptr<int64_t>(), n,
+                                        ptr_or_null(gw) ? gw.data_ptr() : nullptr,
+                                        gv.defined() ? gv.data_ptr() : nullptr,
+                                        at::cuda::getCurrentCUDAStream());
+#endif
+  } else {
+    composite::accumulate_backward_cpu(kernel_dtype(w), w.data_ptr(), ptr_or_null(v),
+                                       g.data_ptr(), c, ri.data_ptr<int64_t>(), n,
+                                       gw.defined() ? gw.data_ptr() : nullptr,
+                                       gv.defined() ? gv.data_ptr() : nullptr);
+  }
+  return {gw, gv};
+}
+
+}  // namespace
+
+void register_composite(pybind11::module& m) {
+  m.def("render_weights_forward", &weights_forward,
+        "Packed compositing: (weights, transmittance, alphas) from densities.");
+  m.def("render_weights_backward", &weights_backward,
+        "Gradient w.r.t. sigmas from the gradients of (weights, transmittance, alphas).");
+  m.def("accumulate_forward", &accumulate_forward, "Per-ray weighted sum of per-sample values.");
+  m.def("accumulate_backward", &accumulate_backward,
+        "Gradients of accumulate_forward w.r.t. (weights, values).");
+}
+
+}  // namespace l2vsd

@@ -1,0 +1,126 @@
+"""Volume-rendering compositing in nerfacc's packed layout, as autograd ops over the compiled
+kernels: `render_weight_from_density` and `accumulate_along_rays` (nerfacc's names and argument
+order). Samples are sorted by ray; each op also accepts the batched layout (n_rays, n_samples)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from .._ext import load_extension
+
+
+def _require_tensor(value, op: str, name: str) -> None:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{op}: argument '{name}' must be a torch.Tensor, got {type(value).__name__}")
+
+
+def _batched_ray_indices(shape: torch.Size, device) -> torch.Tensor:
+    n_rays, n_samples = shape
+    return torch.arange(n_rays, device=device).repeat_interleave(n_samples)
+
+
+def _infer_n_rays(ray_indices: torch.Tensor, n_rays: Optional[int]) -> int:
+    if n_rays is not None:
+        return int(n_rays)
+    # nerfacc's fallback; costs a device sync and drops trailing rays without samples.
+    return int(ray_indices.max().item()) + 1 if ray_indices.numel() else 0
+
+
+class _RenderWeightFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(t_starts, t_ends, sigmas, ray_indices, n_rays):
+        return tuple(load_extension().render_weights_forward(t_starts, t_ends, sigmas, ray_indices,
+                                                             n_rays))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        t_starts, t_ends, _, ray_indices, n_rays = inputs
+        ctx.save_for_backward(t_starts, t_ends, ray_indices, *output)
+        ctx.n_rays = n_rays
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_weights, grad_transmittance, grad_alphas):
+        t_starts, t_ends, ray_indices, weights, transmittance, alphas = ctx.saved_tensors
+        grad_sigmas = None
+        if ctx.needs_input_grad[2]:
+            grad_sigmas = load_extension().render_weights_backward(
+                grad_weights, grad_transmittance, grad_alphas, t_starts, t_ends, ray_indices,
+                ctx.n_rays, weights, transmittance, alphas)
+        return None, None, grad_sigmas, None, None
+
+
+def render_weight_from_density(t_starts: torch.Tensor, t_ends: torch.Tensor, sigmas: torch.Tensor,
+                               ray_indices: Optional[torch.Tensor] = None,
+                               n_rays: Optional[int] = None):
+    """(weights, transmittance, alphas) per sample: alpha = 1 - exp(-sigma (t_end - t_start)),
+    T_i = prod_{j<i} (1 - alpha_j), w = T alpha. Packed (n_samples,) tensors with sorted
+    `ray_indices`, or the batched layout (n_rays, n_samples) with ray_indices=None. Differentiable
+    w.r.t. sigmas (the sample intervals come from the sampler and carry no gradient)."""
+    op = "render_weight_from_density"
+    for name, value in (("t_starts", t_starts), ("t_ends", t_ends), ("sigmas", sigmas)):
+        _require_tensor(value, op, name)
+    if ray_indices is None:
+        if sigmas.dim() != 2:
+            raise ValueError(f"{op}: without 'ray_indices' the inputs must be batched "
+                             f"(n_rays, n_samples), got sigmas of shape {tuple(sigmas.shape)}")
+        shape = sigmas.shape
+        if t_starts.shape != shape or t_ends.shape != shape:
+            raise ValueError(f"{op}: 't_starts', 't_ends' and 'sigmas' must share one shape, got "
+                             f"{tuple(t_starts.shape)}, {tuple(t_ends.shape)}, {tuple(shape)}")
+        indices = _batched_ray_indices(shape, sigmas.device)
+        outputs = _RenderWeightFunction.apply(t_starts.reshape(-1), t_ends.reshape(-1),
+                                              sigmas.reshape(-1), indices, shape[0])
+        return tuple(o.view(shape) for o in outputs)
+    _require_tensor(ray_indices, op, "ray_indices")
+    return _RenderWeightFunction.apply(t_starts, t_ends, sigmas, ray_indices,
+                                       _infer_n_rays(ray_indices, n_rays))
+
+
+class _AccumulateFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(weights, values, ray_indices, n_rays):
+        return load_extension().accumulate_forward(weights, values, ray_indices, n_rays)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        weights, values, ray_indices, n_rays = inputs
+        ctx.save_for_backward(weights, values, ray_indices)
+        ctx.n_rays = n_rays
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        weights, values, ray_indices = ctx.saved_tensors
+        need_w, need_v = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_w, grad_v = load_extension().accumulate_backward(
+            grad_out, weights, values, ray_indices, ctx.n_rays, need_w, need_v)
+        return grad_w, grad_v, None, None
+
+
+def accumulate_along_rays(weights: torch.Tensor, values: Optional[torch.Tensor] = None,
+                          ray_indices: Optional[torch.Tensor] = None,
+                          n_rays: Optional[int] = None) -> torch.Tensor:
+    """Per-ray sum of w_i * values_i -> (n_rays, C); values=None sums the weights (opacity,
+    (n_rays, 1)). Packed: weights (n_samples,), values (n_samples, C), sorted ray_indices.
+    Batched: weights (n_rays, n_samples), values (n_rays, n_samples, C), ray_indices=None."""
+    op = "accumulate_along_rays"
+    _require_tensor(weights, op, "weights")
+    if values is not None:
+        _require_tensor(values, op, "values")
+    if ray_indices is None:
+        if weights.dim() != 2:
+            raise ValueError(f"{op}: without 'ray_indices' the weights must be batched "
+                             f"(n_rays, n_samples), got shape {tuple(weights.shape)}")
+        if values is not None and (values.dim() != 3 or values.shape[:2] != weights.shape):
+            raise ValueError(f"{op}: batched 'values' must have shape (n_rays, n_samples, C) "
+                             f"matching weights {tuple(weights.shape)}, got {tuple(values.shape)}")
+        indices = _batched_ray_indices(weights.shape, weights.device)
+        flat_values = None if values is None else values.reshape(-1, values.shape[-1])
+        return _AccumulateFunction.apply(weights.reshape(-1), flat_values, indices,
+                                         weights.shape[0])
+    _require_tensor(ray_indices, op, "ray_indices")
+    return _AccumulateFunction.apply(weights, values, ray_indices,
+                                     _infer_n_rays(ray_indices, n_rays))

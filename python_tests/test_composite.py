@@ -1,0 +1,143 @@
+"""Compositing ops (render_weight_from_density, accumulate_along_rays) against the pure-PyTorch
+references: packed and batched layouts, float64 gradchecks, rays without samples, bad inputs."""
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from l2vsd_ext.ops import accumulate_along_rays, render_weight_from_density
+from l2vsd_ext.ops import reference as ref
+from render_helpers import DEVICES, random_packed
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+def test_weights_match_reference(device, dtype, tol):
+    ri, ts, te, sig = random_packed([5, 0, 7, 1, 0, 3], dtype=dtype, device=device)
+    got = render_weight_from_density(ts, te, sig, ri, 6)
+    want = ref.render_weight_from_density(ts, te, sig, ri, 6)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_weights_gradcheck(device):
+    ri, ts, te, sig = random_packed([4, 0, 6, 1, 2], device=device)
+    sig.requires_grad_(True)
+    # All three outputs contribute, so every term of the backward is checked.
+    assert torch.autograd.gradcheck(lambda s: render_weight_from_density(ts, te, s, ri, 5), (sig,))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_weights_gradient_matches_reference(device):
+    ri, ts, te, sig = random_packed([8, 3, 0, 5], device=device, seed=3)
+    grads = [torch.randn(sig.shape, dtype=sig.dtype, device=device) for _ in range(3)]
+    results = []
+    for fn in (render_weight_from_density, ref.render_weight_from_density):
+        s = sig.clone().requires_grad_(True)
+        results.append(torch.autograd.grad(fn(ts, te, s, ri, 4), s, grads)[0])
+    torch.testing.assert_close(results[0], results[1], atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_accumulate_gradcheck(device):
+    ri, _, _, w = random_packed([3, 0, 5, 2], device=device, seed=1)
+    w.requires_grad_(True)
+    values = torch.rand(w.shape[0], 3, dtype=torch.float64, device=device, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: accumulate_along_rays(a, b, ri, 4), (w, values))
+    assert torch.autograd.gradcheck(lambda a: accumulate_along_rays(a, None, ri, 4), (w,))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_full_composite_gradcheck(device):
+    """sigmas -> weights -> colour: the chain the renderer differentiates."""
+    ri, ts, te, sig = random_packed([4, 2, 0, 3], device=device, seed=2)
+    sig.requires_grad_(True)
+    rgb = torch.rand(sig.shape[0], 3, dtype=torch.float64, device=device, requires_grad=True)
+
+    def render(s, c):
+        w, _, _ = render_weight_from_density(ts, te, s, ri, 4)
+        return accumulate_along_rays(w, c, ri, 4)
+
+    assert torch.autograd.gradcheck(render, (sig, rgb))
+
+
+@settings(max_examples=40, deadline=None)
+@given(counts=st.lists(st.integers(0, 12), min_size=0, max_size=20),
+       channels=st.integers(1, 4), seed=st.integers(0, 2**16))
+def test_random_ray_counts_match_reference(counts, channels, seed):
+    n_rays = len(counts)
+    ri, ts, te, sig = random_packed(counts, seed=seed)
+    values = torch.rand(sig.shape[0], channels, dtype=torch.float64,
+                        generator=torch.Generator().manual_seed(seed + 1))
+    got = render_weight_from_density(ts, te, sig, ri, n_rays)
+    want = ref.render_weight_from_density(ts, te, sig, ri, n_rays)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, atol=1e-12, rtol=1e-10)
+    acc = accumulate_along_rays(got[0], values, ri, n_rays)
+    torch.testing.assert_close(acc, ref.accumulate_along_rays(want[0], values, ri, n_rays))
+    assert acc.shape == (n_rays, channels)
+    empty = torch.tensor([c == 0 for c in counts], dtype=torch.bool)
+    assert bool((acc[empty] == 0).all())
+
+
+def test_batched_layout_equals_packed():
+    n_rays, n_samples = 5, 7
+    ri, ts, te, sig = random_packed([n_samples] * n_rays, seed=4)
+    shape = (n_rays, n_samples)
+    packed = render_weight_from_density(ts, te, sig, ri, n_rays)
+    batched = render_weight_from_density(ts.view(shape), te.view(shape), sig.view(shape))
+    for p, b in zip(packed, batched):
+        assert b.shape == shape
+        torch.testing.assert_close(b.reshape(-1), p)
+    values = torch.rand(n_rays * n_samples, 2, dtype=torch.float64)
+    torch.testing.assert_close(accumulate_along_rays(batched[0], values.view(n_rays, n_samples, 2)),
+                               accumulate_along_rays(packed[0], values, ri, n_rays))
+
+
+def test_batched_gradcheck():
+    _, ts, te, sig = random_packed([6] * 3, seed=5)
+    ts, te = ts.view(3, 6), te.view(3, 6)
+    sig = sig.view(3, 6).clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda s: render_weight_from_density(ts, te, s), (sig,))
+
+
+def test_n_rays_inferred_when_missing():
+    ri, ts, te, sig = random_packed([2, 0, 3], seed=6)
+    w, _, _ = render_weight_from_density(ts, te, sig, ri)
+    assert accumulate_along_rays(w, None, ri).shape == (3, 1)
+
+
+def test_empty_inputs_give_empty_outputs():
+    e = torch.empty(0, dtype=torch.float64)
+    ri = torch.empty(0, dtype=torch.long)
+    w, t, a = render_weight_from_density(e, e, e, ri, 4)
+    assert w.shape == t.shape == a.shape == (0,)
+    assert torch.equal(accumulate_along_rays(w, None, ri, 4), torch.zeros(4, 1, dtype=torch.float64))
+
+
+def test_bad_inputs_raise_clear_errors():
+    ri, ts, te, sig = random_packed([3, 2], seed=7)
+    with pytest.raises(ValueError, match="sorted"):
+        render_weight_from_density(ts, te, sig, ri.flip(0), 2)
+    with pytest.raises(ValueError, match=r"ray_indices.*\[0, n_rays"):
+        render_weight_from_density(ts, te, sig, ri, 1)
+    with pytest.raises(TypeError, match="t_ends"):
+        render_weight_from_density(ts, te.float(), sig, ri, 2)
+    with pytest.raises(ValueError, match="t_starts"):
+        render_weight_from_density(ts[:-1], te, sig, ri, 2)
+    with pytest.raises(TypeError, match="sigmas"):
+        render_weight_from_density(ts, te, sig.long(), ri, 2)
+    with pytest.raises(TypeError, match="must be a torch.Tensor"):
+        render_weight_from_density(ts, te, [1.0], ri, 2)
+    with pytest.raises(ValueError, match="values"):
+        accumulate_along_rays(sig, torch.rand(4, 3, dtype=torch.float64), ri, 2)
+    with pytest.raises(ValueError, match="batched"):
+        accumulate_along_rays(sig)
+    with pytest.raises(ValueError, match="n_rays"):
+        render_weight_from_density(ts, te, sig, ri, -1)
+
+
+def test_mismatched_devices_raise():
+    ri, ts, te, sig = random_packed([3, 2], seed=8)
+    with pytest.raises(ValueError, match="device|meta"):
+        render_weight_from_density(ts.to("meta"), te, sig, ri, 2)

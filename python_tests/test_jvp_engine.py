@@ -20,6 +20,17 @@ def func_jvp(unet, direction, inputs):
     sample, timestep, ehs, labels = inputs
     previous = unet.attn_processors
     unet.set_attn_processor(AttnProcessor())
+    # torch's group_norm forward-AD rule fails on a non-contiguous tangent (AttnProcessor's
+    # transposed output feeds the next resnet's norm): hand it contiguous tensors.
+    # transposed output feeds the next resnet's norm): use the same math written out for those.
+    norms = [m for m in unet.modules() if isinstance(m, torch.nn.GroupNorm)]
+    # AttnProcessor's upcast_softmax computes the softmax in float32, even for float64 inputs
+    attns = [m for m in unet.modules() if hasattr(m, "upcast_softmax")]
+    upcast = [(m.upcast_softmax, m.upcast_attention) for m in attns]
+    for m in attns:
+        m.upcast_softmax = m.upcast_attention = False
+    for m in norms:
+        m.forward = lambda x, m=m: _group_norm_math(x, m)
     try:
         params = lora_parameters(unet)
         names = list(params)
@@ -32,7 +43,20 @@ def func_jvp(unet, direction, inputs):
             return torch.func.jvp(f, tuple(params[n] for n in names),
                                   tuple(direction[n] for n in names))
     finally:
+        for m in norms:
+            del m.forward
+        for m, (soft, att) in zip(attns, upcast):
+            m.upcast_softmax, m.upcast_attention = soft, att
         unet.set_attn_processor(previous)
+
+
+def _group_norm_math(x, m):
+    g = x.reshape(x.shape[0], m.num_groups, -1)
+    mean = g.mean(-1, keepdim=True)
+    var = ((g - mean) ** 2).mean(-1, keepdim=True)
+    y = ((g - mean) / torch.sqrt(var + m.eps)).reshape(x.shape)
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    return y * m.weight.reshape(shape) + m.bias.reshape(shape)
 
 
 @pytest.fixture(scope="module", params=CONFIGS)

@@ -12,12 +12,12 @@ TINY_CONFIGS = {
         block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8, cross_attention_dim=24,
         attention_head_dim=2, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D")),
-    # no cross-attention: plain resnet blocks and a self-attention mid block (group norm inside
-    # the Attention, 4-D input, residual connection)
+    # no cross-attention: self-attention blocks (group norm inside the Attention, 4-D input,
+    # residual connection) and a mid block without attention
     "self_attention_only": dict(
         block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8, cross_attention_dim=24,
-        attention_head_dim=4, down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"), mid_block_type="UNetMidBlock2D"),
+        attention_head_dim=4, down_block_types=("AttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "AttnUpBlock2D"), mid_block_type="UNetMidBlock2D"),
     # the camera class embedding of the LoRA score model
     "camera_embedding": dict(
         block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8, cross_attention_dim=24,

@@ -7,4 +7,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   l2vsd::register_hashgrid(m);
   l2vsd::register_composite(m);
   l2vsd::register_raymarch(m);
+  l2vsd::register_lora_linear(m);
+  l2vsd::register_attention_jvp(m);
+  l2vsd::register_norm_jvp(m);
 }

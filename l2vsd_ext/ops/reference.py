@@ -153,3 +153,48 @@ def occupancy_sampling(rays_o, rays_d, t_min, t_max, offset, binary, aabb, resol
         empty = torch.empty(0, dtype=rays_o.dtype)
         return torch.empty(0, dtype=torch.long), empty, empty
     return torch.cat(ray_out), torch.cat(start_out), torch.cat(end_out)
+
+
+# ---------------------------------------------------------------------------------------------
+# JVP-engine rules (LoRA linear, attention, group/layer norm): primal and tangent, the tangent
+# taken by torch.func.jvp of the plain formula, so the ground truth is PyTorch's own AD.
+# ---------------------------------------------------------------------------------------------
+
+def lora_linear(x, weight, bias, lora_a, lora_b, scale):
+    """y = x W^T + b + scale * (x A^T) B^T."""
+    y = torch.nn.functional.linear(x, weight, bias)
+    return y + scale * torch.nn.functional.linear(torch.nn.functional.linear(x, lora_a), lora_b)
+
+
+def lora_linear_jvp(x, x_dot, weight, bias, lora_a, lora_a_dot, lora_b, lora_b_dot, scale):
+    """(y, y_dot) with W and b held constant; x_dot None means zero."""
+    x_dot = torch.zeros_like(x) if x_dot is None else x_dot
+    return torch.func.jvp(lambda x_, a_, b_: lora_linear(x_, weight, bias, a_, b_, scale),
+                          (x, lora_a, lora_b), (x_dot, lora_a_dot, lora_b_dot))
+
+
+def attention(q, k, v, scale):
+    """softmax(scale q k^T) v for (BH, N, d), (BH, M, d), (BH, M, d)."""
+    return torch.softmax(scale * q @ k.transpose(-1, -2), dim=-1) @ v
+
+
+def attention_jvp(q, q_dot, k, k_dot, v, v_dot, scale):
+    """(out, out_dot); a None tangent means zero."""
+    tangents = tuple(torch.zeros_like(p) if t is None else t
+                     for p, t in ((q, q_dot), (k, k_dot), (v, v_dot)))
+    return torch.func.jvp(lambda q_, k_, v_: attention(q_, k_, v_, scale), (q, k, v), tangents)
+
+
+def group_norm_jvp(x, x_dot, num_groups, weight, bias, eps):
+    """(y, y_dot) of F.group_norm with the affine parameters held constant."""
+    x_dot = torch.zeros_like(x) if x_dot is None else x_dot
+    return torch.func.jvp(
+        lambda x_: torch.nn.functional.group_norm(x_, num_groups, weight, bias, eps), (x,), (x_dot,))
+
+
+def layer_norm_jvp(x, x_dot, normalized_shape, weight, bias, eps):
+    """(y, y_dot) of F.layer_norm with the affine parameters held constant."""
+    x_dot = torch.zeros_like(x) if x_dot is None else x_dot
+    return torch.func.jvp(
+        lambda x_: torch.nn.functional.layer_norm(x_, tuple(normalized_shape), weight, bias, eps),
+        (x,), (x_dot,))

@@ -1,0 +1,121 @@
+// CUDA launcher for attention with tangent: one warp per query row. Lane l holds head-dim entries
+// [l*VPL, l*VPL + VPL) of q, q_dot and the accumulators in registers; each key's two dot products
+// are butterfly-reduced so every lane sees s and s_dot, then runs the shared online-softmax body.
+#include "attention_jvp.h"
+
+#include <cuda_runtime.h>
+
+#include <stdexcept>
+#include <string>
+
+namespace l2vsd {
+namespace attention_jvp {
+namespace {
+
+constexpr int kWarpsPerBlock = 4;
+
+template <typename Acc>
+__device__ Acc warp_allsum(Acc v) {
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+template <int VPL, typename T>
+__global__ void forward_kernel(const T* __restrict__ q, const T* __restrict__ q_dot,
+                               const T* __restrict__ k, const T* __restrict__ k_dot,
+                               const T* __restrict__ v, const T* __restrict__ v_dot,
+                               T* __restrict__ out, T* __restrict__ out_dot, int64_t n, int64_t m,
+                               int d, acc_t<T> scale) {
+  using Acc = acc_t<T>;
+  const int lane = threadIdx.x % 32;
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
+  const int64_t h = blockIdx.y;
+  if (i >= n) return;  // whole warps exit together: i is uniform within a warp
+  const int c0 = lane * VPL;
+  const int len = c0 >= d ? 0 : (d - c0 < VPL ? d - c0 : VPL);
+  const int64_t row = (h * n + i) * d;
+  Acc qi[VPL], qdi[VPL], o[VPL], od[VPL];
+  L2VSD_UNROLL
+  for (int c = 0; c < VPL; ++c) {
+    qi[c] = c < len ? static_cast<Acc>(q[row + c0 + c]) : Acc(0);
+    qdi[c] = c < len ? static_cast<Acc>(q_dot[row + c0 + c]) : Acc(0);
+    o[c] = od[c] = Acc(0);
+  }
+  const int64_t head = h * m * d;
+  OnlineState<Acc> st = initial_state<Acc>();
+  for (int64_t j = 0; j < m; ++j) {
+    const int64_t kj = head + j * d + c0;
+    Acc s = Acc(0), sd = Acc(0);
+    L2VSD_UNROLL
+    for (int c = 0; c < VPL; ++c) {
+      if (c < len) {
+        const Acc kc = static_cast<Acc>(k[kj + c]);
+        s += qi[c] * kc;
+        sd += qdi[c] * kc + qi[c] * static_cast<Acc>(k_dot[kj + c]);
+      }
+    }
+    s = warp_allsum(s) * scale;
+    sd = warp_allsum(sd) * scale;
+    Acc p;
+    const Acc alpha = admit_key<Acc>(&st, s, sd, &p);
+    if (len > 0) accumulate<Acc>(alpha, p, sd, v + kj, v_dot + kj, len, o, od);
+  }
+  for (int c = 0; c < len; ++c) {
+    Acc r, rd;
+    finalize<Acc>(st, o[c], od[c], &r, &rd);
+    out[row + c0 + c] = static_cast<T>(r);
+    out_dot[row + c0 + c] = static_cast<T>(rd);
+  }
+}
+
+template <int VPL, typename T>
+void launch(const void* q, const void* q_dot, const void* k, const void* k_dot, const void* v,
+            const void* v_dot, void* out, void* out_dot, int64_t bh, int64_t n, int64_t m, int d,
+            double scale, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>((n + kWarpsPerBlock - 1) / kWarpsPerBlock),
+                  static_cast<unsigned>(bh));
+  forward_kernel<VPL, T><<<grid, kWarpsPerBlock * 32, 0, stream>>>(
+      static_cast<const T*>(q), static_cast<const T*>(q_dot), static_cast<const T*>(k),
+      static_cast<const T*>(k_dot), static_cast<const T*>(v), static_cast<const T*>(v_dot),
+      static_cast<T*>(out), static_cast<T*>(out_dot), n, m, d, static_cast<acc_t<T>>(scale));
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess)
+    throw std::runtime_error(std::string("attention_jvp: kernel launch failed: ") +
+                             cudaGetErrorString(err));
+}
+
+// Picks the smallest per-lane width that covers d: 40 -> 2, 64 -> 2, 80 -> 3, 160 -> 5.
+template <typename T>
+void launch_width(const void* q, const void* q_dot, const void* k, const void* k_dot,
+                  const void* v, const void* v_dot, void* out, void* out_dot, int64_t bh,
+                  int64_t n, int64_t m, int d, double scale, cudaStream_t stream) {
+  const int vpl = (d + 31) / 32;
+  switch (vpl) {
+    case 1: launch<1, T>(q, q_dot, k, k_dot, v, v_dot, out, out_dot, bh, n, m, d, scale, stream); break;
+    case 2: launch<2, T>(q, q_dot, k, k_dot, v, v_dot, out, out_dot, bh, n, m, d, scale, stream); break;
+    case 3: launch<3, T>(q, q_dot, k, k_dot, v, v_dot, out, out_dot, bh, n, m, d, scale, stream); break;
+    case 4: launch<4, T>(q, q_dot, k, k_dot, v, v_dot, out, out_dot, bh, n, m, d, scale, stream); break;
+    case 5: launch<5, T>(q, q_dot, k, k_dot, v, v_dot, out, out_dot, bh, n, m, d, scale, stream); break;
+    case 6: launch<6, T>(q, q_dot, k, k_dot, v, v_dot, out, out_dot, bh, n, m, d, scale, stream); break;
+    case 7: case 8: launch<8, T>(q, q_dot, k, k_dot, v, v_dot, out, out_dot, bh, n, m, d, scale, stream); break;
+    default: throw std::invalid_argument("attention_jvp: head dim out of range");
+  }
+}
+
+}  // namespace
+
+void forward_cuda(JvpDType dtype, const void* q, const void* q_dot, const void* k,
+                  const void* k_dot, const void* v, const void* v_dot, void* out, void* out_dot,
+                  int64_t bh, int64_t n, int64_t m, int d, double scale, cudaStream_t stream) {
+  if (bh == 0 || n == 0) return;
+  if (d < 1 || d > kMaxHeadDim) throw std::invalid_argument("attention_jvp: head dim out of range");
+  switch (dtype) {
+    case JvpDType::kFloat32: launch_width<float>(q, q_dot, k, k_dot, v, v_dot, out, out_dot, bh, n, m, d, scale, stream); break;
+    case JvpDType::kFloat64: launch_width<double>(q, q_dot, k, k_dot, v, v_dot, out, out_dot, bh, n, m, d, scale, stream); break;
+    case JvpDType::kFloat16: launch_width<__half>(q, q_dot, k, k_dot, v, v_dot, out, out_dot, bh, n, m, d, scale, stream); break;
+    case JvpDType::kBFloat16: launch_width<__nv_bfloat16>(q, q_dot, k, k_dot, v, v_dot, out, out_dot, bh, n, m, d, scale, stream); break;
+  }
+}
+
+}  // namespace attention_jvp
+}  // namespace l2vsd

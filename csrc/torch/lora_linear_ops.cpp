@@ -1,0 +1,113 @@
+// ATen glue for the LoRA linear layer with tangent: the base GEMM once on the stacked [x; x_dot]
+// (MKL / cuBLAS through at::mm), then the fused rank-r kernel adds the low-rank part in place.
+#include "registry.h"
+#include "jvp_dispatch.h"
+
+#include "../kernels/lora_linear/lora_linear.h"
+
+#ifdef WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#endif
+
+#include <optional>
+#include <tuple>
+
+namespace l2vsd {
+namespace {
+
+constexpr const char* kOp = "lora_linear_jvp";
+
+std::tuple<at::Tensor, at::Tensor> lora_linear_jvp(
+    const at::Tensor& x, const std::optional<at::Tensor>& x_dot_opt, const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias_opt, const at::Tensor& lora_a,
+    const at::Tensor& lora_a_dot, const at::Tensor& lora_b, const at::Tensor& lora_b_dot,
+    double scale) {
+  check_jvp_tensor(x, kOp, "x", x, "x");
+  TORCH_CHECK_VALUE(x.dim() >= 1, kOp, ": argument 'x' must have shape (..., in_features), got ",
+                    x.sizes());
+  check_jvp_tensor(weight, kOp, "weight", x, "x");
+  check_dim(weight, kOp, "weight", 2, "(out_features, in_features)");
+  const int64_t in = weight.size(1), out = weight.size(0);
+  check_size(x, kOp, "x", x.dim() - 1, in, "(..., in_features)");
+  check_jvp_tensor(lora_a, kOp, "lora_a", x, "x");
+  check_dim(lora_a, kOp, "lora_a", 2, "(rank, in_features)");
+  check_size(lora_a, kOp, "lora_a", 1, in, "(rank, in_features)");
+  const int64_t r = lora_a.size(0);
+  TORCH_CHECK_VALUE(r >= 1, kOp, ": argument 'lora_a' must have rank >= 1, got ", lora_a.sizes());
+  check_jvp_tensor(lora_b, kOp, "lora_b", x, "x");
+  check_dim(lora_b, kOp, "lora_b", 2, "(out_features, rank)");
+  check_size(lora_b, kOp, "lora_b", 0, out, "(out_features, rank)");
+  check_size(lora_b, kOp, "lora_b", 1, r, "(out_features, rank)");
+  check_jvp_tensor(lora_a_dot, kOp, "lora_a_dot", x, "x");
+  check_same_shape(lora_a, "lora_a", lora_a_dot, "lora_a_dot", kOp);
+  check_jvp_tensor(lora_b_dot, kOp, "lora_b_dot", x, "x");
+  check_same_shape(lora_b, "lora_b", lora_b_dot, "lora_b_dot", kOp);
+  at::Tensor bias;
+  if (bias_opt.has_value() && bias_opt->defined()) {
+    bias = *bias_opt;
+    check_jvp_tensor(bias, kOp, "bias", x, "x");
+    check_dim(bias, kOp, "bias", 1, "(out_features,)");
+    check_size(bias, kOp, "bias", 0, out, "(out_features,)");
+  }
+  const bool has_x_dot = x_dot_opt.has_value() && x_dot_opt->defined();
+  if (has_x_dot) {
+    check_jvp_tensor(*x_dot_opt, kOp, "x_dot", x, "x");
+    check_same_shape(x, "x", *x_dot_opt, "x_dot", kOp);
+  }
+
+  const int64_t m = x.numel() / in;
+  const at::Tensor x2 = x.reshape({m, in});
+  // Base GEMM once: on [x; x_dot] when x carries a tangent, on x alone otherwise.
+  at::Tensor y, y_dot;
+  if (has_x_dot) {
+    const at::Tensor stacked = at::cat({x2, x_dot_opt->reshape({m, in})}, 0);
+    const at::Tensor base = at::mm(stacked, weight.t());
+    y = base.narrow(0, 0, m);
+    y_dot = base.narrow(0, m, m);
+  } else {
+    y = at::mm(x2, weight.t());
+    y_dot = at::zeros({m, out}, y.options());
+  }
+  if (bias.defined()) y.add_(bias);
+  if (m > 0) {
+    const at::Tensor xc = x2.contiguous();
+    const at::Tensor xdc = has_x_dot ? x_dot_opt->reshape({m, in}).contiguous() : at::zeros_like(xc);
+    const at::Tensor a = lora_a.contiguous(), ad = lora_a_dot.contiguous();
+    const at::Tensor b = lora_b.contiguous(), bd = lora_b_dot.contiguous();
+    if (r > lora_linear::kMaxRank) {
+      // Ranks beyond the kernel's register budget: the same formula through ATen GEMMs.
+      const at::Tensor u = at::mm(xc, a.t());
+      const at::Tensor u_dot = at::mm(xc, ad.t()).add_(at::mm(xdc, a.t()));
+      y.add_(at::mm(u, b.t()), scale);
+      y_dot.add_(at::mm(u, bd.t()).add_(at::mm(u_dot, b.t())), scale);
+    } else if (x.is_cuda()) {
+#ifdef WITH_CUDA
+      const c10::cuda::CUDAGuard guard(x.device());
+      lora_linear::add_lora_cuda(jvp_kernel_dtype(x), xc.data_ptr(), xdc.data_ptr(), a.data_ptr(),
+                                 ad.data_ptr(), b.data_ptr(), bd.data_ptr(), y.data_ptr(),
+                                 y_dot.data_ptr(), m, in, out, static_cast<int>(r), scale,
+                                 at::cuda::getCurrentCUDAStream());
+#endif
+    } else {
+      lora_linear::add_lora_cpu(jvp_kernel_dtype(x), xc.data_ptr(), xdc.data_ptr(), a.data_ptr(),
+                                ad.data_ptr(), b.data_ptr(), bd.data_ptr(), y.data_ptr(),
+                                y_dot.data_ptr(), m, in, out, static_cast<int>(r), scale);
+    }
+  }
+  std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
+  out_shape.back() = out;
+  return {y.view(out_shape), y_dot.view(out_shape)};
+}
+
+}  // namespace
+
+void register_lora_linear(pybind11::module& m) {
+  m.def("lora_linear_jvp", &lora_linear_jvp,
+        "LoRA linear layer y = x W^T + b + s (x A^T) B^T with its tangent; returns (y, y_dot).",
+        pybind11::arg("x"), pybind11::arg("x_dot"), pybind11::arg("weight"), pybind11::arg("bias"),
+        pybind11::arg("lora_a"), pybind11::arg("lora_a_dot"), pybind11::arg("lora_b"),
+        pybind11::arg("lora_b_dot"), pybind11::arg("scale"));
+}
+
+}  // namespace l2vsd

@@ -1,0 +1,49 @@
+"""lora_jvp: exact forward-mode JVP of a LoRA UNet's noise prediction w.r.t. its LoRA parameters."""
+from __future__ import annotations
+
+import threading
+
+import torch
+import torch.autograd.forward_ad as fwAD
+from torch import nn
+
+from .forward_order import last_site_in_forward_order
+from .lora_layers import check_direction, find_lora_sites
+from .scope import engine_scope
+
+# The engine patches the module for the duration of a call; one call at a time per process.
+_LOCK = threading.RLock()
+
+
+def lora_jvp(unet: nn.Module, direction: dict, sample: torch.Tensor, timestep, encoder_hidden_states,
+             class_labels=None, last_layer_only: bool = False):
+    """Returns (eps, eps_dot): unet(sample, timestep, encoder_hidden_states, class_labels).sample
+    and its directional derivative w.r.t. the LoRA parameters in `direction` (keyed like
+    unet.named_parameters()). last_layer_only: only the last LoRA layer in forward order gets a
+    tangent, and every layer before it runs as a plain forward.
+
+    Run eagerly: torch.compile may drop the custom jvp rules the engine relies on. The outputs are
+    detached (the pass runs under no_grad; forward-mode AD does not need the autograd graph)."""
+    if not isinstance(unet, nn.Module):
+        raise ValueError(f"lora_jvp: argument 'unet' must be an nn.Module, got {type(unet).__name__}")
+    sites = find_lora_sites(unet)
+    if not sites:
+        raise ValueError("lora_jvp: the module has no active peft LoRA adapter (add one with "
+                         "unet.add_adapter(LoraConfig(...)))")
+    with _LOCK:
+        if last_layer_only:
+            sites = [last_site_in_forward_order(unet, sites, sample, timestep,
+                                                encoder_hidden_states, class_labels)]
+        check_direction(unet, direction, sites)
+        site_tangents = {s.module: {adapter: {role: direction[key] for role, key in keys.items()}
+                                    for adapter, keys in s.keys.items()}
+                         for s in sites}
+        with engine_scope(unet, site_tangents), fwAD.dual_level(), torch.no_grad():
+            out = unet(sample, timestep, encoder_hidden_states, class_labels=class_labels,
+                       return_dict=False)[0]
+            unpacked = fwAD.unpack_dual(out)
+            eps = unpacked.primal
+            eps_dot = unpacked.tangent
+            if eps_dot is None:  # no LoRA layer on the path to the output
+                eps_dot = torch.zeros_like(eps)
+    return eps, eps_dot

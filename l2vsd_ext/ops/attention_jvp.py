@@ -1,0 +1,99 @@
+"""Softmax attention with its forward-mode tangent:
+    O_dot = sum_j P_ij (S_dot_ij v_j + v_dot_j) - (sum_j P_ij S_dot_ij) O.
+Two implementations of the same formula: the online-softmax kernel (CPU + CUDA, no N x M matrix)
+and a query-blocked ATen one (MKL bmm), which is the faster of the two on CPU (docs/jvp.md)."""
+from __future__ import annotations
+
+import torch
+
+from .._ext import load_extension
+from .jvp_support import kernels_support
+
+BACKENDS = ("auto", "kernel", "blocked")
+
+# Score-matrix entries per block of the blocked path: a few MB, so each block's S, P and S_dot
+# stay in cache-friendly sizes while the bmm calls stay large enough for MKL.
+_BLOCK_ELEMENTS = 1 << 20
+
+
+def attention_jvp_kernel(q, q_dot, k, k_dot, v, v_dot, scale):
+    """Online-softmax kernel. q (BH, N, d), k and v (BH, M, d); a None tangent is zero."""
+    return load_extension().attention_jvp(q, q_dot, k, k_dot, v, v_dot, float(scale))
+
+
+def attention_jvp_blocked(q, q_dot, k, k_dot, v, v_dot, scale, block_elements=_BLOCK_ELEMENTS):
+    """The same formula through ATen bmm, one block of queries at a time (all heads at once)."""
+    q_dot = torch.zeros_like(q) if q_dot is None else q_dot
+    k_dot = torch.zeros_like(k) if k_dot is None else k_dot
+    v_dot = torch.zeros_like(v) if v_dot is None else v_dot
+    bh, n, d = q.shape
+    m = k.shape[1]
+    # S = (scale q) k^T and S_dot = scale (q_dot k^T + q k_dot^T) = [scale q_dot, scale q][k, k_dot]^T:
+    # one bmm with a 2d-deep contraction. [v, v_dot] gives O and P v_dot from one bmm with P.
+    q_s = q * scale
+    qq = torch.cat([q_dot, q], dim=-1).mul_(scale)
+    k_t = k.transpose(1, 2)
+    kk_t = torch.cat([k, k_dot], dim=-1).transpose(1, 2)
+    vv = torch.cat([v, v_dot], dim=-1)
+    out = torch.empty_like(q)
+    out_dot = torch.empty_like(q)
+    rows = max(1, block_elements // max(1, bh * m))
+    for i0 in range(0, n, rows):
+        i1 = min(n, i0 + rows)
+        p = torch.softmax(torch.bmm(q_s[:, i0:i1], k_t), dim=-1)
+        ps_dot = torch.bmm(qq[:, i0:i1], kk_t).mul_(p)  # P * S_dot
+        row_sum = ps_dot.sum(dim=-1, keepdim=True)
+        o_both = torch.bmm(p, vv)  # [O, P v_dot]
+        o = o_both[..., :d]
+        out[:, i0:i1] = o
+        out_dot[:, i0:i1] = torch.baddbmm(o_both[..., d:] - row_sum * o, ps_dot, v)
+    return out, out_dot
+
+
+def attention_jvp(q, q_dot, k, k_dot, v, v_dot, scale, backend: str = "auto"):
+    """(O, O_dot) of softmax(scale q k^T) v. backend "auto": the kernel on CUDA, blocked ATen on CPU."""
+    if backend not in BACKENDS:
+        raise ValueError(f"attention_jvp: argument 'backend' must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        backend = "kernel" if q.is_cuda and kernels_support(q, "attention_jvp") else "blocked"
+    if backend == "kernel":
+        return attention_jvp_kernel(q, q_dot, k, k_dot, v, v_dot, scale)
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor) or t.dim() != 3:
+            raise ValueError(f"attention_jvp: argument '{name}' must be a 3-D tensor "
+                             "(batch*heads, tokens, head_dim)")
+    return attention_jvp_blocked(q, q_dot, k, k_dot, v, v_dot, scale)
+
+
+class AttentionFunction(torch.autograd.Function):
+    """softmax(scale q k^T) v with backward (PyTorch's) and a fused jvp rule."""
+
+    @staticmethod
+    def forward(q, k, v, scale):
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=scale)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        q, k, v, scale = inputs
+        ctx.save_for_backward(q, k, v)
+        ctx.save_for_forward(q, k, v)
+        ctx.scale = scale
+
+    @staticmethod
+    def jvp(ctx, q_dot, k_dot, v_dot, _scale_dot):
+        q, k, v = ctx.saved_tensors
+        return attention_jvp(q, q_dot, k, k_dot, v, v_dot, ctx.scale)[1]
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v = ctx.saved_tensors
+        with torch.enable_grad():
+            qq, kk, vv = (t.detach().requires_grad_(True) for t in (q, k, v))
+            out = torch.softmax(ctx.scale * qq @ kk.transpose(-1, -2), dim=-1) @ vv
+            grads = torch.autograd.grad(out, (qq, kk, vv), grad_out)
+        return (*grads, None)
+
+
+def attention(q, k, v, scale):
+    """Differentiable attention whose forward-mode rule is the fused one."""
+    return AttentionFunction.apply(q, k, v, float(scale))

@@ -1,0 +1,31 @@
+"""Which tensors the JVP-engine kernels accept: float32/float64 on CPU, float16/bfloat16/float32/
+float64 on CUDA, and only when the compiled extension loads (else callers use PyTorch's own AD)."""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from .._ext import ExtensionUnavailable, load_extension
+
+_CPU_DTYPES = (torch.float32, torch.float64)
+_CUDA_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+@functools.lru_cache(maxsize=None)
+def _has(name: str) -> bool:
+    try:
+        return hasattr(load_extension(), name)
+    except ExtensionUnavailable:
+        return False
+
+
+def kernels_support(x: torch.Tensor, op: str) -> bool:
+    """True when the compiled op `op` exists and handles x's device and dtype."""
+    if not _has(op):
+        return False
+    if x.device.type == "cpu":
+        return x.dtype in _CPU_DTYPES
+    if x.device.type == "cuda":
+        return x.dtype in _CUDA_DTYPES and bool(load_extension().build_info()["cuda"])
+    return False

@@ -1,0 +1,215 @@
+"""lora_jvp vs torch.func.jvp (math attention) and finite differences on tiny UNets; the
+last-layer mode; scoped patching; bad inputs."""
+import pytest
+import torch
+from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+from l2vsd_ext.jvp import lora_jvp
+from l2vsd_ext.jvp.tiny_unets import (TINY_CONFIGS, lora_parameters, make_lora_unet,
+                                      random_direction, random_inputs)
+
+CONFIGS = sorted(TINY_CONFIGS)
+
+
+def rel_err(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+def func_jvp(unet, direction, inputs):
+    """torch.func.jvp of the UNet output w.r.t. its LoRA parameters, with the math processor."""
+    sample, timestep, ehs, labels = inputs
+    previous = unet.attn_processors
+    unet.set_attn_processor(AttnProcessor())
+    # torch's group_norm forward-AD rule fails on a non-contiguous tangent (AttnProcessor's
+    # transposed output feeds the next resnet's norm): hand it contiguous tensors.
+    # transposed output feeds the next resnet's norm): use the same math written out for those.
+    norms = [m for m in unet.modules() if isinstance(m, torch.nn.GroupNorm)]
+    # AttnProcessor's upcast_softmax computes the softmax in float32, even for float64 inputs
+    attns = [m for m in unet.modules() if hasattr(m, "upcast_softmax")]
+    upcast = [(m.upcast_softmax, m.upcast_attention) for m in attns]
+    for m in attns:
+        m.upcast_softmax = m.upcast_attention = False
+    for m in norms:
+        m.forward = lambda x, m=m: _group_norm_math(x, m)
+    try:
+        params = lora_parameters(unet)
+        names = list(params)
+
+        def f(*values):
+            return torch.func.functional_call(unet, dict(zip(names, values)), (sample, timestep, ehs),
+                                              {"class_labels": labels, "return_dict": False})[0]
+
+        with torch.no_grad():
+            return torch.func.jvp(f, tuple(params[n] for n in names),
+                                  tuple(direction[n] for n in names))
+    finally:
+        for m in norms:
+            del m.forward
+        for m, (soft, att) in zip(attns, upcast):
+            m.upcast_softmax, m.upcast_attention = soft, att
+        unet.set_attn_processor(previous)
+
+
+def _group_norm_math(x, m):
+    g = x.reshape(x.shape[0], m.num_groups, -1)
+    mean = g.mean(-1, keepdim=True)
+    var = ((g - mean) ** 2).mean(-1, keepdim=True)
+    y = ((g - mean) / torch.sqrt(var + m.eps)).reshape(x.shape)
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    return y * m.weight.reshape(shape) + m.bias.reshape(shape)
+
+
+@pytest.fixture(scope="module", params=CONFIGS)
+def case64(request):
+    unet = make_lora_unet(TINY_CONFIGS[request.param], dtype=torch.float64)
+    return unet, random_direction(unet), random_inputs(unet, batch=2)
+
+
+def test_matches_func_jvp_float64(case64):
+    unet, direction, inputs = case64
+    eps, eps_dot = lora_jvp(unet, direction, *inputs[:3], class_labels=inputs[3])
+    want, want_dot = func_jvp(unet, direction, inputs)
+    assert rel_err(eps, want) <= 1e-10
+    assert eps_dot.norm() > 0
+    assert rel_err(eps_dot, want_dot) <= 1e-6
+
+
+def test_matches_central_finite_differences(case64):
+    unet, direction, inputs = case64
+    _, eps_dot = lora_jvp(unet, direction, *inputs[:3], class_labels=inputs[3])
+    h = 1e-5
+    params = lora_parameters(unet)
+    outs = []
+    with torch.no_grad():
+        for sign in (1, -1):
+            for n, p in params.items():
+                p.add_(sign * h * direction[n])
+            outs.append(unet(*inputs[:3], class_labels=inputs[3]).sample)
+            for n, p in params.items():
+                p.sub_(sign * h * direction[n])
+    fd = (outs[0] - outs[1]) / (2 * h)
+    assert rel_err(eps_dot, fd) <= 1e-6
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_float32_matches_float64_reference(name):
+    unet = make_lora_unet(TINY_CONFIGS[name], dtype=torch.float64)
+    direction, inputs = random_direction(unet), random_inputs(unet)
+    want, want_dot = func_jvp(unet, direction, inputs)
+    unet32 = unet.float()
+    eps, eps_dot = lora_jvp(unet32, {k: v.float() for k, v in direction.items()},
+                            *(None if t is None else (t.float() if t.is_floating_point() else t)
+                              for t in inputs[:3]),
+                            class_labels=None if inputs[3] is None else inputs[3].float())
+    assert eps.dtype == torch.float32
+    assert rel_err(eps, want) <= 1e-4
+    assert rel_err(eps_dot, want_dot) <= 1e-4
+
+
+def last_lora_layer(unet, inputs):
+    from peft.tuners.lora import LoraLayer
+    order = []
+    hooks = [m.register_forward_hook(lambda *_, n=n: order.append(n))
+             for n, m in unet.named_modules() if isinstance(m, LoraLayer)]
+    with torch.no_grad():
+        unet(*inputs[:3], class_labels=inputs[3])
+    for h in hooks:
+        h.remove()
+    return order[-1]
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_last_layer_only_equals_zeroed_direction(name):
+    unet = make_lora_unet(TINY_CONFIGS[name], dtype=torch.float64)
+    direction, inputs = random_direction(unet), random_inputs(unet)
+    last = last_lora_layer(unet, inputs)
+    zeroed = {k: (v if k.startswith(last + ".") else torch.zeros_like(v)) for k, v in direction.items()}
+    eps, eps_dot = lora_jvp(unet, direction, *inputs[:3], class_labels=inputs[3],
+                            last_layer_only=True)
+    want, want_dot = lora_jvp(unet, zeroed, *inputs[:3], class_labels=inputs[3])
+    assert rel_err(eps, want) <= 1e-10
+    assert eps_dot.norm() > 0
+    assert rel_err(eps_dot, want_dot) <= 1e-10
+    # only the last layer's keys are needed in this mode
+    only_last = {k: v for k, v in direction.items() if k.startswith(last + ".")}
+    _, eps_dot2 = lora_jvp(unet, only_last, *inputs[:3], class_labels=inputs[3], last_layer_only=True)
+    assert torch.equal(eps_dot, eps_dot2)
+
+
+def test_module_unchanged_after_call():
+    unet = make_lora_unet(TINY_CONFIGS["cross_attention"], dtype=torch.float64)
+    unet.set_attn_processor(AttnProcessor2_0())
+    direction, inputs = random_direction(unet), random_inputs(unet)
+    with torch.no_grad():
+        before = unet(*inputs[:3], class_labels=inputs[3]).sample
+    processors = dict(unet.attn_processors)
+    instance_forwards = {n for n, m in unet.named_modules() if "forward" in m.__dict__}
+    eps, _ = lora_jvp(unet, direction, *inputs[:3], class_labels=inputs[3])
+    lora_jvp(unet, direction, *inputs[:3], class_labels=inputs[3], last_layer_only=True)
+    assert {n: id(p) for n, p in unet.attn_processors.items()} == {n: id(p) for n, p in processors.items()}
+    assert {n for n, m in unet.named_modules() if "forward" in m.__dict__} == instance_forwards
+    with torch.no_grad():
+        after = unet(*inputs[:3], class_labels=inputs[3]).sample
+    assert torch.equal(before, after)
+    assert rel_err(eps, before) <= 1e-12
+    # restored also when the pass raises
+    with pytest.raises(Exception):
+        lora_jvp(unet, direction, inputs[0][:, :3], *inputs[1:3], class_labels=inputs[3])
+    assert {n: id(p) for n, p in unet.attn_processors.items()} == {n: id(p) for n, p in processors.items()}
+    assert {n for n, m in unet.named_modules() if "forward" in m.__dict__} == instance_forwards
+
+
+def test_generic_path_with_two_adapters_and_dropout():
+    """Layers outside the fused path (two active adapters) take the forward-AD fallback."""
+    from peft import LoraConfig
+    unet = make_lora_unet(TINY_CONFIGS["self_attention_only"], dtype=torch.float64)
+    unet.add_adapter(LoraConfig(r=2, lora_alpha=3, target_modules=["to_q", "to_v"],
+                                init_lora_weights="gaussian"), adapter_name="second")
+    unet.set_adapters(["default_0", "second"] if "default_0" in str(unet.peft_config) else ["default", "second"])
+    with torch.no_grad():
+        for n, p in unet.named_parameters():
+            if "lora_B.second" in n:
+                p.normal_(0, 0.2)
+    direction, inputs = random_direction(unet), random_inputs(unet)
+    eps, eps_dot = lora_jvp(unet, direction, *inputs[:3], class_labels=inputs[3])
+    want, want_dot = func_jvp(unet, direction, inputs)
+    assert rel_err(eps_dot, want_dot) <= 1e-6
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def small():
+    unet = make_lora_unet(TINY_CONFIGS["cross_attention"], dtype=torch.float64)
+    return unet, random_direction(unet), random_inputs(unet)
+
+
+def call(unet, direction, inputs, **kw):
+    return lora_jvp(unet, direction, *inputs[:3], class_labels=inputs[3], **kw)
+
+
+def test_bad_direction_keys(small):
+    unet, direction, inputs = small
+    key = next(iter(direction))
+    with pytest.raises(ValueError, match="conv_in.weight"):
+        call(unet, {**direction, "conv_in.weight": unet.conv_in.weight}, inputs)
+    with pytest.raises(ValueError, match="no_such_param"):
+        call(unet, {**direction, "no_such_param": torch.zeros(1)}, inputs)
+    missing = dict(direction)
+    del missing[key]
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        call(unet, missing, inputs)
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        call(unet, {**direction, key: direction[key][..., :1]}, inputs)
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        call(unet, {**direction, key: direction[key].float()}, inputs)
+    with pytest.raises(ValueError, match="direction"):
+        call(unet, [1, 2], inputs)
+
+
+def test_unet_without_adapters():
+    from diffusers import UNet2DConditionModel
+    unet = UNet2DConditionModel(in_channels=4, out_channels=4, sample_size=8,
+                                **TINY_CONFIGS["cross_attention"]).double()
+    with pytest.raises(ValueError, match="LoRA"):
+        lora_jvp(unet, {}, *random_inputs(unet)[:3])

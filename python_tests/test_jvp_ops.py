@@ -1,0 +1,235 @@
+"""The JVP engine's fused rules (LoRA linear, attention, group/layer norm) vs their pure-PyTorch
+references (torch.func.jvp of the plain formula), on random shapes; and their argument checks."""
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from l2vsd_ext._ext import cuda_kernels_available
+from l2vsd_ext.ops import (attention, attention_jvp, group_norm_jvp, layer_norm_jvp, lora_linear,
+                           lora_linear_jvp, reference)
+from l2vsd_ext.ops.attention_jvp import attention_jvp_blocked, attention_jvp_kernel
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not (torch.cuda.is_available() and cuda_kernels_available()), reason="needs a CUDA build and GPU"))]
+HYP = settings(max_examples=25, deadline=None)
+
+
+def rand(*shape, dtype=torch.float64, device="cpu", gen=None):
+    return torch.randn(*shape, dtype=dtype, generator=gen).to(device)
+
+
+def assert_close(actual, expected, dtype):
+    tol = {torch.float64: 1e-10, torch.float32: 2e-4, torch.float16: 3e-2, torch.bfloat16: 8e-2}[dtype]
+    scale = expected.abs().max().item() + 1e-12
+    err = (actual.double() - expected.double()).abs().max().item()
+    assert err <= tol * scale, f"max error {err:.3g} vs scale {scale:.3g}"
+
+
+# --- LoRA linear -------------------------------------------------------------------------------
+
+def lora_case(m, n_in, n_out, r, dtype, device, seed, with_bias=True):
+    gen = torch.Generator().manual_seed(seed)
+    x, x_dot = rand(m, n_in, gen=gen), rand(m, n_in, gen=gen)
+    w, b = rand(n_out, n_in, gen=gen), rand(n_out, gen=gen) if with_bias else None
+    a, a_dot = rand(r, n_in, gen=gen), rand(r, n_in, gen=gen)
+    bb, bb_dot = rand(n_out, r, gen=gen), rand(n_out, r, gen=gen)
+    args = [x, x_dot, w, b, a, a_dot, bb, bb_dot]
+    return [None if t is None else t.to(dtype).to(device) for t in args]
+
+
+@HYP
+@given(m=st.integers(1, 40), n_in=st.integers(1, 70), n_out=st.integers(1, 70),
+       r=st.integers(1, 9), with_bias=st.booleans(), seed=st.integers(0, 10**6))
+def test_lora_linear_jvp_matches_reference(m, n_in, n_out, r, with_bias, seed):
+    args = lora_case(m, n_in, n_out, r, torch.float64, "cpu", seed, with_bias)
+    y, y_dot = lora_linear_jvp(*args, 0.7)
+    y_ref, y_dot_ref = reference.lora_linear_jvp(*args, 0.7)
+    assert_close(y, y_ref, torch.float64)
+    assert_close(y_dot, y_dot_ref, torch.float64)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_lora_linear_jvp_dtypes(device, dtype):
+    if device == "cpu" and dtype != torch.float32:
+        pytest.skip("CPU kernels take float32/float64")
+    args = lora_case(2 * 3 * 17, 40, 24, 4, torch.float64, "cpu", 3)
+    y_ref, y_dot_ref = reference.lora_linear_jvp(*args, 1.5)
+    cast = [t.to(dtype).to(device) for t in args]
+    y, y_dot = lora_linear_jvp(cast[0].view(2, 3, 17, 40), cast[1].view(2, 3, 17, 40), *cast[2:], 1.5)
+    assert y.shape == (2, 3, 17, 24)
+    assert_close(y.reshape(-1, 24).cpu(), y_ref, dtype)
+    assert_close(y_dot.reshape(-1, 24).cpu(), y_dot_ref, dtype)
+
+
+def test_lora_linear_jvp_without_input_tangent_and_large_rank():
+    args = lora_case(9, 12, 10, 70, torch.float64, "cpu", 5)  # rank above the kernel's register budget
+    args[1] = None
+    y, y_dot = lora_linear_jvp(*args, 0.3)
+    y_ref, y_dot_ref = reference.lora_linear_jvp(*args, 0.3)
+    assert_close(y, y_ref, torch.float64)
+    assert_close(y_dot, y_dot_ref, torch.float64)
+
+
+def test_lora_linear_function_jvp_and_backward():
+    x, x_dot, w, b, a, a_dot, bb, bb_dot = lora_case(6, 8, 5, 3, torch.float64, "cpu", 11)
+    f = lambda x_, a_, b_: lora_linear(x_, w, b, a_, b_, 0.9)  # noqa: E731
+    got = torch.func.jvp(f, (x, a, bb), (x_dot, a_dot, bb_dot))
+    want = reference.lora_linear_jvp(x, x_dot, w, b, a, a_dot, bb, bb_dot, 0.9)
+    assert_close(got[1], want[1], torch.float64)
+    inputs = [t.clone().requires_grad_(True) for t in (x, w, b, a, bb)]
+    assert torch.autograd.gradcheck(lambda *t: lora_linear(*t[:3], t[3], t[4], 0.9), inputs)
+    # forward_ad dual tensors route through the Function's jvp too
+    import torch.autograd.forward_ad as fwAD
+    with fwAD.dual_level():
+        out = lora_linear(fwAD.make_dual(x, x_dot), w, b, fwAD.make_dual(a, a_dot),
+                          fwAD.make_dual(bb, bb_dot), 0.9)
+        assert_close(fwAD.unpack_dual(out).tangent, want[1], torch.float64)
+
+
+def test_lora_linear_jvp_bad_inputs():
+    args = lora_case(4, 6, 5, 2, torch.float64, "cpu", 0)
+    bad_a_dot = list(args); bad_a_dot[5] = torch.randn(3, 6, dtype=torch.float64)
+    with pytest.raises(ValueError, match="lora_a_dot"):
+        lora_linear_jvp(*bad_a_dot, 1.0)
+    bad_x = list(args); bad_x[0] = torch.randn(4, 7, dtype=torch.float64)
+    with pytest.raises(ValueError, match="'x'"):
+        lora_linear_jvp(*bad_x, 1.0)
+    bad_dtype = list(args); bad_dtype[6] = args[6].float()
+    with pytest.raises(TypeError, match="lora_b"):
+        lora_linear_jvp(*bad_dtype, 1.0)
+    half = [None if t is None else t.half() for t in args]
+    with pytest.raises(TypeError, match="'x'"):
+        lora_linear_jvp(*half, 1.0)
+
+
+# --- attention ---------------------------------------------------------------------------------
+
+def attn_case(bh, n, m, d, dtype, device, seed):
+    gen = torch.Generator().manual_seed(seed)
+    q, q_dot = rand(bh, n, d, gen=gen), rand(bh, n, d, gen=gen)
+    k, k_dot = rand(bh, m, d, gen=gen), rand(bh, m, d, gen=gen)
+    v, v_dot = rand(bh, m, d, gen=gen), rand(bh, m, d, gen=gen)
+    return [t.to(dtype).to(device) for t in (q, q_dot, k, k_dot, v, v_dot)]
+
+
+@HYP
+@given(bh=st.integers(1, 4), n=st.integers(1, 40), m=st.integers(1, 40),
+       d=st.sampled_from([1, 3, 8, 40, 64, 80]), seed=st.integers(0, 10**6))
+def test_attention_jvp_matches_reference(bh, n, m, d, seed):
+    args = attn_case(bh, n, m, d, torch.float64, "cpu", seed)
+    scale = d ** -0.5
+    ref = reference.attention_jvp(*args, scale)
+    for impl in (attention_jvp_kernel, attention_jvp_blocked):
+        out, out_dot = impl(*args, scale)
+        assert_close(out, ref[0], torch.float64)
+        assert_close(out_dot, ref[1], torch.float64)
+
+
+def test_attention_jvp_blocked_small_blocks_and_missing_tangents():
+    q, q_dot, k, k_dot, v, v_dot = attn_case(3, 37, 29, 16, torch.float64, "cpu", 4)
+    ref = reference.attention_jvp(q, None, k, k_dot, v, None, 0.3)
+    out, out_dot = attention_jvp_blocked(q, None, k, k_dot, v, None, 0.3, block_elements=200)
+    assert_close(out_dot, ref[1], torch.float64)
+    out, out_dot = attention_jvp_kernel(q, None, k, k_dot, v, None, 0.3)
+    assert_close(out_dot, ref[1], torch.float64)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("d", [40, 64, 80, 160])
+def test_attention_jvp_stable_diffusion_head_dims(device, dtype, d):
+    if device == "cpu" and dtype != torch.float32:
+        pytest.skip("CPU kernels take float32/float64")
+    args64 = attn_case(2, 33, 19, d, torch.float64, "cpu", d)
+    ref = reference.attention_jvp(*args64, d ** -0.5)
+    args = [t.to(dtype).to(device) for t in args64]
+    for backend in ("kernel", "blocked"):
+        out, out_dot = attention_jvp(*args, d ** -0.5, backend=backend)
+        assert_close(out.cpu(), ref[0], dtype)
+        assert_close(out_dot.cpu(), ref[1], dtype)
+
+
+def test_attention_function_routes_dual_tensors():
+    q, q_dot, k, k_dot, v, v_dot = attn_case(2, 7, 5, 8, torch.float64, "cpu", 9)
+    got = torch.func.jvp(lambda a, b, c: attention(a, b, c, 0.4), (q, k, v), (q_dot, k_dot, v_dot))
+    want = reference.attention_jvp(q, q_dot, k, k_dot, v, v_dot, 0.4)
+    assert_close(got[0], want[0], torch.float64)
+    assert_close(got[1], want[1], torch.float64)
+
+
+def test_attention_jvp_bad_inputs():
+    q, q_dot, k, k_dot, v, v_dot = attn_case(2, 4, 5, 8, torch.float64, "cpu", 0)
+    with pytest.raises(ValueError, match="'v'"):
+        attention_jvp_kernel(q, q_dot, k, k_dot, v[:, :3], v_dot, 1.0)
+    with pytest.raises(ValueError, match="k_dot"):
+        attention_jvp_kernel(q, q_dot, k, k_dot[:, :2], v, v_dot, 1.0)
+    with pytest.raises(ValueError, match="head_dim"):
+        attention_jvp_kernel(*(torch.randn(1, 2, 300, dtype=torch.float64) for _ in range(6)), 1.0)
+    with pytest.raises(TypeError, match="'k'"):
+        attention_jvp_kernel(q, q_dot, k.float(), k_dot, v, v_dot, 1.0)
+    with pytest.raises(ValueError, match="backend"):
+        attention_jvp(q, q_dot, k, k_dot, v, v_dot, 1.0, backend="magic")
+
+
+# --- group norm / layer norm -------------------------------------------------------------------
+
+@HYP
+@given(n=st.integers(1, 3), groups=st.integers(1, 4), cpg=st.integers(1, 5),
+       spatial=st.lists(st.integers(2, 6), min_size=1, max_size=2), affine=st.booleans(),
+       seed=st.integers(0, 10**6))
+def test_group_norm_jvp_matches_reference(n, groups, cpg, spatial, affine, seed):
+    gen = torch.Generator().manual_seed(seed)
+    c = groups * cpg
+    x, x_dot = rand(n, c, *spatial, gen=gen), rand(n, c, *spatial, gen=gen)
+    w, b = (rand(c, gen=gen), rand(c, gen=gen)) if affine else (None, None)
+    got = group_norm_jvp(x, x_dot, groups, w, b, 1e-5)
+    want = reference.group_norm_jvp(x, x_dot, groups, w, b, 1e-5)
+    assert_close(got[0], want[0], torch.float64)
+    assert_close(got[1], want[1], torch.float64)
+
+
+@HYP
+@given(lead=st.lists(st.integers(1, 5), min_size=1, max_size=2),
+       norm=st.lists(st.integers(1, 9), min_size=1, max_size=2), affine=st.booleans(),
+       seed=st.integers(0, 10**6))
+def test_layer_norm_jvp_matches_reference(lead, norm, affine, seed):
+    gen = torch.Generator().manual_seed(seed)
+    x, x_dot = rand(*lead, *norm, gen=gen), rand(*lead, *norm, gen=gen)
+    w, b = (rand(*norm, gen=gen), rand(*norm, gen=gen)) if affine else (None, None)
+    got = layer_norm_jvp(x, x_dot, norm, w, b, 1e-5)
+    want = reference.layer_norm_jvp(x, x_dot, norm, w, b, 1e-5)
+    assert_close(got[0], want[0], torch.float64)
+    assert_close(got[1], want[1], torch.float64)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_norms_dtypes(device, dtype):
+    if device == "cpu" and dtype != torch.float32:
+        pytest.skip("CPU kernels take float32/float64")
+    gen = torch.Generator().manual_seed(0)
+    x, x_dot, w, b = rand(2, 64, 9, 9, gen=gen), rand(2, 64, 9, 9, gen=gen), rand(64, gen=gen), rand(64, gen=gen)
+    want = reference.group_norm_jvp(x, x_dot, 32, w, b, 1e-5)
+    got = group_norm_jvp(*(t.to(dtype).to(device) for t in (x, x_dot)), 32,
+                         w.to(dtype).to(device), b.to(dtype).to(device), 1e-5)
+    assert_close(got[0].cpu(), want[0], dtype)
+    assert_close(got[1].cpu(), want[1], dtype)
+    xl, xl_dot = rand(3, 77, 320, gen=gen), rand(3, 77, 320, gen=gen)
+    want = reference.layer_norm_jvp(xl, xl_dot, (320,), None, None, 1e-5)
+    got = layer_norm_jvp(xl.to(dtype).to(device), xl_dot.to(dtype).to(device), 320)
+    assert_close(got[1].cpu(), want[1], dtype)
+
+
+def test_norm_bad_inputs():
+    x = torch.randn(2, 6, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="num_groups"):
+        group_norm_jvp(x, x, 4)
+    with pytest.raises(ValueError, match="x_dot"):
+        group_norm_jvp(x, x[:1], 3)
+    with pytest.raises(ValueError, match="weight"):
+        group_norm_jvp(x, x, 3, torch.ones(5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="normalized_shape"):
+        layer_norm_jvp(x, x, (4,))
+    with pytest.raises(TypeError, match="'x'"):
+        layer_norm_jvp(x.int(), None, 3)

@@ -28,20 +28,23 @@ def _points(mu, L, z):
 
 def plot_samples(history, problem, path, seed_index=0):
     """Samples of p (grey), q (red) and r (green, where the mode has a Gaussian LoRA) at a few steps."""
-    z = torch.randn(N_POINTS, 2, generator=torch.Generator().manual_seed(1234), dtype=problem.mu_p.dtype)
+    # Independent draws for p, q and r, so coinciding distributions still look like separate sample clouds.
+    z_p, z_q, z_r = torch.randn(3, N_POINTS, 2, generator=torch.Generator().manual_seed(1234),
+                                dtype=problem.mu_p.dtype)
     s = seed_index
-    p_pts = _points(problem.mu_p[s], problem.L_p[s], z)
+    p_pts = _points(problem.mu_p[s], problem.L_p[s], z_p)
     marks = snapshot_steps(history.mu_q.shape[0] - 1)
-    fig, axes = plt.subplots(1, len(marks), figsize=(3.2 * len(marks), 3.4), sharex=True, sharey=True)
+    fig, axes = plt.subplots(1, len(marks), figsize=(3.2 * len(marks), 3.7), sharex=True, sharey=True)
     for ax, step in zip(axes, marks):
         ax.scatter(*p_pts.T, s=4, c="0.6", label="p (target)")
-        q_pts = _points(history.mu_q[step, s], history.L_q[step, s], z)
+        q_pts = _points(history.mu_q[step, s], history.L_q[step, s], z_q)
         ax.scatter(*q_pts.T, s=4, c="tab:red", alpha=0.6, label="q (learned)")
         if history.mu_r is not None:
-            r_pts = _points(history.mu_r[step, s], history.L_r[step, s], z)
-            ax.scatter(*r_pts.T, s=4, c="tab:green", alpha=0.5, label="r (LoRA)")
+            r_pts = _points(history.mu_r[step, s], history.L_r[step, s], z_r)
+            ax.scatter(*r_pts.T, s=8, facecolors="none", edgecolors="tab:green", linewidths=0.6, alpha=0.7,
+                       label="r (LoRA)")
         ax.set_title(f"step {step}   W2={float(history.w2[step, s]):.3f}", fontsize=9)
-        ax.set_aspect("equal", adjustable="box")
+        ax.set_box_aspect(1)
     axes[0].legend(loc="best", fontsize=7, markerscale=3)
     fig.suptitle(f"{history.method}, seed {problem.seeds[s]}")
     fig.tight_layout()

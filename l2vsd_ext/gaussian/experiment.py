@@ -76,7 +76,6 @@ class History:
     mu_r: torch.Tensor | None
     L_r: torch.Tensor | None
     w2: torch.Tensor  # (steps+1, S): W2(q, p)
-    seconds: float = 0.0
 
 
 def w2_to_target(problem, mu_q, L_q):
@@ -95,10 +94,16 @@ def run_method(method, problem, config):
     guidance = make_guidance(method, problem, config)
     alpha_bars = alphas_cumprod(DTYPE)
 
-    trace = {"mu_q": [mu_q.detach().clone()], "L_q": [L_q.detach().clone()], "mu_r": [], "L_r": []}
-    if guidance.lora is not None:
-        trace["mu_r"].append(guidance.lora.mu.detach().clone())
-        trace["L_r"].append(guidance.lora.L.detach().clone())
+    trace = {"mu_q": [], "L_q": [], "mu_r": [], "L_r": []}
+
+    def record():
+        trace["mu_q"].append(mu_q.detach().clone())
+        trace["L_q"].append(L_q.detach().clone())
+        if guidance.lora is not None:
+            trace["mu_r"].append(guidance.lora.mu.detach().clone())
+            trace["L_r"].append(guidance.lora.L.detach().clone())
+
+    record()
 
     for step in range(config.steps):
         target = (mu_q.detach().clone(), L_q.detach().clone())
@@ -110,19 +115,14 @@ def run_method(method, problem, config):
         xt = gaussians.noise(x0.detach(), eps, alpha_bar)
         eps_pre = gaussians.gaussian_eps(xt, problem.mu_p, problem.L_p, alpha_bar)
         grad = (eps_pre - guidance.eps_estimate(xt, x0.detach(), eps, alpha_bar)).detach()
-        # grad -> MSE trick: d loss / d x0 = grad; mean over renders, sum over the independent seeds.
+        # grad -> MSE trick: d loss / d x0 = grad / n_render (mean over renders, sum over independent seeds).
         loss = 0.5 * ((x0 - (x0 - grad).detach()) ** 2).sum(-1).mean(-1).sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
         guidance.after_step(target)
-
-        trace["mu_q"].append(mu_q.detach().clone())
-        trace["L_q"].append(L_q.detach().clone())
-        if guidance.lora is not None:
-            trace["mu_r"].append(guidance.lora.mu.detach().clone())
-            trace["L_r"].append(guidance.lora.L.detach().clone())
+        record()
 
     stacked = {k: (torch.stack(v) if v else None) for k, v in trace.items()}
     w2 = w2_to_target(problem, stacked["mu_q"], stacked["L_q"])

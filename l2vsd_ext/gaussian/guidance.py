@@ -102,7 +102,10 @@ def make_guidance(method, problem, config):
         return SDS()
     if method == "vsd":
         return IdealVSD()
-    start = (problem.mu_p, problem.L_p) if config.lora_init == "p" else (problem.mu_q0, problem.L_q0)
+    starts = {"p": (problem.mu_p, problem.L_p), "q": (problem.mu_q0, problem.L_q0)}
+    if config.lora_init not in starts:
+        raise ValueError(f"lora_init must be 'p' or 'q', got {config.lora_init!r}")
+    start = starts[config.lora_init]
     lora = GaussianLora(
         *start, config.lr * config.lora_lr_scale, config.warmup_steps, config.schedule_steps
     )

@@ -47,7 +47,7 @@ def build_parser():
     parser.add_argument("--eta", type=float, default=Config.eta, help="L2-VSD lookahead step (0 = real-vsd)")
     parser.add_argument("--lora-init", choices=("p", "q"), default=Config.lora_init)
     parser.add_argument("--seeds", default="0-4")
-    parser.add_argument("--out", default="gaussian_out")
+    parser.add_argument("--out", default="runs/gaussian", help="output folder (runs/ is git-ignored)")
     return parser
 
 

@@ -1,0 +1,243 @@
+"""The thin distillation loop (shared DESIGN.md, "The loop"): render, encode, ask the guidance mode
+for ∂L/∂latents, step the field, let the mode update its score model; plus the run folder's
+metrics, validation images, atomic checkpoints and bit-exact resume."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import ConfigError, RunConfig, save_yaml
+from .distill import GuidanceContext, GuidanceOptions, make_mode
+from .prior import DiffusionPrior, LoraScoreModel, PromptEmbeddings, TimestepSchedule
+from .scene import CameraSampler, MLPBackground, NeRFField, VolumeRenderer
+from .ops import OccupancyGrid
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+CHECKPOINT = "checkpoints/last.pt"
+
+
+def resolve_device(config: RunConfig) -> torch.device:
+    if config.device:
+        device = torch.device(config.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"--device: '{config.device}' requested but no CUDA device is visible")
+        return device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Trainer:
+    def __init__(self, config: RunConfig, prior: DiffusionPrior | None = None):
+        self.config = config
+        self.device = resolve_device(config)
+        dtype = DTYPES[config.dtype] if config.dtype else None
+        self.prior = prior or DiffusionPrior.from_pretrained(config.pretrained, dtype, self.device)
+        torch.manual_seed(config.seed)  # field/background initialisation
+        self.camera_rng = torch.Generator().manual_seed(config.seed + 10)
+        self.render_rng = torch.Generator().manual_seed(config.seed + 20)
+        self.renderer = self._build_renderer().to(self.device)
+        self.cameras = CameraSampler(height=config.resolution, width=config.resolution,
+                                     batch_size=config.batch_size, device=self.device)
+        self.prompts = PromptEmbeddings(self.prior, config.prompt, config.negative_prompt)
+        self.score_model = None
+        if config.mode != "sds":
+            self.score_model = LoraScoreModel(self.prior, rank=config.lora_rank, lr=config.lora_lr,
+                                              condition_dropout=config.condition_dropout)
+        schedule = TimestepSchedule(self.prior.num_train_timesteps, config.min_step, config.max_step,
+                                    config.max_step_after, config.anneal_at)
+        options = GuidanceOptions(guidance_scale=config.guidance_scale, eta=config.eta,
+                                  last_layer=config.last_layer, lora_steps=config.lora_steps,
+                                  esd_lambda=config.esd_lambda)
+        self.mode = make_mode(config.mode, self.prior, self.prompts, schedule, self.score_model,
+                              options, seed=config.seed)
+        field = self.renderer.field
+        self.optimizer = torch.optim.Adam([
+            {"params": field.encoding.parameters(), "lr": config.lr},
+            {"params": list(field.mlp.parameters()) + list(self.renderer.background.parameters()),
+             "lr": config.lr / 10},
+        ], betas=(0.9, 0.99), eps=1e-15)
+        self.step = 0
+        self.nonfinite_param_grads = 0
+
+    def _build_renderer(self) -> VolumeRenderer:
+        c = self.config
+        field = NeRFField(n_levels=c.n_levels, log2_hashmap_size=c.log2_hashmap_size)
+        background = MLPBackground(random_probability=0.5)
+        background.generator = self.render_rng
+        grid = OccupancyGrid(field.aabb, resolution=c.occupancy_resolution)
+        return VolumeRenderer(field, background, grid, max_samples_per_ray=c.max_samples_per_ray)
+
+    # -- one iteration ------------------------------------------------------------------------
+    def render(self, cams):
+        out = self.renderer(cams.rays_o, cams.rays_d, light_positions=cams.light_positions,
+                            generator=self.render_rng)
+        return out["rgb"].permute(0, 3, 1, 2).contiguous(), out
+
+    def train_step(self) -> dict:
+        c = self.config
+        self.renderer.train()
+        self.renderer.update_occupancy(self.step, generator=self.render_rng)
+        cams = self.cameras.sample(self.camera_rng)
+        images, out = self.render(cams)
+        latents = self.prior.encode_images(images, c.encode_resolution).float()
+        ctx = GuidanceContext(latents, cams.c2w, cams.view_labels, self.step / c.steps)
+        grad, stats = self.mode.gradient(ctx)
+        # The grad -> MSE trick: d(loss)/d(latents) = grad.
+        loss = 0.5 * F.mse_loss(latents, (latents - grad).detach(), reduction="sum") / latents.shape[0]
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self._zero_nonfinite_param_grads()
+        self.optimizer.step()
+        stats.update(self.mode.after_step(ctx))
+        self.step += 1
+        stats.update(step=self.step, loss=float(loss.detach()), samples_per_ray=out["samples_per_ray"],
+                     nonfinite_param_grads=self.nonfinite_param_grads,
+                     nonfinite_total=self.mode.nonfinite_count)
+        return stats
+
+    def _zero_nonfinite_param_grads(self):
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    bad = ~torch.isfinite(p.grad)
+                    if bad.any():
+                        self.nonfinite_param_grads += int(bad.sum())
+                        p.grad.masked_fill_(bad, 0.0)
+
+    # -- state --------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "config": self.config.to_dict(),
+            "renderer": self.renderer.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "score_model": self.score_model.state_dict() if self.score_model else None,
+            "mode_rng": self.mode.rng_state(),
+            "camera_rng": self.camera_rng.get_state(),
+            "render_rng": self.render_rng.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "nonfinite_param_grads": self.nonfinite_param_grads,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = state["step"]
+        self.renderer.load_state_dict(state["renderer"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.score_model is not None:
+            self.score_model.load_state_dict(state["score_model"])
+        self.mode.load_rng_state(state["mode_rng"])
+        self.camera_rng.set_state(state["camera_rng"])
+        self.render_rng.set_state(state["render_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.nonfinite_param_grads = state["nonfinite_param_grads"]
+
+    # -- outputs ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def render_views(self, n_views: int, elevation: float = 15.0) -> torch.Tensor:
+        """(n_views, 3, H, W) in [0,1] from a fixed orbit, for validation and turntables."""
+        self.renderer.eval()
+        cams = self.cameras.orbit(n_views, elevation=elevation)
+        frames = [self.render(_index(cams, i))[0] for i in range(n_views)]
+        self.renderer.train()
+        return torch.cat(frames).clamp(0, 1).cpu()
+
+
+def _index(cams, i):
+    """Camera i of a batch, as a batch of one."""
+    from dataclasses import fields, replace
+
+    return replace(cams, **{f.name: getattr(cams, f.name)[i:i + 1] for f in fields(cams)})
+
+
+def save_png(images: torch.Tensor, path: str, columns: int | None = None) -> None:
+    """images (N, 3, H, W) in [0,1] -> one PNG grid."""
+    import imageio.v3 as iio
+
+    n, _, h, w = images.shape
+    columns = columns or n
+    rows = -(-n // columns)
+    grid = torch.ones(3, rows * h, columns * w)
+    for i in range(n):
+        r, col = divmod(i, columns)
+        grid[:, r * h:(r + 1) * h, col * w:(col + 1) * w] = images[i]
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    iio.imwrite(path, (grid.permute(1, 2, 0).numpy() * 255).round().astype("uint8"))
+
+
+class RunFolder:
+    """Files of one run: config.yaml, metrics.jsonl, validation/, checkpoints/, turntable/."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self.checkpoint = os.path.join(root, CHECKPOINT)
+        self.metrics = os.path.join(root, "metrics.jsonl")
+
+    def has_checkpoint(self) -> bool:
+        return os.path.isfile(self.checkpoint)
+
+    def truncate_metrics(self, step: int) -> None:
+        """Drops metric lines past `step` (written after the checkpoint we resume from)."""
+        if not os.path.exists(self.metrics):
+            return
+        with open(self.metrics) as fh:
+            kept = [line for line in fh if line.strip() and json.loads(line)["step"] <= step]
+        with open(self.metrics, "w") as fh:
+            fh.writelines(kept)
+
+    def append_metrics(self, record: dict) -> None:
+        with open(self.metrics, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+
+def run_training(config: RunConfig, prior: DiffusionPrior | None = None, progress: bool = True) -> Trainer:
+    """Runs (or resumes) the configured run to completion and returns the trainer."""
+    from tqdm import tqdm
+
+    folder = RunFolder(config.out)
+    if config.resume:
+        if not folder.has_checkpoint():
+            raise ConfigError(f"--resume: no checkpoint at '{folder.checkpoint}'")
+        state = load_checkpoint(folder.checkpoint)
+        saved = RunConfig.from_dict(state["config"])
+        # The run continues as it was configured; only its length may be extended.
+        config = RunConfig.from_dict({**saved.to_dict(), "steps": config.steps, "resume": True,
+                                      "out": config.out, "stop_after": config.stop_after})
+    elif folder.has_checkpoint():
+        raise ConfigError(f"--out: '{config.out}' already holds a run; pass --resume to continue it "
+                          "or choose another folder")
+    trainer = Trainer(config, prior)
+    if config.resume:
+        trainer.load_state_dict(state)
+        folder.truncate_metrics(trainer.step)
+    os.makedirs(config.out, exist_ok=True)
+    save_yaml(config, os.path.join(config.out, "config.yaml"))
+
+    bar = tqdm(total=config.steps, initial=trainer.step, disable=not progress, unit="it",
+               dynamic_ncols=True)
+    while trainer.step < config.steps:
+        started = time.perf_counter()
+        stats = trainer.train_step()
+        stats["seconds"] = time.perf_counter() - started
+        folder.append_metrics(stats)
+        bar.update(1)
+        bar.set_postfix(loss=f"{stats['loss']:.3g}", t=int(stats["t"]))
+        if trainer.step % config.val_every == 0 or trainer.step == config.steps:
+            save_png(trainer.render_views(4), os.path.join(config.out, "validation",
+                                                           f"step_{trainer.step:06d}.png"))
+        if trainer.step % config.ckpt_every == 0 or trainer.step == config.steps:
+            save_checkpoint(trainer.state_dict(), folder.checkpoint)
+            if config.stop_after is not None and trainer.step >= config.stop_after:
+                break  # test hook: behave as if killed right after this checkpoint
+    bar.close()
+    if trainer.step == config.steps and config.turntable_views:
+        frames = trainer.render_views(config.turntable_views)
+        for i, frame in enumerate(frames):
+            save_png(frame[None], os.path.join(config.out, "turntable", f"frame_{i:03d}.png"))
+    return trainer

@@ -56,12 +56,13 @@ class LoraScoreModel:
                                          target_modules=list(LORA_TARGETS)), adapter_name=ADAPTER_NAME)
         embed_dim = self.unet.time_embedding.linear_1.out_features
         self.unet.class_embedding = CameraEmbedding(embed_dim).to(prior.device)
-        # Trainable parameters in float32 even when the frozen base runs in fp16.
+        # Trainable parameters in float32 even when the frozen base runs in fp16/bf16.
+        train_dtype = torch.float32 if prior.dtype in (torch.float16, torch.bfloat16) else prior.dtype
         self.lora_params = {n: p for n, p in self.unet.named_parameters() if "lora_" in n}
         self.camera_params = {f"class_embedding.{n}": p
                               for n, p in self.unet.class_embedding.named_parameters()}
         for p in list(self.lora_params.values()) + list(self.camera_params.values()):
-            p.data = p.data.float()
+            p.data = p.data.to(train_dtype)
             p.requires_grad_(True)
         self.optimizer = torch.optim.AdamW(self.parameters(), lr=lr, weight_decay=weight_decay)
         prior._base_model_hooks.append(self._as_base_model)
@@ -97,7 +98,8 @@ class LoraScoreModel:
     def predict_noise(self, noisy: torch.Tensor, t: torch.Tensor, text: torch.Tensor,
                       c2w: torch.Tensor) -> torch.Tensor:
         """ε_φ(x_t, t, c, y): guidance scale 1 (conditional only), differentiable w.r.t. φ."""
-        return self.prior.unet_forward(noisy, t, text, class_labels=flatten_cameras(c2w)).float()
+        return self.prior.unet_forward(noisy, t, text, class_labels=flatten_cameras(c2w)).to(
+            torch.promote_types(self.prior.dtype, torch.float32))
 
     def training_target(self, latents, noise, t):
         if self.prior.scheduler.config.prediction_type == "v_prediction":

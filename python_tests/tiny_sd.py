@@ -42,7 +42,8 @@ def write_tokenizer(folder: str) -> int:
     return len(vocab)
 
 
-def build_tiny_sd(root: str, seed: int = 0) -> str:
+def build_tiny_sd(root: str, seed: int = 0, unet_overrides: dict | None = None) -> str:
+    """unet_overrides: UNet2DConditionModel config entries replacing the tiny defaults."""
     import torch
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -54,11 +55,12 @@ def build_tiny_sd(root: str, seed: int = 0) -> str:
         num_hidden_layers=2, max_position_embeddings=16, projection_dim=32,
         bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1))
     text_encoder.save_pretrained(os.path.join(root, "text_encoder"))
-    unet = UNet2DConditionModel(
+    unet_config = dict(
         sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64),
         layers_per_block=1, norm_num_groups=16, cross_attention_dim=32, attention_head_dim=8,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
+    unet = UNet2DConditionModel(**{**unet_config, **(unet_overrides or {})})
     unet.save_pretrained(os.path.join(root, "unet"))
     vae = AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 16, 16),

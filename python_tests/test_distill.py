@@ -47,7 +47,7 @@ def test_l2vsd_with_eta_zero_gives_the_vsd_gradient(setup):
     grad_vsd, _ = mode("vsd", setup).gradient(ctx)
     score.load_state_dict(state)
     grad_l2, stats = mode("l2vsd", setup, eta=0.0).gradient(ctx)
-    assert stats["lookahead_norm"] == 0.0
+    assert stats["delta_eps_first_norm"] == 0.0
     # Same θ noise stream; ε_φ comes from the JVP engine's primal instead of a plain forward.
     torch.testing.assert_close(grad_l2, grad_vsd, rtol=1e-5, atol=1e-6)
 

@@ -36,11 +36,11 @@ def test_each_mode_runs_20_steps_and_writes_outputs(mode, tiny_sd_path, small_co
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, 21))
     for r in records:
-        assert all(torch.isfinite(torch.tensor(float(r[k]))) for k in ("loss", "grad_norm", "eps_model_norm"))
+        assert all(torch.isfinite(torch.tensor(float(r[k]))) for k in ("loss", "grad_norm", "eps_phi_norm"))
     if mode != "sds":
         assert all("lora_loss" in r for r in records)
     if mode == "l2vsd":
-        assert all(r["lookahead_norm"] >= 0 for r in records)
+        assert all(r["delta_eps_first_norm"] >= 0 for r in records)
     assert sorted(os.listdir(out / "validation")) == ["step_000010.png", "step_000020.png"]
     assert len(os.listdir(out / "turntable")) == 4
     saved = yaml.safe_load((out / "config.yaml").read_text())

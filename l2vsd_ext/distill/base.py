@@ -93,7 +93,7 @@ class DistillationMode:
             self.nonfinite_count += n_bad
             grad = grad.masked_fill(bad, 0.0)
         stats.update(nonfinite=n_bad, t=float(t.float().mean()),
-                     grad_norm=float(grad.norm()), eps_model_norm=float(eps_model.norm()))
+                     grad_norm=float(grad.norm()), eps_phi_norm=float(eps_model.norm()))
         return grad, stats
 
     # -- the interface ------------------------------------------------------------------------

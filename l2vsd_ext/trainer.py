@@ -30,6 +30,32 @@ def resolve_device(config: RunConfig) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def build_renderer(config: RunConfig, render_rng: torch.Generator | None = None) -> VolumeRenderer:
+    """The run's scene: NeRF field, background (random colour half the time while training) and
+    occupancy grid, as configured; untrained."""
+    field = NeRFField(n_levels=config.n_levels, log2_hashmap_size=config.log2_hashmap_size)
+    background = MLPBackground(random_probability=0.5)
+    background.generator = render_rng
+    grid = OccupancyGrid(field.aabb, resolution=config.occupancy_resolution)
+    return VolumeRenderer(field, background, grid, max_samples_per_ray=config.max_samples_per_ray)
+
+
+def load_scene(run_dir: str, device="cpu") -> tuple[VolumeRenderer, RunConfig, int]:
+    """(renderer in eval mode, config, step) from a run folder's checkpoint, without loading the
+    diffusion prior: what export and evaluation need."""
+    path = os.path.join(run_dir, CHECKPOINT)
+    if not os.path.isfile(path):
+        raise ConfigError(f"'{run_dir}' is not a run folder: no {CHECKPOINT} in it")
+    try:
+        state = load_checkpoint(path)
+        config = RunConfig.from_dict(state["config"])
+        renderer = build_renderer(config)
+        renderer.load_state_dict(state["renderer"])
+    except (KeyError, RuntimeError, EOFError, ValueError) as err:
+        raise ConfigError(f"'{path}' is not a readable l2vsd_ext checkpoint: {err}") from err
+    return renderer.to(device).eval(), config, state["step"]
+
+
 class Trainer:
     def __init__(self, config: RunConfig, prior: DiffusionPrior | None = None):
         self.config = config
@@ -39,7 +65,7 @@ class Trainer:
         torch.manual_seed(config.seed)  # field/background initialisation
         self.camera_rng = torch.Generator().manual_seed(config.seed + 10)
         self.render_rng = torch.Generator().manual_seed(config.seed + 20)
-        self.renderer = self._build_renderer().to(self.device)
+        self.renderer = build_renderer(config, self.render_rng).to(self.device)
         self.cameras = CameraSampler(height=config.resolution, width=config.resolution,
                                      batch_size=config.batch_size, device=self.device)
         self.prompts = PromptEmbeddings(self.prior, config.prompt, config.negative_prompt)
@@ -62,14 +88,6 @@ class Trainer:
         ], betas=(0.9, 0.99), eps=1e-15)
         self.step = 0
         self.nonfinite_param_grads = 0
-
-    def _build_renderer(self) -> VolumeRenderer:
-        c = self.config
-        field = NeRFField(n_levels=c.n_levels, log2_hashmap_size=c.log2_hashmap_size)
-        background = MLPBackground(random_probability=0.5)
-        background.generator = self.render_rng
-        grid = OccupancyGrid(field.aabb, resolution=c.occupancy_resolution)
-        return VolumeRenderer(field, background, grid, max_samples_per_ray=c.max_samples_per_ray)
 
     # -- one iteration ------------------------------------------------------------------------
     def render(self, cams):

@@ -19,7 +19,7 @@ MODES = [("vsd", False), ("sds", False), ("lvsd", False), ("l2vsd", False), ("l2
 
 @pytest.fixture(scope="module")
 def pipelines(tmp_path_factory):
-    from tiny_sd import build_tiny_sd
+    from l2vsd_ext.prior.tiny import build_tiny_sd
 
     return {name: build_tiny_sd(str(tmp_path_factory.mktemp("sd")), unet_overrides=unet)
             for name, (unet, _) in PIPELINES.items()}

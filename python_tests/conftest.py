@@ -29,6 +29,6 @@ def device(request):
 @pytest.fixture(scope="session")
 def tiny_sd_path(tmp_path_factory):
     """A tiny Stable-Diffusion-shaped pipeline saved in the diffusers layout (random weights)."""
-    from tiny_sd import build_tiny_sd
+    from l2vsd_ext.prior.tiny import build_tiny_sd
 
     return build_tiny_sd(str(tmp_path_factory.mktemp("tiny_sd")))

@@ -38,6 +38,10 @@ def load_components(id_or_path: str, dtype: torch.dtype):
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    if id_or_path == "tiny-random":
+        from .tiny import tiny_random_path
+
+        id_or_path = tiny_random_path()
     local = os.path.isdir(id_or_path)
     if not local and os.path.sep in id_or_path and id_or_path.startswith((".", os.path.sep)):
         raise PriorWeightsUnavailable(f"--pretrained '{id_or_path}' looks like a path but is not a folder")

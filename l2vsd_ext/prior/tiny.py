@@ -1,5 +1,8 @@
-"""Builds a tiny Stable-Diffusion-shaped pipeline from configs (random weights) and saves it in the
-diffusers folder layout, so tests load it through the same from_pretrained path as real weights."""
+"""A tiny Stable-Diffusion-shaped pipeline built from configs with random weights, saved in the
+diffusers folder layout so that it loads through the same from_pretrained path as real weights.
+
+The tests use it, and `--pretrained tiny-random` uses it to check an installation end to end without
+downloading Stable Diffusion: it produces noise, not objects."""
 from __future__ import annotations
 
 import json
@@ -72,4 +75,16 @@ def build_tiny_sd(root: str, seed: int = 0, unet_overrides: dict | None = None) 
         os.path.join(root, "scheduler"))
     with open(os.path.join(root, "model_index.json"), "w") as fh:
         json.dump({"_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.42.1"}, fh)
+    return root
+
+
+TINY_RANDOM_ID = "tiny-random"
+
+
+def tiny_random_path() -> str:
+    """The tiny pipeline in the user cache, built on first use."""
+    cache = os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache"))
+    root = os.path.join(cache, "l2vsd_ext", TINY_RANDOM_ID)
+    if not os.path.isfile(os.path.join(root, "model_index.json")):
+        build_tiny_sd(root)  # model_index.json is written last, so a torn build is rebuilt
     return root

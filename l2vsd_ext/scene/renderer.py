@@ -21,6 +21,8 @@ class VolumeRenderer(nn.Module):
     occupancy_grid=None marches every step inside the field's box (a one-cell grid that is always
     occupied): the "no skipping" baseline. With a grid, call update_occupancy(step) during training.
     The default step is the box diagonal / 512 (threestudio: radius * sqrt(3) / 512 samples).
+    occ_dilation=1 (unlike nerfacc's 0) grows the occupied region by a cell, so that surface
+    slivers that one random sample per cell missed are not skipped.
 
     Shading (threestudio's augmentations): 'albedo' = albedo; 'diffuse' = albedo * (ambient +
     (1 - ambient) * max(n.l, 0)); 'textureless' = the same with a white albedo. The light is at
@@ -33,7 +35,7 @@ class VolumeRenderer(nn.Module):
                  cone_angle: float = 0.0, alpha_thre: float = 0.0, early_stop_eps: float = 1e-4,
                  stratified: bool = True, ambient_ratio: float = 0.1,
                  occ_thre: float = 0.01, ema_decay: float = 0.95, warmup_steps: int = 256,
-                 update_every_n_steps: int = 16):
+                 update_every_n_steps: int = 16, occ_dilation: int = 1):
         super().__init__()
         self.field, self.background, self.occupancy_grid = field, background, occupancy_grid
         aabb = field.aabb.detach().cpu().double()
@@ -47,7 +49,7 @@ class VolumeRenderer(nn.Module):
         self.alpha_thre, self.early_stop_eps = float(alpha_thre), float(early_stop_eps)
         self.stratified, self.ambient_ratio = bool(stratified), float(ambient_ratio)
         self.occ_options = dict(occ_thre=occ_thre, ema_decay=ema_decay, warmup_steps=warmup_steps,
-                                every_n_steps=update_every_n_steps)
+                                every_n_steps=update_every_n_steps, dilation=occ_dilation)
         if occupancy_grid is None:
             self._full_grid = OccupancyGrid(aabb.tolist(), resolution=1)
 

@@ -107,13 +107,16 @@ class VolumeRenderer(nn.Module):
                                                    n_rays)
         color = self._shade(out, points, ray_indices, o, light_positions, lead, shading)
 
-        opacity = accumulate_along_rays(weights, None, ray_indices, n_rays)
-        rgb_fg = accumulate_along_rays(weights, color, ray_indices, n_rays)
-        depth = accumulate_along_rays(weights, mid[:, None], ray_indices, n_rays)
+        # One accumulation for every per-ray quantity: [colour, 1 (opacity), t_mid (depth), normal].
+        channels = [color, torch.ones_like(mid)[:, None], mid[:, None].to(color)]
+        if need_normals:
+            channels.append(out["normal"])
+        sums = accumulate_along_rays(weights, torch.cat(channels, dim=-1), ray_indices, n_rays)
+        rgb_fg, opacity, depth = sums[:, :3], sums[:, 3:4], sums[:, 4:5]
         rgb = rgb_fg + self.background(d).to(rgb_fg) * (1 - opacity)
         result = {"rgb": rgb, "opacity": opacity, "depth": depth}
         if need_normals:
-            result["normal"] = accumulate_along_rays(weights, out["normal"], ray_indices, n_rays)
+            result["normal"] = sums[:, 5:8]
         result = {k: v.reshape(*lead, v.shape[-1]) for k, v in result.items()}
         result["samples_per_ray"] = t_starts.numel() / max(n_rays, 1)
         return result

@@ -5,7 +5,7 @@ import torch
 
 from l2vsd_ext.ops import OccupancyGrid
 from l2vsd_ext.scene import CameraSampler, SolidBackground, VolumeRenderer
-from render_helpers import AnalyticSphere, analytic_sphere_hits
+from render_helpers import DEVICES, AnalyticSphere, analytic_sphere_hits
 
 RADIUS = 0.5
 STEP = 0.01
@@ -25,12 +25,15 @@ def make_renderer(with_grid):
                           stratified=False).eval(), field
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("with_grid", [False, True])
-def test_silhouette_and_depth(with_grid):
+def test_silhouette_and_depth(with_grid, device):
     renderer, _ = make_renderer(with_grid)
+    renderer.to(device)
     cams = CameraSampler(64, 64).orbit(3, elevation=20.0, distance=2.0, fovy=45.0)
     with torch.no_grad():
-        out = renderer(cams.rays_o, cams.rays_d)
+        out = renderer(cams.rays_o.to(device), cams.rays_d.to(device))
+    out = {k: v.cpu() if torch.is_tensor(v) else v for k, v in out.items()}
     mask, t_hit = analytic_sphere_hits(cams.rays_o, cams.rays_d, RADIUS)
     silhouette = out["opacity"][..., 0] > 0.5
     assert iou(silhouette, mask) >= 0.95

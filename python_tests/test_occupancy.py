@@ -104,3 +104,13 @@ def test_bad_aabb_and_density_fn_raise():
         OccupancyGrid([0, 0, 0, 0, 1, 1], 4)
     with pytest.raises(ValueError, match="density_fn"):
         OccupancyGrid(AABB, 4).update(0, lambda x: torch.ones(3))
+
+
+def test_dilation_grows_the_occupied_region_by_one_cell():
+    grid = OccupancyGrid(AABB, 5)
+    centre = torch.zeros(125)
+    centre[(2 * 5 + 2) * 5 + 2] = 1.0
+    grid.update(0, piecewise_constant(grid, centre), dilation=1)
+    assert int(grid.binary.sum()) == 27
+    with pytest.raises(ValueError, match="dilation"):
+        grid.update(0, piecewise_constant(grid, centre), dilation=-1)

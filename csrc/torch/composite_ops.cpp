@@ -55,8 +55,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> weights_forward(
   at::Tensor offsets;
   checked_ray_indices(ray_indices, n_rays, n, kWeightsOp, &offsets);
   const at::Tensor ts = t_starts.contiguous(), te = t_ends.contiguous(), sg = sigmas.contiguous();
-  // Zero-initialised: samples that belong to no ray keep weight 0 and transmittance 0.
-  auto weights = at::zeros_like(sg), trans = at::zeros_like(sg), alphas = at::zeros_like(sg);
+  // Validated indices put every sample in exactly one ray, so the kernel writes every slot.
+  auto weights = at::empty_like(sg), trans = at::empty_like(sg), alphas = at::empty_like(sg);
   if (n == 0 || n_rays == 0) return {weights, trans, alphas};
   if (sg.is_cuda()) {
 #ifdef WITH_CUDA
@@ -93,7 +93,7 @@ at::Tensor weights_backward(const std::optional<at::Tensor>& grad_weights,
   const at::Tensor ga = optional_grad(grad_alphas, weights, "grad_alphas");
   const at::Tensor ts = t_starts.contiguous(), te = t_ends.contiguous();
   const at::Tensor w = weights.contiguous(), tr = transmittance.contiguous(), al = alphas.contiguous();
-  auto grad_sigmas = at::zeros_like(w);
+  auto grad_sigmas = at::empty_like(w);  // every slot written (see weights_forward)
   if (n == 0 || n_rays == 0) return grad_sigmas;
   if (w.is_cuda()) {
 #ifdef WITH_CUDA
@@ -134,8 +134,10 @@ at::Tensor accumulate_forward(const at::Tensor& weights, const std::optional<at:
   checked_ray_indices(ray_indices, n_rays, n, kAccumulateOp, &offsets);
   const at::Tensor w = weights.contiguous();
   const at::Tensor v = (values.has_value() && values->defined()) ? values->contiguous() : at::Tensor();
-  auto out = at::zeros({n_rays, c}, w.options());
-  if (n == 0 || n_rays == 0 || c == 0) return out;
+  // Each ray's row is written by its thread, zero for rays without samples.
+  if (n == 0) return at::zeros({n_rays, c}, w.options());
+  auto out = at::empty({n_rays, c}, w.options());
+  if (n_rays == 0 || c == 0) return out;
   if (w.is_cuda()) {
 #ifdef WITH_CUDA
     const c10::cuda::CUDAGuard guard(w.device());
@@ -168,9 +170,9 @@ std::tuple<at::Tensor, at::Tensor> accumulate_backward(
   const at::Tensor w = weights.contiguous(), g = grad_out.contiguous();
   const at::Tensor v = has_values ? values->contiguous() : at::Tensor();
   at::Tensor gw, gv;
-  if (need_weights) gw = at::zeros_like(w);
-  if (need_values && has_values) gv = at::zeros_like(v);
-  if (n == 0 || c == 0 || (!gw.defined() && !gv.defined())) return {gw, gv};
+  if (need_weights) gw = at::empty_like(w);  // every sample has a ray: every slot written
+  if (need_values && has_values) gv = at::empty_like(v);
+  if (n == 0 || (!gw.defined() && !gv.defined())) return {gw, gv};
   if (w.is_cuda()) {
 #ifdef WITH_CUDA
     const c10::cuda::CUDAGuard guard(w.device());

@@ -5,8 +5,30 @@
 
 namespace l2vsd {
 
+namespace detail {
+
+// One pass on the host: range, order and offsets together (the separate tensor reductions cost
+// more than the compositing kernels themselves at 2^20 samples). Returns the first bad index,
+// or -1.
+inline int64_t host_offsets(const int64_t* ri, int64_t n_samples, int64_t n_rays,
+                            int64_t* offsets, bool* out_of_range) {
+  int64_t next_ray = 0;  // offsets[0..next_ray] are written
+  offsets[0] = 0;
+  for (int64_t i = 0; i < n_samples; ++i) {
+    const int64_t r = ri[i];
+    if (r < 0 || r >= n_rays) { *out_of_range = true; return i; }
+    if (r < next_ray - 1 && i > 0) { *out_of_range = false; return i; }
+    while (next_ray <= r) offsets[next_ray++] = i;
+  }
+  while (next_ray <= n_rays) offsets[next_ray++] = n_samples;
+  return -1;
+}
+
+}  // namespace detail
+
 // ray_indices (n_samples) int32/int64, each in [0, n_rays), sorted (non-decreasing). Returns them
-// as int64 and, in *offsets, the (n_rays + 1) start of each ray's segment (searchsorted).
+// as int64 and, in *offsets, the (n_rays + 1) start of each ray's segment (searchsorted). Every
+// sample then belongs to exactly one ray, so kernels write every output slot.
 inline at::Tensor checked_ray_indices(const at::Tensor& ray_indices, int64_t n_rays,
                                       int64_t n_samples, const char* op, at::Tensor* offsets) {
   check_dim(ray_indices, op, "ray_indices", 1, "(n_samples,)");
@@ -14,6 +36,18 @@ inline at::Tensor checked_ray_indices(const at::Tensor& ray_indices, int64_t n_r
   check_dtype(ray_indices, op, "ray_indices", {at::kLong, at::kInt});
   TORCH_CHECK_VALUE(n_rays >= 0, op, ": argument 'n_rays' must be >= 0, got ", n_rays);
   at::Tensor ri = ray_indices.to(at::kLong).contiguous();
+  if (ri.device().is_cpu()) {
+    *offsets = at::empty({n_rays + 1}, ri.options());
+    bool out_of_range = false;
+    const int64_t bad = detail::host_offsets(ri.data_ptr<int64_t>(), n_samples, n_rays,
+                                             offsets->data_ptr<int64_t>(), &out_of_range);
+    TORCH_CHECK_VALUE(bad < 0 || !out_of_range, op, ": argument 'ray_indices' must lie in [0, "
+                      "n_rays=", n_rays, "), got ", (bad < 0 ? 0 : ri[bad].item<int64_t>()),
+                      " at sample ", bad);
+    TORCH_CHECK_VALUE(bad < 0, op, ": argument 'ray_indices' must be sorted (samples grouped "
+                      "by ray, as the sampler returns them); sample ", bad, " breaks the order");
+    return ri;
+  }
   if (n_samples > 0) {
     const auto [lo, hi] = at::aminmax(ri);
     TORCH_CHECK_VALUE(lo.item<int64_t>() >= 0 && hi.item<int64_t>() < n_rays, op,

@@ -39,13 +39,17 @@ class _RenderWeightFunction(torch.autograd.Function):
         t_starts, t_ends, _, ray_indices, n_rays = inputs
         ctx.save_for_backward(t_starts, t_ends, ray_indices, *output)
         ctx.n_rays = n_rays
+        # Unused outputs (usually transmittance and alphas) then arrive as None, which the kernel
+        # reads as zero, instead of as materialised zero tensors.
+        ctx.set_materialize_grads(False)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_weights, grad_transmittance, grad_alphas):
         t_starts, t_ends, ray_indices, weights, transmittance, alphas = ctx.saved_tensors
         grad_sigmas = None
-        if ctx.needs_input_grad[2]:
+        if ctx.needs_input_grad[2] and not (grad_weights is None and grad_transmittance is None
+                                            and grad_alphas is None):
             grad_sigmas = load_extension().render_weights_backward(
                 grad_weights, grad_transmittance, grad_alphas, t_starts, t_ends, ray_indices,
                 ctx.n_rays, weights, transmittance, alphas)

@@ -88,10 +88,16 @@ class OccupancyGrid(nn.Module):
     @torch.no_grad()
     def update(self, step: int, density_fn: Callable[[torch.Tensor], torch.Tensor],
                occ_thre: float = 0.01, ema_decay: float = 0.95, warmup_steps: int = 256,
-               every_n_steps: int = 16, generator: Optional[torch.Generator] = None) -> bool:
-        """EMA update at steps that are multiples of every_n_steps; returns whether it ran."""
+               every_n_steps: int = 16, dilation: int = 0,
+               generator: Optional[torch.Generator] = None) -> bool:
+        """EMA update at steps that are multiples of every_n_steps; returns whether it ran.
+
+        One random point per sampled cell can miss a thin sliver of surface at a cell's corner;
+        dilation=k also marks the cells within k of an occupied one (conservative, more samples)."""
         if every_n_steps < 1:
             raise ValueError(f"OccupancyGrid.update: 'every_n_steps' must be >= 1, got {every_n_steps}")
+        if dilation < 0:
+            raise ValueError(f"OccupancyGrid.update: 'dilation' must be >= 0, got {dilation}")
         if step % every_n_steps:
             return False
         cells = self._cells_to_update(step < warmup_steps, generator)
@@ -104,7 +110,13 @@ class OccupancyGrid(nn.Module):
         new = torch.nan_to_num(new, nan=float("inf"))
         self.density[cells] = torch.maximum(self.density[cells] * ema_decay, new)
         threshold = torch.clamp(self.density.mean(), max=occ_thre)
-        self.binary.copy_(self.density > threshold)
+        binary = self.density > threshold
+        if dilation:
+            size = 2 * dilation + 1
+            grown = torch.nn.functional.max_pool3d(binary.float().view(1, 1, *self.resolution),
+                                                   size, stride=1, padding=dilation)
+            binary = grown.flatten() > 0
+        self.binary.copy_(binary)
         self.bitfield.copy_(pack_bits(self.binary))
         return True
 

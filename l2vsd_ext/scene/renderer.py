@@ -21,6 +21,8 @@ class VolumeRenderer(nn.Module):
     occupancy_grid=None marches every step inside the field's box (a one-cell grid that is always
     occupied): the "no skipping" baseline. With a grid, call update_occupancy(step) during training.
     The default step is the box diagonal / 512 (threestudio: radius * sqrt(3) / 512 samples).
+    occ_dilation=1 (unlike nerfacc's 0) grows the occupied region by a cell, so that surface
+    slivers that one random sample per cell missed are not skipped.
 
     Shading (threestudio's augmentations): 'albedo' = albedo; 'diffuse' = albedo * (ambient +
     (1 - ambient) * max(n.l, 0)); 'textureless' = the same with a white albedo. The light is at
@@ -33,7 +35,7 @@ class VolumeRenderer(nn.Module):
                  cone_angle: float = 0.0, alpha_thre: float = 0.0, early_stop_eps: float = 1e-4,
                  stratified: bool = True, ambient_ratio: float = 0.1,
                  occ_thre: float = 0.01, ema_decay: float = 0.95, warmup_steps: int = 256,
-                 update_every_n_steps: int = 16):
+                 update_every_n_steps: int = 16, occ_dilation: int = 1):
         super().__init__()
         self.field, self.background, self.occupancy_grid = field, background, occupancy_grid
         aabb = field.aabb.detach().cpu().double()
@@ -47,7 +49,7 @@ class VolumeRenderer(nn.Module):
         self.alpha_thre, self.early_stop_eps = float(alpha_thre), float(early_stop_eps)
         self.stratified, self.ambient_ratio = bool(stratified), float(ambient_ratio)
         self.occ_options = dict(occ_thre=occ_thre, ema_decay=ema_decay, warmup_steps=warmup_steps,
-                                every_n_steps=update_every_n_steps)
+                                every_n_steps=update_every_n_steps, dilation=occ_dilation)
         if occupancy_grid is None:
             self._full_grid = OccupancyGrid(aabb.tolist(), resolution=1)
 
@@ -105,13 +107,16 @@ class VolumeRenderer(nn.Module):
                                                    n_rays)
         color = self._shade(out, points, ray_indices, o, light_positions, lead, shading)
 
-        opacity = accumulate_along_rays(weights, None, ray_indices, n_rays)
-        rgb_fg = accumulate_along_rays(weights, color, ray_indices, n_rays)
-        depth = accumulate_along_rays(weights, mid[:, None], ray_indices, n_rays)
+        # One accumulation for every per-ray quantity: [colour, 1 (opacity), t_mid (depth), normal].
+        channels = [color, torch.ones_like(mid)[:, None], mid[:, None].to(color)]
+        if need_normals:
+            channels.append(out["normal"])
+        sums = accumulate_along_rays(weights, torch.cat(channels, dim=-1), ray_indices, n_rays)
+        rgb_fg, opacity, depth = sums[:, :3], sums[:, 3:4], sums[:, 4:5]
         rgb = rgb_fg + self.background(d).to(rgb_fg) * (1 - opacity)
         result = {"rgb": rgb, "opacity": opacity, "depth": depth}
         if need_normals:
-            result["normal"] = accumulate_along_rays(weights, out["normal"], ray_indices, n_rays)
+            result["normal"] = sums[:, 5:8]
         result = {k: v.reshape(*lead, v.shape[-1]) for k, v in result.items()}
         result["samples_per_ray"] = t_starts.numel() / max(n_rays, 1)
         return result

@@ -3,6 +3,8 @@
 // backward.
 #include "composite.h"
 
+#include "../cuda_launch.cuh"
+
 #include <cuda_runtime.h>
 
 #include <stdexcept>
@@ -14,13 +16,9 @@ namespace {
 
 constexpr int kThreads = 256;
 
-unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
+unsigned blocks_for(int64_t n) { return l2vsd::blocks_for(n, kThreads); }
 
-void check_launch(const char* what) {
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess)
-    throw std::runtime_error(std::string("composite: ") + what + " failed: " + cudaGetErrorString(err));
-}
+void check_launch(const char* what) { check_cuda_launch("composite", what); }
 
 template <typename T>
 __global__ void weights_forward_kernel(const T* __restrict__ ts, const T* __restrict__ te,

@@ -2,6 +2,8 @@
 // per (point, level) for forward and the table gradient (atomics), one per point for dx.
 #include "hashgrid.h"
 
+#include "../cuda_launch.cuh"
+
 #include <cuda_runtime.h>
 
 #include <stdexcept>
@@ -56,16 +58,12 @@ __global__ void backward_input_kernel(const X* __restrict__ x, const T* __restri
   for (int d = 0; d < D; ++d) dx[i * D + d] = static_cast<X>(acc[d]);
 }
 
-void check_launch(const char* what) {
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess)
-    throw std::runtime_error(std::string("hashgrid: ") + what + " failed: " + cudaGetErrorString(err));
-}
+void check_launch(const char* what) { check_cuda_launch("hashgrid", what); }
 
 template <int D, typename T, typename X>
 void forward_dims(const void* x, const void* table, void* out, int64_t n, const GridLayout& layout,
                   bool clamp, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>((n + kThreads - 1) / kThreads), layout.n_levels);
+  const dim3 grid(blocks_for(n, kThreads), layout.n_levels);
   forward_kernel<D, T, X><<<grid, kThreads, 0, stream>>>(
       static_cast<const X*>(x), static_cast<const T*>(table), static_cast<T*>(out), n, layout, clamp);
   check_launch("forward kernel");
@@ -75,14 +73,14 @@ template <int D, typename T, typename X>
 void backward_dims(const void* x, const void* dy, const void* table, void* grad_table, void* dx,
                    int64_t n, const GridLayout& layout, bool clamp, cudaStream_t stream) {
   if (grad_table) {
-    const dim3 grid(static_cast<unsigned>((n + kThreads - 1) / kThreads), layout.n_levels);
+    const dim3 grid(blocks_for(n, kThreads), layout.n_levels);
     backward_table_kernel<D, T, X><<<grid, kThreads, 0, stream>>>(
         static_cast<const X*>(x), static_cast<const T*>(dy), static_cast<T*>(grad_table), n,
         layout, clamp);
     check_launch("table-gradient kernel");
   }
   if (dx) {
-    const dim3 grid(static_cast<unsigned>((n + kThreads - 1) / kThreads));
+    const dim3 grid(blocks_for(n, kThreads));
     backward_input_kernel<D, T, X><<<grid, kThreads, 0, stream>>>(
         static_cast<const X*>(x), static_cast<const T*>(dy), static_cast<const T*>(table),
         static_cast<X*>(dx), n, layout, clamp);

@@ -2,6 +2,8 @@
 // same HD bodies as the CPU launcher.
 #include "raymarch.h"
 
+#include "../cuda_launch.cuh"
+
 #include <cuda_runtime.h>
 
 #include <stdexcept>
@@ -13,13 +15,9 @@ namespace {
 
 constexpr int kThreads = 256;
 
-unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
+unsigned blocks_for(int64_t n) { return l2vsd::blocks_for(n, kThreads); }
 
-void check_launch(const char* what) {
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess)
-    throw std::runtime_error(std::string("raymarch: ") + what + " failed: " + cudaGetErrorString(err));
-}
+void check_launch(const char* what) { check_cuda_launch("raymarch", what); }
 
 template <typename T>
 __global__ void ray_aabb_kernel(const T* __restrict__ o, const T* __restrict__ d,

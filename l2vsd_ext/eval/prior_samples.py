@@ -16,7 +16,8 @@ def build_pipeline(pretrained: str, device, dtype=None):
     dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
     unet, vae, text_encoder, tokenizer, scheduler = load_components(pretrained, dtype)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   scheduler=DDIMScheduler.from_config(scheduler.config),
+                                   # Latents are not in [-1, 1]: never clip x0 (SD's own configs say so).
+                                   scheduler=DDIMScheduler.from_config(scheduler.config, clip_sample=False),
                                    safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)

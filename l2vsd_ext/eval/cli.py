@@ -92,8 +92,19 @@ def evaluate(args) -> dict:
     return result
 
 
+def _quiet_libraries() -> None:
+    # Progress bars and advice from transformers/diffusers would bury the one-line result or error.
+    import diffusers
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    diffusers.logging.set_verbosity_error()
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    _quiet_libraries()
     try:
         check_arguments(args)
         result = evaluate(args)

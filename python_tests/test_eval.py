@@ -14,6 +14,8 @@ import torch
 from l2vsd_ext.eval import (ClipImageFeatures, build_pipeline, clip_similarity, frechet_distance,
                             load_clip, sample_prior)
 from l2vsd_ext.eval.cli import main as eval_main
+from l2vsd_ext.export import open_run, render_orbit
+from l2vsd_ext.export.views import to_uint8
 from tiny_clip import build_tiny_clip
 from tiny_run import make_tiny_run
 
@@ -78,7 +80,7 @@ def test_prior_samples_are_deterministic_images_at_the_pipelines_size(tiny_sd_pa
     assert not np.array_equal(a[0], a[1])  # each sample has its own noise
 
 
-def test_cli_writes_eval_json_with_the_papers_metrics(tiny_run, tiny_clip_path):
+def test_cli_writes_eval_json_with_the_papers_metrics(tiny_run, tiny_clip_path, tiny_clip, tiny_sd_path):
     code = eval_main([tiny_run, "--clip-model", tiny_clip_path, "--n-views", "4", "--resolution", "16",
                       "--n-prior-samples", "3", "--prior-steps", "2"])
     assert code == 0
@@ -92,8 +94,13 @@ def test_cli_writes_eval_json_with_the_papers_metrics(tiny_run, tiny_clip_path):
     assert -1 <= result["clip_cosine_mean"] <= 1
     assert result["clip_angle_deg"] == pytest.approx(math.degrees(math.acos(result["clip_cosine_mean"])))
     assert math.isfinite(result["fid"]) and result["fid"] >= 0
-    assert result["pretrained"] == json.loads(json.dumps(result["pretrained"]))  # the run's own prior
-    assert os.path.isdir(result["pretrained"])
+    assert result["pretrained"] == tiny_sd_path  # the run's own prior unless --pretrained says otherwise
+    assert sorted(os.listdir(os.path.join(tiny_run, "eval"))) == ["prior_samples.png", "views.png"]
+    # The score is CLIP's on the run's own orbit renders.
+    renderer, _, _ = open_run(tiny_run)
+    views = to_uint8(render_orbit(renderer, 4, 16))
+    again = clip_similarity(*tiny_clip, views, "a red apple")["clip_cosine_per_view"]
+    assert np.allclose(result["clip_cosine_per_view"], again, atol=1e-5)
 
 
 def test_no_fid_skips_prior_sampling(tiny_run, tiny_clip_path, tmp_path):

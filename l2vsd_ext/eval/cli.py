@@ -2,7 +2,7 @@
 
 The paper's Table 1 protocol: CLIP similarity between --n-views rendered views and the prompt, and
 FID between those renders and --n-prior-samples images sampled from the prior for the same prompt.
-Writes RUN_DIR/eval.json. Bad arguments, an unreadable run folder or models that cannot be loaded
+Writes RUN_DIR/eval.json, and RUN_DIR/eval/views.png and prior_samples.png (12 of the images compared). Bad arguments, an unreadable run folder or models that cannot be loaded
 (e.g. offline without weights): one line on stderr, exit code 2."""
 from __future__ import annotations
 
@@ -72,6 +72,7 @@ def evaluate(args) -> dict:
               "step": step, "n_views": args.n_views, "resolution": args.resolution,
               "elevation": args.elevation, "clip_model": args.clip_model}
     result.update(clip_similarity(clip, processor, renders, config.prompt))
+    _save_sheet(renders, os.path.join(args.run_dir, "eval", "views.png"))
     if not args.no_fid:
         from .fid import ClipImageFeatures, frechet_distance
         from .prior_samples import build_pipeline, sample_prior
@@ -83,6 +84,7 @@ def evaluate(args) -> dict:
         samples = sample_prior(pipe, config.prompt, args.n_prior_samples, args.prior_steps,
                                args.guidance_scale, config.negative_prompt, args.seed)
         del pipe
+        _save_sheet(samples, os.path.join(args.run_dir, "eval", "prior_samples.png"))
         result.update(fid=frechet_distance(samples, renders, ClipImageFeatures(clip, processor)),
                       fid_features=f"CLIP image embeddings of {args.clip_model} (torchmetrics FID)",
                       pretrained=pretrained, n_prior_samples=args.n_prior_samples,
@@ -90,6 +92,15 @@ def evaluate(args) -> dict:
                       seed=args.seed)
     result["seconds"] = time.perf_counter() - started
     return result
+
+
+def _save_sheet(images, path: str) -> None:
+    """12 of the compared images as one PNG, so a number can be checked against what it measured."""
+    import torch
+
+    from ..export.turntable import write_contact_sheet
+
+    write_contact_sheet(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255, path)
 
 
 def _quiet_libraries() -> None:

@@ -28,8 +28,8 @@ def load_clip(id_or_path: str, device="cpu"):
         where = f"local folder '{id_or_path}'" if local else f"'{id_or_path}' (not a local folder, so a hub id)"
         raise ModelUnavailable(
             f"could not load CLIP from {where}: {type(err).__name__}: {str(err).splitlines()[0]}. "
-            f"Download it where there is internet (`huggingface-cli download {id_or_path} --local-dir DIR`) "
-            f"and pass the folder") from err
+            f"Download it where there is internet (`huggingface-cli download "
+            f"{DEFAULT_CLIP_MODEL if local else id_or_path} --local-dir DIR`) and pass --clip-model DIR") from err
     return model.to(device).eval().requires_grad_(False), processor
 
 

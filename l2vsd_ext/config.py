@@ -53,6 +53,7 @@ class RunConfig:
     val_every: int = 200
     ckpt_every: int = 500
     turntable_views: int = 30
+    export_at_end: bool = True  # turntable video + mesh into RUN/export/ (l2vsd_ext.export)
     stop_after: int | None = None  # stop as if killed after this step's checkpoint (tests)
 
     def to_dict(self) -> dict:

@@ -258,4 +258,7 @@ def run_training(config: RunConfig, prior: DiffusionPrior | None = None, progres
         frames = trainer.render_views(config.turntable_views)
         for i, frame in enumerate(frames):
             save_png(frame[None], os.path.join(config.out, "turntable", f"frame_{i:03d}.png"))
+    if trainer.step == config.steps and config.export_at_end:
+        from .export import export_at_end_of_run
+        export_at_end_of_run(trainer.renderer, config)
     return trainer

@@ -1,0 +1,133 @@
+"""Command line: python -m l2vsd_ext.eval RUN_DIR [--clip-model ID|DIR] [--pretrained ID|DIR] ...
+
+The paper's Table 1 protocol: CLIP similarity between --n-views rendered views and the prompt, and
+FID between those renders and --n-prior-samples images sampled from the prior for the same prompt.
+Writes RUN_DIR/eval.json, and RUN_DIR/eval/views.png and prior_samples.png (12 of the images compared). Bad arguments, an unreadable run folder or models that cannot be loaded
+(e.g. offline without weights): one line on stderr, exit code 2."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from ..config import ConfigError
+from .clip_model import DEFAULT_CLIP_MODEL, ModelUnavailable
+
+EVAL_FILE = "eval.json"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m l2vsd_ext.eval",
+        description="CLIP similarity and FID of a trained run (the paper's Table 1), into RUN_DIR/eval.json.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (holds checkpoints/last.pt)")
+    p.add_argument("--clip-model", default=DEFAULT_CLIP_MODEL,
+                   help=f"CLIP hub id or local folder, also FID's feature extractor (default: {DEFAULT_CLIP_MODEL})")
+    p.add_argument("--pretrained", default=None,
+                   help="diffusion model for the FID reference samples (default: the run's --pretrained)")
+    p.add_argument("--n-views", type=int, default=120, help="rendered views around the object (default: 120)")
+    p.add_argument("--n-prior-samples", type=int, default=120, help="images sampled from the prior (default: 120)")
+    p.add_argument("--resolution", type=int, default=256, help="render size in pixels (default: 256)")
+    p.add_argument("--elevation", type=float, default=15.0, help="camera elevation in degrees (default: 15)")
+    p.add_argument("--prior-steps", type=int, default=50, help="DDIM steps per prior sample (default: 50)")
+    p.add_argument("--guidance-scale", type=float, default=7.5, help="prior sampling CFG scale (default: 7.5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the prior samples (default: 0)")
+    p.add_argument("--no-fid", action="store_true", help="CLIP similarity only (no prior sampling)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    return p
+
+
+def check_arguments(args) -> None:
+    for name in ("n_views", "resolution", "prior_steps"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(args, name)}")
+    if not args.no_fid and args.n_views < 2:
+        raise ConfigError(f"--n-views: FID needs >= 2 views, got {args.n_views}")
+    if not args.no_fid and args.n_prior_samples < 2:
+        raise ConfigError(f"--n-prior-samples: FID needs >= 2 samples, got {args.n_prior_samples}")
+    if not -90 <= args.elevation <= 90:
+        raise ConfigError(f"--elevation: must be in [-90, 90] degrees, got {args.elevation}")
+
+
+def evaluate(args) -> dict:
+    from ..export.cli import pick_device
+    from ..export.loading import open_run
+    from ..export.views import render_orbit, to_uint8
+    from ..prior.loading import PriorWeightsUnavailable
+    from .clip_model import load_clip
+    from .clip_similarity import clip_similarity
+
+    device = pick_device(args.device)
+    renderer, config, step = open_run(args.run_dir, device)
+    pretrained = args.pretrained or config.pretrained
+    try:
+        clip, processor = load_clip(args.clip_model, device)
+    except ModelUnavailable as err:
+        raise ConfigError(f"--clip-model: {err}") from err
+    started = time.perf_counter()
+    renders = to_uint8(render_orbit(renderer, args.n_views, args.resolution, elevation=args.elevation))
+    result = {"run_dir": os.path.abspath(args.run_dir), "prompt": config.prompt, "mode": config.mode,
+              "step": step, "n_views": args.n_views, "resolution": args.resolution,
+              "elevation": args.elevation, "clip_model": args.clip_model}
+    result.update(clip_similarity(clip, processor, renders, config.prompt))
+    _save_sheet(renders, os.path.join(args.run_dir, "eval", "views.png"))
+    if not args.no_fid:
+        from .fid import ClipImageFeatures, frechet_distance
+        from .prior_samples import build_pipeline, sample_prior
+
+        try:
+            pipe = build_pipeline(pretrained, device)
+        except PriorWeightsUnavailable as err:
+            raise ConfigError(f"--pretrained: {err}") from err
+        samples = sample_prior(pipe, config.prompt, args.n_prior_samples, args.prior_steps,
+                               args.guidance_scale, config.negative_prompt, args.seed)
+        del pipe
+        _save_sheet(samples, os.path.join(args.run_dir, "eval", "prior_samples.png"))
+        result.update(fid=frechet_distance(samples, renders, ClipImageFeatures(clip, processor)),
+                      fid_features=f"CLIP image embeddings of {args.clip_model} (torchmetrics FID)",
+                      pretrained=pretrained, n_prior_samples=args.n_prior_samples,
+                      prior_steps=args.prior_steps, guidance_scale=args.guidance_scale,
+                      seed=args.seed)
+    result["seconds"] = time.perf_counter() - started
+    return result
+
+
+def _save_sheet(images, path: str) -> None:
+    """12 of the compared images as one PNG, so a number can be checked against what it measured."""
+    import torch
+
+    from ..export.turntable import write_contact_sheet
+
+    write_contact_sheet(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255, path)
+
+
+def _quiet_libraries() -> None:
+    # Progress bars and advice from transformers/diffusers would bury the one-line result or error.
+    import diffusers
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    diffusers.logging.set_verbosity_error()
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    try:
+        check_arguments(args)
+        result = evaluate(args)
+    except ConfigError as err:
+        print(f"l2vsd_ext.eval: error: {err}", file=sys.stderr)
+        return 2
+    from ..checkpoint import atomic_write_bytes
+
+    path = os.path.join(args.run_dir, EVAL_FILE)
+    atomic_write_bytes(path, json.dumps(result, indent=2).encode())
+    summary = f"CLIP cosine {result['clip_cosine_mean']:.4f} ({result['clip_angle_deg']:.2f} deg)"
+    if "fid" in result:
+        summary += f", FID {result['fid']:.2f}"
+    print(f"{summary} -> {path}")
+    return 0

@@ -1,0 +1,83 @@
+"""Command line: python -m l2vsd_ext.export RUN_DIR [--video] [--mesh] [--resolution 256] ...
+
+With neither --video nor --mesh, both are written. Bad arguments or an unreadable run folder:
+one line on stderr, exit code 2."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..config import ConfigError
+from .mesh import DEFAULT_THRESHOLD, EmptyMeshError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m l2vsd_ext.export",
+        description="Turntable video (MP4, GIF, contact sheet) and mesh (OBJ, PLY, GLB) of a "
+                    "trained run, written to RUN_DIR/export/.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (holds checkpoints/last.pt)")
+    p.add_argument("--video", action="store_true", help="write the turntable (default: both)")
+    p.add_argument("--mesh", action="store_true", help="write the mesh (default: both)")
+    p.add_argument("--resolution", type=int, default=256, help="frame size in pixels, even (default: 256)")
+    p.add_argument("--n-views", type=int, default=120, help="turntable frames (default: 120)")
+    p.add_argument("--elevation", type=float, default=15.0, help="camera elevation in degrees (default: 15)")
+    p.add_argument("--fps", type=int, default=30, help="video frame rate (default: 30)")
+    p.add_argument("--mesh-resolution", type=int, default=128,
+                   help="marching-cubes grid cells per side (default: 128)")
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                   help=f"density of the surface (default: {DEFAULT_THRESHOLD:g}, threestudio's)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    return p
+
+
+def check_arguments(args) -> None:
+    if args.resolution < 2 or args.resolution % 2:
+        raise ConfigError(f"--resolution: must be an even number >= 2 (H.264 frames), got {args.resolution}")
+    if args.n_views < 1:
+        raise ConfigError(f"--n-views: must be >= 1, got {args.n_views}")
+    if args.fps < 1:
+        raise ConfigError(f"--fps: must be >= 1, got {args.fps}")
+    if args.mesh_resolution < 2:
+        raise ConfigError(f"--mesh-resolution: must be >= 2, got {args.mesh_resolution}")
+    if not -90 <= args.elevation <= 90:
+        raise ConfigError(f"--elevation: must be in [-90, 90] degrees, got {args.elevation}")
+
+
+def pick_device(name: str | None):
+    import torch
+
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ConfigError(f"--device: {err}") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device: '{name}' requested but no CUDA device is visible")
+    return device
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        check_arguments(args)
+        from .loading import open_run
+        from .outputs import export_run
+
+        renderer, _, step = open_run(args.run_dir, pick_device(args.device))
+        both = not (args.video or args.mesh)
+        try:
+            written = export_run(args.run_dir, renderer, video=both or args.video, mesh=both or args.mesh,
+                                 n_views=args.n_views, resolution=args.resolution,
+                                 elevation=args.elevation, fps=args.fps,
+                                 mesh_resolution=args.mesh_resolution, threshold=args.threshold)
+        except EmptyMeshError as err:
+            raise ConfigError(f"--threshold: {err}") from err
+    except ConfigError as err:
+        print(f"l2vsd_ext.export: error: {err}", file=sys.stderr)
+        return 2
+    print(f"exported step {step} of '{args.run_dir}':")
+    for name, path in written.items():
+        print(f"  {name:14s} {path}")
+    return 0

@@ -29,24 +29,36 @@ def attention_jvp_blocked(q, q_dot, k, k_dot, v, v_dot, scale, block_elements=_B
     bh, n, d = q.shape
     m = k.shape[1]
     # S = (scale q) k^T and S_dot = scale (q_dot k^T + q k_dot^T) = [scale q_dot, scale q][k, k_dot]^T:
-    # one bmm with a 2d-deep contraction. [v, v_dot] gives O and P v_dot from one bmm with P.
+    # one bmm with a 2d-deep contraction. P [v, v_dot] gives O and P v_dot from one bmm, and
+    # (P * S_dot) [v, 1] gives (P * S_dot) v with its row sums from another.
     q_s = q * scale
     qq = torch.cat([q_dot, q], dim=-1).mul_(scale)
     k_t = k.transpose(1, 2)
     kk_t = torch.cat([k, k_dot], dim=-1).transpose(1, 2)
     vv = torch.cat([v, v_dot], dim=-1)
+    v1 = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
     out = torch.empty_like(q)
     out_dot = torch.empty_like(q)
-    rows = max(1, block_elements // max(1, bh * m))
+    rows = min(n, max(1, block_elements // max(1, bh * m)))
+    # Block buffers reused across blocks (large fresh allocations would page-fault every time).
+    s_buf = q.new_empty(bh, rows, m)
+    p_buf = q.new_empty(bh, rows, m)
+    sd_buf = q.new_empty(bh, rows, m)
+    ov_buf = q.new_empty(bh, rows, 2 * d)
+    sv_buf = q.new_empty(bh, rows, d + 1)
     for i0 in range(0, n, rows):
-        i1 = min(n, i0 + rows)
-        p = torch.softmax(torch.bmm(q_s[:, i0:i1], k_t), dim=-1)
-        ps_dot = torch.bmm(qq[:, i0:i1], kk_t).mul_(p)  # P * S_dot
-        row_sum = ps_dot.sum(dim=-1, keepdim=True)
-        o_both = torch.bmm(p, vv)  # [O, P v_dot]
-        o = o_both[..., :d]
-        out[:, i0:i1] = o
-        out_dot[:, i0:i1] = torch.baddbmm(o_both[..., d:] - row_sum * o, ps_dot, v)
+        r = min(rows, n - i0)
+        s, p, sd = s_buf[:, :r], p_buf[:, :r], sd_buf[:, :r]
+        ov, sv = ov_buf[:, :r], sv_buf[:, :r]
+        torch.bmm(q_s[:, i0:i0 + r], k_t, out=s)
+        torch.ops.aten._softmax.out(s, -1, False, out=p)
+        torch.bmm(qq[:, i0:i0 + r], kk_t, out=sd)
+        sd.mul_(p)  # P * S_dot
+        torch.bmm(p, vv, out=ov)  # [O, P v_dot]
+        torch.bmm(sd, v1, out=sv)  # [(P * S_dot) v, rowsum(P * S_dot)]
+        o = ov[..., :d]
+        out[:, i0:i0 + r] = o
+        out_dot[:, i0:i0 + r] = ov[..., d:] + sv[..., :d] - sv[..., d:] * o
     return out, out_dot
 
 

@@ -1,0 +1,158 @@
+"""JVP of a LoRA UNet's noise prediction w.r.t. its LoRA parameters: the engine vs PyTorch's own
+forward-mode AD, next to the plain forward they are measured against.
+
+    pytest benchmarks/bench_jvp.py               # pytest-benchmark, tiny and 64x64 configs
+    python benchmarks/bench_jvp.py [--rounds 3]  # the markdown table of docs/jvp.md (interleaved
+                                                 # rounds, min time, peak RSS per variant)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import torch.autograd.forward_ad as fwAD
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from l2vsd_ext.jvp import lora_jvp  # noqa: E402
+from l2vsd_ext.jvp.tiny_unets import (BENCHMARK_CONFIG, TINY_CONFIGS, lora_parameters,  # noqa: E402
+                                      make_lora_unet, random_direction, random_inputs)
+
+CASES = {  # name -> (config, latent size, text tokens)
+    "tiny": (TINY_CONFIGS["cross_attention"], 16, 8),
+    "sd-like-64": (BENCHMARK_CONFIG, 64, 77),
+}
+VARIANTS = ("forward", "func_jvp_math_attn", "forward_ad_math_attn", "engine", "engine_last_layer")
+
+
+def build(case):
+    config, size, seq = CASES[case]
+    unet = make_lora_unet(config)
+    return unet, random_direction(unet), random_inputs(unet, size=size, seq=seq)
+
+
+def _math_attention(unet):
+    """Stock forward AD cannot go through scaled_dot_product_attention: use the math processor."""
+    from diffusers.models.attention_processor import AttnProcessor
+    unet.set_attn_processor(AttnProcessor())
+
+
+def make_runner(variant, unet, direction, inputs):
+    sample, timestep, ehs, labels = inputs
+    kwargs = {"class_labels": labels, "return_dict": False}
+    if variant == "forward":
+        def run():
+            with torch.no_grad():
+                return unet(sample, timestep, ehs, **kwargs)[0]
+    elif variant == "engine":
+        def run():
+            return lora_jvp(unet, direction, sample, timestep, ehs, class_labels=labels)
+    elif variant == "engine_last_layer":
+        def run():
+            return lora_jvp(unet, direction, sample, timestep, ehs, class_labels=labels,
+                            last_layer_only=True)
+    elif variant == "func_jvp_math_attn":
+        _math_attention(unet)
+        params = lora_parameters(unet)
+        names = list(params)
+
+        def f(*values):
+            return torch.func.functional_call(unet, dict(zip(names, values)), (sample, timestep, ehs),
+                                              kwargs)[0]
+
+        def run():
+            with torch.no_grad():
+                return torch.func.jvp(f, tuple(params[n] for n in names),
+                                      tuple(direction[n] for n in names))
+    elif variant == "forward_ad_math_attn":
+        _math_attention(unet)
+        params = lora_parameters(unet)
+
+        def run():
+            with torch.no_grad(), fwAD.dual_level():
+                duals = {n: fwAD.make_dual(p, direction[n]) for n, p in params.items()}
+                out = torch.func.functional_call(unet, duals, (sample, timestep, ehs), kwargs)[0]
+                return fwAD.unpack_dual(out)
+    else:
+        raise ValueError(variant)
+    return run
+
+
+# --- pytest-benchmark ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module", params=list(CASES))
+def case(request):
+    return request.param, build(request.param)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_jvp(benchmark, case, variant):
+    name, (unet, direction, inputs) = case
+    from diffusers.models.attention_processor import AttnProcessor2_0
+    unet.set_attn_processor(AttnProcessor2_0())  # the default; the stock variants switch to math
+    run = make_runner(variant, unet, direction, inputs)
+    benchmark.group = f"jvp-{name}"
+    rounds = 2 if name == "sd-like-64" else 5
+    benchmark.pedantic(run, rounds=rounds, iterations=1, warmup_rounds=1)
+
+
+# --- table for docs/jvp.md -----------------------------------------------------------------------
+
+def _peak_rss_child(case, variant):
+    """Peak resident memory (MiB) above the pre-call level, in a fresh process."""
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="65536")
+    out = subprocess.run([sys.executable, __file__, "--memory-child", case, variant], env=env,
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
+
+
+def _memory_child(case, variant):
+    unet, direction, inputs = build(case)
+    run = make_runner(variant, unet, direction, inputs)
+    if variant.startswith("engine_last"):
+        run()  # the one-off forward-order trace is not part of the steady state
+    with open("/proc/self/statm") as f:
+        before = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    run()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"peak_mib": max(0.0, (peak - before) / 2**20)}))
+
+
+def table(rounds):
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    print("| case | variant | time (s) | × forward | peak extra RSS (MiB) |")
+    print("|---|---|---|---|---|")
+    for case in CASES:
+        unet, direction, inputs = build(case)
+        best = {}
+        for _ in range(rounds):  # interleaved, so load from other jobs hits all variants alike
+            for variant in VARIANTS:
+                from diffusers.models.attention_processor import AttnProcessor2_0
+                unet.set_attn_processor(AttnProcessor2_0())
+                run = make_runner(variant, unet, direction, inputs)
+                run()  # warm-up (and the last-layer mode's one-off trace)
+                t0 = time.perf_counter()
+                run()
+                best[variant] = min(best.get(variant, float("inf")), time.perf_counter() - t0)
+        for variant in VARIANTS:
+            mem = _peak_rss_child(case, variant)
+            print(f"| {case} | {variant} | {best[variant]:.3f} | {best[variant] / best['forward']:.2f} "
+                  f"| {mem:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--memory-child", nargs=2)
+    args = parser.parse_args()
+    if args.memory_child:
+        _memory_child(*args.memory_child)
+    else:
+        table(args.rounds)

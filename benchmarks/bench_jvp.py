@@ -103,6 +103,31 @@ def test_jvp(benchmark, case, variant):
     benchmark.pedantic(run, rounds=rounds, iterations=1, warmup_rounds=1)
 
 
+# --- the attention rule alone: the 64x64 level's self-attention (8 heads of 8, 4096 tokens) -------
+
+ATTENTION_VARIANTS = ("sdpa_primal_only", "reference_func_jvp", "blocked_aten", "kernel")
+
+
+def attention_runner(variant, bh=8, n=4096, d=8):
+    from l2vsd_ext.ops import reference
+    from l2vsd_ext.ops.attention_jvp import attention_jvp_blocked, attention_jvp_kernel
+    gen = torch.Generator().manual_seed(0)
+    q, q_dot, k, k_dot, v, v_dot = (torch.randn(bh, n, d, generator=gen) for _ in range(6))
+    scale = d ** -0.5
+    return {
+        "sdpa_primal_only": lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=scale),
+        "reference_func_jvp": lambda: reference.attention_jvp(q, q_dot, k, k_dot, v, v_dot, scale),
+        "blocked_aten": lambda: attention_jvp_blocked(q, q_dot, k, k_dot, v, v_dot, scale),
+        "kernel": lambda: attention_jvp_kernel(q, q_dot, k, k_dot, v, v_dot, scale),
+    }[variant]
+
+
+@pytest.mark.parametrize("variant", ATTENTION_VARIANTS)
+def test_attention_rule(benchmark, variant):
+    benchmark.group = "attention-jvp-8x4096x8"
+    benchmark.pedantic(attention_runner(variant), rounds=3, iterations=1, warmup_rounds=1)
+
+
 # --- table for docs/jvp.md -----------------------------------------------------------------------
 
 def _peak_rss_child(case, variant):
@@ -125,8 +150,25 @@ def _memory_child(case, variant):
     print(json.dumps({"peak_mib": max(0.0, (peak - before) / 2**20)}))
 
 
+def attention_table(rounds):
+    runners = {v: attention_runner(v) for v in ATTENTION_VARIANTS}
+    best = {}
+    for _ in range(rounds):
+        for variant, run in runners.items():
+            run()
+            t0 = time.perf_counter()
+            run()
+            best[variant] = min(best.get(variant, float("inf")), time.perf_counter() - t0)
+    print("| attention (8 heads, 4096 tokens, head dim 8) | time (s) | × SDPA primal |")
+    print("|---|---|---|")
+    for variant in ATTENTION_VARIANTS:
+        print(f"| {variant} | {best[variant]:.3f} | {best[variant] / best['sdpa_primal_only']:.2f} |")
+    print()
+
+
 def table(rounds):
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    attention_table(rounds)
     print("| case | variant | time (s) | × forward | peak extra RSS (MiB) |")
     print("|---|---|---|---|---|")
     for case in CASES:

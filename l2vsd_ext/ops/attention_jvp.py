@@ -40,16 +40,13 @@ def attention_jvp_blocked(q, q_dot, k, k_dot, v, v_dot, scale, block_elements=_B
     out = torch.empty_like(q)
     out_dot = torch.empty_like(q)
     rows = min(n, max(1, block_elements // max(1, bh * m)))
-    # Block buffers reused across blocks (large fresh allocations would page-fault every time).
-    s_buf = q.new_empty(bh, rows, m)
-    p_buf = q.new_empty(bh, rows, m)
-    sd_buf = q.new_empty(bh, rows, m)
-    ov_buf = q.new_empty(bh, rows, 2 * d)
-    sv_buf = q.new_empty(bh, rows, d + 1)
+    # Flat block buffers reused across blocks (large fresh allocations would page-fault every
+    # time); each block views a contiguous prefix, as the out= variants need.
+    bufs = [q.new_empty(bh * rows * width) for width in (m, m, m, 2 * d, d + 1)]
     for i0 in range(0, n, rows):
         r = min(rows, n - i0)
-        s, p, sd = s_buf[:, :r], p_buf[:, :r], sd_buf[:, :r]
-        ov, sv = ov_buf[:, :r], sv_buf[:, :r]
+        s, p, sd, ov, sv = (buf[:bh * r * width].view(bh, r, width)
+                            for buf, width in zip(bufs, (m, m, m, 2 * d, d + 1)))
         torch.bmm(q_s[:, i0:i0 + r], k_t, out=s)
         torch.ops.aten._softmax.out(s, -1, False, out=p)
         torch.bmm(qq[:, i0:i0 + r], kk_t, out=sd)

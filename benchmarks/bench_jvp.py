@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -138,16 +137,25 @@ def _peak_rss_child(case, variant):
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
 
 
+def _status_kib(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
 def _memory_child(case, variant):
     unet, direction, inputs = build(case)
     run = make_runner(variant, unet, direction, inputs)
-    if variant.startswith("engine_last"):
-        run()  # the one-off forward-order trace is not part of the steady state
-    with open("/proc/self/statm") as f:
-        before = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    run()  # warm-up (and the last-layer mode's one-off forward-order trace)
+    # Reset the peak-RSS mark (it survives fork/exec, so it would hold the parent's peak).
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _status_kib("VmRSS")
     run()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"peak_mib": max(0.0, (peak - before) / 2**20)}))
+    peak = _status_kib("VmHWM")
+    print(json.dumps({"peak_mib": max(0.0, (peak - before) / 1024)}))
 
 
 def attention_table(rounds):

@@ -1,7 +1,7 @@
 """Softmax attention with its forward-mode tangent:
     O_dot = sum_j P_ij (S_dot_ij v_j + v_dot_j) - (sum_j P_ij S_dot_ij) O.
-Two implementations of the same formula: the online-softmax kernel (CPU + CUDA, no N x M matrix)
-and a query-blocked ATen one (MKL bmm), which is the faster of the two on CPU (docs/jvp.md)."""
+Two implementations of the same formula: the online-softmax kernel (CPU + CUDA, no N x M matrix),
+the default, and a query-blocked ATen one (MKL bmm), slower on this CPU (docs/jvp.md)."""
 from __future__ import annotations
 
 import torch
@@ -60,11 +60,12 @@ def attention_jvp_blocked(q, q_dot, k, k_dot, v, v_dot, scale, block_elements=_B
 
 
 def attention_jvp(q, q_dot, k, k_dot, v, v_dot, scale, backend: str = "auto"):
-    """(O, O_dot) of softmax(scale q k^T) v. backend "auto": the kernel on CUDA, blocked ATen on CPU."""
+    """(O, O_dot) of softmax(scale q k^T) v. backend "auto": the kernel where it takes the tensors
+    (CPU float32/float64, CUDA), the blocked ATen formulation otherwise."""
     if backend not in BACKENDS:
         raise ValueError(f"attention_jvp: argument 'backend' must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        backend = "kernel" if q.is_cuda and kernels_support(q, "attention_jvp") else "blocked"
+        backend = "kernel" if kernels_support(q, "attention_jvp") else "blocked"
     if backend == "kernel":
         return attention_jvp_kernel(q, q_dot, k, k_dot, v, v_dot, scale)
     for name, t in (("q", q), ("k", k), ("v", v)):

@@ -92,7 +92,10 @@ class AttentionFunction(torch.autograd.Function):
     @staticmethod
     def jvp(ctx, q_dot, k_dot, v_dot, _scale_dot):
         q, k, v = ctx.saved_tensors
-        return attention_jvp(q, q_dot, k, k_dot, v, v_dot, ctx.scale)[1]
+        wrapped = any(not kernels_support(t, "attention_jvp") for t in (q, k, v, q_dot, k_dot, v_dot)
+                      if t is not None)
+        return attention_jvp(q, q_dot, k, k_dot, v, v_dot, ctx.scale,
+                             backend="blocked" if wrapped else "auto")[1]
 
     @staticmethod
     def backward(ctx, grad_out):

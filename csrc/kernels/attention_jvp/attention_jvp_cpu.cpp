@@ -2,7 +2,9 @@
 // over tiles of kKeyTile keys, so that the score, score-tangent and exp loops vectorise over keys
 // (keys and values transposed to (d, M)), including the accumulations into O and O_dot, which
 // are reductions over the tile's keys. One OpenMP iteration
-// per (batch*head, query row); no N x M matrix, every tile stays in L1.
+// per (batch*head, query row); no N x M matrix, every tile stays in L1. Head dim 8 (the 64-channel
+// level of small UNets) has a compile-time specialisation whose score loop keeps the head-dim sums
+// in registers (about 25% less CPU time than the generic loop).
 #include "attention_jvp.h"
 
 #include <algorithm>
@@ -38,24 +40,46 @@ inline float exp_nonpositive(float x) {
 }
 inline double exp_nonpositive(double x) { return std::exp(x); }
 
-template <typename T>
+template <int D, typename T>
 __attribute__((always_inline)) inline void query_row(const T* qi, const T* qdi, const T* kt, const T* kdt, const T* vt, const T* vdt,
                T* out, T* out_dot, int64_t m, int d, T scale) {
   alignas(64) T s[kKeyTile], sd[kKeyTile], p[kKeyTile];
   T o[kMaxHeadDim], od[kMaxHeadDim];
-  for (int c = 0; c < d; ++c) o[c] = od[c] = T(0);
+  T qs[kMaxHeadDim], qds[kMaxHeadDim];
+  for (int c = 0; c < d; ++c) {
+    o[c] = od[c] = T(0);
+    qs[c] = qi[c] * scale;
+    qds[c] = qdi[c] * scale;
+  }
   OnlineState<T> st = initial_state<T>();
   for (int64_t j0 = 0; j0 < m; j0 += kKeyTile) {
     const int tn = static_cast<int>(std::min<int64_t>(kKeyTile, m - j0));
-    for (int j = 0; j < tn; ++j) s[j] = sd[j] = T(0);
-    for (int c = 0; c < d; ++c) {  // s = scale q·k, sd = scale (q_dot·k + q·k_dot), over keys
-      const T qc = qi[c] * scale, qdc = qdi[c] * scale;
-      const T* kr = kt + c * m + j0;
-      const T* kdr = kdt + c * m + j0;
+    if constexpr (D > 0) {
+      // Head dim known at compile time: the head-dim sums stay in registers, one pass over keys.
+      const T* kt0 = kt + j0;
+      const T* kdt0 = kdt + j0;
 #pragma omp simd
       for (int j = 0; j < tn; ++j) {
-        s[j] += qc * kr[j];
-        sd[j] += qdc * kr[j] + qc * kdr[j];
+        T a = T(0), b = T(0);
+        L2VSD_UNROLL
+        for (int c = 0; c < D; ++c) {
+          const T kc = kt0[c * m + j];
+          a += qs[c] * kc;
+          b += qds[c] * kc + qs[c] * kdt0[c * m + j];
+        }
+        s[j] = a;
+        sd[j] = b;
+      }
+    } else {
+      for (int j = 0; j < tn; ++j) s[j] = sd[j] = T(0);
+      for (int c = 0; c < d; ++c) {  // s = scale q·k, sd = scale (q_dot·k + q·k_dot), over keys
+        const T* kr = kt + c * m + j0;
+        const T* kdr = kdt + c * m + j0;
+#pragma omp simd
+        for (int j = 0; j < tn; ++j) {
+          s[j] += qs[c] * kr[j];
+          sd[j] += qds[c] * kr[j] + qs[c] * kdr[j];
+        }
       }
     }
     T tile_max = -std::numeric_limits<T>::infinity();
@@ -98,13 +122,14 @@ __attribute__((always_inline)) inline void query_row(const T* qi, const T* qdi, 
 L2VSD_ROW_CLONES void query_row_float(const float* qi, const float* qdi, const float* kt,
                                       const float* kdt, const float* v, const float* vd,
                                       float* out, float* out_dot, int64_t m, int d, float scale) {
-  query_row<float>(qi, qdi, kt, kdt, v, vd, out, out_dot, m, d, scale);
+  if (d == 8) query_row<8, float>(qi, qdi, kt, kdt, v, vd, out, out_dot, m, d, scale);
+  else query_row<0, float>(qi, qdi, kt, kdt, v, vd, out, out_dot, m, d, scale);
 }
 L2VSD_ROW_CLONES void query_row_double(const double* qi, const double* qdi, const double* kt,
                                        const double* kdt, const double* v, const double* vd,
                                        double* out, double* out_dot, int64_t m, int d,
                                        double scale) {
-  query_row<double>(qi, qdi, kt, kdt, v, vd, out, out_dot, m, d, scale);
+  query_row<0, double>(qi, qdi, kt, kdt, v, vd, out, out_dot, m, d, scale);
 }
 inline void query_row_any(const float* qi, const float* qdi, const float* kt, const float* kdt,
                           const float* v, const float* vd, float* out, float* out_dot, int64_t m,

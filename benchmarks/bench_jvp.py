@@ -174,25 +174,28 @@ def attention_table(rounds):
     print()
 
 
-def table(rounds):
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
-    attention_table(rounds)
+def table(rounds, cases=tuple(CASES), memory=True, clock=time.perf_counter):
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{'CPU time' if clock is time.process_time else 'wall time'}\n")
+    if memory:
+        attention_table(rounds)
     print("| case | variant | time (s) | × forward | peak extra RSS (MiB) |")
     print("|---|---|---|---|---|")
-    for case in CASES:
+    for case in cases:
         unet, direction, inputs = build(case)
         best = {}
-        for _ in range(rounds):  # interleaved, so load from other jobs hits all variants alike
+        for round_ in range(rounds):  # interleaved, so load from other jobs hits all variants alike
             for variant in VARIANTS:
                 from diffusers.models.attention_processor import AttnProcessor2_0
                 unet.set_attn_processor(AttnProcessor2_0())
                 run = make_runner(variant, unet, direction, inputs)
-                run()  # warm-up (and the last-layer mode's one-off trace)
-                t0 = time.perf_counter()
+                if round_ == 0:
+                    run()  # warm-up (and the last-layer mode's one-off trace)
+                t0 = clock()
                 run()
-                best[variant] = min(best.get(variant, float("inf")), time.perf_counter() - t0)
+                best[variant] = min(best.get(variant, float("inf")), clock() - t0)
         for variant in VARIANTS:
-            mem = _peak_rss_child(case, variant)
+            mem = _peak_rss_child(case, variant) if memory else float("nan")
             print(f"| {case} | {variant} | {best[variant]:.3f} | {best[variant] / best['forward']:.2f} "
                   f"| {mem:.0f} |", flush=True)
 
@@ -201,8 +204,14 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--memory-child", nargs=2)
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="one thread, process CPU time: robust on a machine shared with other jobs")
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     args = parser.parse_args()
     if args.memory_child:
         _memory_child(*args.memory_child)
+    elif args.cpu_time:
+        torch.set_num_threads(1)
+        table(args.rounds, args.cases, memory=False, clock=time.process_time)
     else:
-        table(args.rounds)
+        table(args.rounds, args.cases)

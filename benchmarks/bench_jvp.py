@@ -114,7 +114,9 @@ def attention_runner(variant, bh=8, n=4096, d=8):
     q, q_dot, k, k_dot, v, v_dot = (torch.randn(bh, n, d, generator=gen) for _ in range(6))
     scale = d ** -0.5
     return {
-        "sdpa_primal_only": lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=scale),
+        # 4-D (batch, heads, tokens, dim) as diffusers calls it: that is what takes the flash kernel
+        "sdpa_primal_only": lambda: torch.nn.functional.scaled_dot_product_attention(
+            q[None], k[None], v[None], scale=scale),
         "reference_func_jvp": lambda: reference.attention_jvp(q, q_dot, k, k_dot, v, v_dot, scale),
         "blocked_aten": lambda: attention_jvp_blocked(q, q_dot, k, k_dot, v, v_dot, scale),
         "kernel": lambda: attention_jvp_kernel(q, q_dot, k, k_dot, v, v_dot, scale),

@@ -159,13 +159,16 @@ def test_module_unchanged_after_call():
     assert {n for n, m in unet.named_modules() if "forward" in m.__dict__} == instance_forwards
 
 
-def test_generic_path_with_two_adapters_and_dropout():
-    """Layers outside the fused path (two active adapters) take the forward-AD fallback."""
+def test_generic_path_with_two_adapters():
+    """Layers outside the fused path (two active adapters, one with dropout, inactive in eval
+    mode) take the forward-AD fallback and still match."""
     from peft import LoraConfig
     unet = make_lora_unet(TINY_CONFIGS["self_attention_only"], dtype=torch.float64)
     unet.add_adapter(LoraConfig(r=2, lora_alpha=3, target_modules=["to_q", "to_v"],
-                                init_lora_weights="gaussian"), adapter_name="second")
-    unet.set_adapters(["default_0", "second"] if "default_0" in str(unet.peft_config) else ["default", "second"])
+                                lora_dropout=0.1, init_lora_weights="gaussian"),
+                     adapter_name="second")
+    unet.set_adapters(list(unet.peft_config))
+    unet.eval()  # the new adapter's modules start in training mode
     with torch.no_grad():
         for n, p in unet.named_parameters():
             if "lora_B.second" in n:
@@ -174,6 +177,25 @@ def test_generic_path_with_two_adapters_and_dropout():
     eps, eps_dot = lora_jvp(unet, direction, *inputs[:3], class_labels=inputs[3])
     want, want_dot = func_jvp(unet, direction, inputs)
     assert rel_err(eps_dot, want_dot) <= 1e-6
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.float16, 3e-2),
+                                       (torch.bfloat16, 8e-2)])
+def test_cuda_dtypes_match_float64_reference(dtype, tol):
+    from l2vsd_ext._ext import cuda_kernels_available
+    if not cuda_kernels_available():
+        pytest.skip("extension built without CUDA kernels")
+    unet = make_lora_unet(TINY_CONFIGS["camera_embedding"], dtype=torch.float64)
+    direction, inputs = random_direction(unet), random_inputs(unet, batch=2)
+    want, want_dot = func_jvp(unet, direction, inputs)
+    unet_gpu = unet.to("cuda", dtype)
+    move = lambda t: None if t is None else (t.to("cuda", dtype) if t.is_floating_point() else t.cuda())  # noqa: E731
+    eps, eps_dot = lora_jvp(unet_gpu, {k: move(v) for k, v in direction.items()},
+                            *(move(t) for t in inputs[:3]), class_labels=move(inputs[3]))
+    assert eps_dot.dtype == dtype and eps_dot.is_cuda
+    assert rel_err(eps.cpu(), want) <= tol
+    assert rel_err(eps_dot.cpu(), want_dot) <= tol
 
 
 # --- bad input ---------------------------------------------------------------------------------

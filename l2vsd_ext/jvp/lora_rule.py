@@ -7,6 +7,7 @@ parameters turned into dual tensors by functional_call."""
 from __future__ import annotations
 
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import nn
 
 from ..ops.jvp_support import kernels_support
@@ -54,7 +55,6 @@ def make_lora_forward(layer: nn.Module, original_forward, tangents: dict, bypass
 
 
 def _generic_forward(layer, x, args, kwargs, tangents, bypass):
-    from .dual import fwAD
     duals = {}
     for adapter, tan in tangents.items():
         duals[f"lora_A.{adapter}.weight"] = fwAD.make_dual(layer.lora_A[adapter].weight, tan["A"])

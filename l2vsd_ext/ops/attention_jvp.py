@@ -1,7 +1,7 @@
 """Softmax attention with its forward-mode tangent:
     O_dot = sum_j P_ij (S_dot_ij v_j + v_dot_j) - (sum_j P_ij S_dot_ij) O.
-Two implementations of the same formula: the online-softmax kernel (CPU + CUDA, no N x M matrix)
-and a query-blocked ATen one (MKL bmm), which is the faster of the two on CPU (docs/jvp.md)."""
+Two implementations of the same formula: the online-softmax kernel (CPU + CUDA, no N x M matrix),
+the default, and a query-blocked ATen one (MKL bmm), slower on this CPU (docs/jvp.md)."""
 from __future__ import annotations
 
 import torch
@@ -29,33 +29,43 @@ def attention_jvp_blocked(q, q_dot, k, k_dot, v, v_dot, scale, block_elements=_B
     bh, n, d = q.shape
     m = k.shape[1]
     # S = (scale q) k^T and S_dot = scale (q_dot k^T + q k_dot^T) = [scale q_dot, scale q][k, k_dot]^T:
-    # one bmm with a 2d-deep contraction. [v, v_dot] gives O and P v_dot from one bmm with P.
+    # one bmm with a 2d-deep contraction. P [v, v_dot] gives O and P v_dot from one bmm, and
+    # (P * S_dot) [v, 1] gives (P * S_dot) v with its row sums from another.
     q_s = q * scale
     qq = torch.cat([q_dot, q], dim=-1).mul_(scale)
     k_t = k.transpose(1, 2)
     kk_t = torch.cat([k, k_dot], dim=-1).transpose(1, 2)
     vv = torch.cat([v, v_dot], dim=-1)
+    v1 = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
     out = torch.empty_like(q)
     out_dot = torch.empty_like(q)
-    rows = max(1, block_elements // max(1, bh * m))
+    rows = min(n, max(1, block_elements // max(1, bh * m)))
+    # Flat block buffers reused across blocks (large fresh allocations would page-fault every
+    # time); each block views a contiguous prefix, as the out= variants need.
+    bufs = [q.new_empty(bh * rows * width) for width in (m, m, m, 2 * d, d + 1)]
     for i0 in range(0, n, rows):
-        i1 = min(n, i0 + rows)
-        p = torch.softmax(torch.bmm(q_s[:, i0:i1], k_t), dim=-1)
-        ps_dot = torch.bmm(qq[:, i0:i1], kk_t).mul_(p)  # P * S_dot
-        row_sum = ps_dot.sum(dim=-1, keepdim=True)
-        o_both = torch.bmm(p, vv)  # [O, P v_dot]
-        o = o_both[..., :d]
-        out[:, i0:i1] = o
-        out_dot[:, i0:i1] = torch.baddbmm(o_both[..., d:] - row_sum * o, ps_dot, v)
+        r = min(rows, n - i0)
+        s, p, sd, ov, sv = (buf[:bh * r * width].view(bh, r, width)
+                            for buf, width in zip(bufs, (m, m, m, 2 * d, d + 1)))
+        torch.bmm(q_s[:, i0:i0 + r], k_t, out=s)
+        torch.ops.aten._softmax.out(s, -1, False, out=p)
+        torch.bmm(qq[:, i0:i0 + r], kk_t, out=sd)
+        sd.mul_(p)  # P * S_dot
+        torch.bmm(p, vv, out=ov)  # [O, P v_dot]
+        torch.bmm(sd, v1, out=sv)  # [(P * S_dot) v, rowsum(P * S_dot)]
+        o = ov[..., :d]
+        out[:, i0:i0 + r] = o
+        out_dot[:, i0:i0 + r] = ov[..., d:] + sv[..., :d] - sv[..., d:] * o
     return out, out_dot
 
 
 def attention_jvp(q, q_dot, k, k_dot, v, v_dot, scale, backend: str = "auto"):
-    """(O, O_dot) of softmax(scale q k^T) v. backend "auto": the kernel on CUDA, blocked ATen on CPU."""
+    """(O, O_dot) of softmax(scale q k^T) v. backend "auto": the kernel where it takes the tensors
+    (CPU float32/float64, CUDA), the blocked ATen formulation otherwise."""
     if backend not in BACKENDS:
         raise ValueError(f"attention_jvp: argument 'backend' must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        backend = "kernel" if q.is_cuda and kernels_support(q, "attention_jvp") else "blocked"
+        backend = "kernel" if kernels_support(q, "attention_jvp") else "blocked"
     if backend == "kernel":
         return attention_jvp_kernel(q, q_dot, k, k_dot, v, v_dot, scale)
     for name, t in (("q", q), ("k", k), ("v", v)):
@@ -82,7 +92,10 @@ class AttentionFunction(torch.autograd.Function):
     @staticmethod
     def jvp(ctx, q_dot, k_dot, v_dot, _scale_dot):
         q, k, v = ctx.saved_tensors
-        return attention_jvp(q, q_dot, k, k_dot, v, v_dot, ctx.scale)[1]
+        wrapped = any(not kernels_support(t, "attention_jvp") for t in (q, k, v, q_dot, k_dot, v_dot)
+                      if t is not None)
+        return attention_jvp(q, q_dot, k, k_dot, v, v_dot, ctx.scale,
+                             backend="blocked" if wrapped else "auto")[1]
 
     @staticmethod
     def backward(ctx, grad_out):

@@ -20,9 +20,15 @@ def _has(name: str) -> bool:
         return False
 
 
+def _is_functorch_wrapped(x: torch.Tensor) -> bool:
+    # Inside torch.func transforms tensors may be wrappers without storage; the kernels need data.
+    check = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    return bool(check(x)) if check is not None else False
+
+
 def kernels_support(x: torch.Tensor, op: str) -> bool:
     """True when the compiled op `op` exists and handles x's device and dtype."""
-    if not _has(op):
+    if not _has(op) or _is_functorch_wrapped(x):
         return False
     if x.device.type == "cpu":
         return x.dtype in _CPU_DTYPES

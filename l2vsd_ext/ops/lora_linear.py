@@ -44,7 +44,7 @@ class LoraLinearFunction(torch.autograd.Function):
             # is discarded; the rank-r part of it is negligible next to the tangent's GEMM.
             a_dot = torch.zeros_like(lora_a) if lora_a_dot is None else lora_a_dot
             b_dot = torch.zeros_like(lora_b) if lora_b_dot is None else lora_b_dot
-            if _fused_ok(x):
+            if all(_fused_ok(t) for t in (x, x_dot, weight, lora_a, a_dot, lora_b, b_dot)):
                 return lora_linear_jvp(x, x_dot, weight, None, lora_a, a_dot, lora_b, b_dot, s)[1]
         out = None
         u = F.linear(x, lora_a)

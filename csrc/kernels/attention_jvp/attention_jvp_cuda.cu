@@ -2,6 +2,7 @@
 // [l*VPL, l*VPL + VPL) of q, q_dot and the accumulators in registers; each key's two dot products
 // are butterfly-reduced so every lane sees s and s_dot, then runs the shared online-softmax body.
 #include "attention_jvp.h"
+#include "../cuda_launch.cuh"
 
 #include <cuda_runtime.h>
 
@@ -78,10 +79,7 @@ void launch(const void* q, const void* q_dot, const void* k, const void* k_dot, 
       static_cast<const T*>(q), static_cast<const T*>(q_dot), static_cast<const T*>(k),
       static_cast<const T*>(k_dot), static_cast<const T*>(v), static_cast<const T*>(v_dot),
       static_cast<T*>(out), static_cast<T*>(out_dot), n, m, d, static_cast<acc_t<T>>(scale));
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess)
-    throw std::runtime_error(std::string("attention_jvp: kernel launch failed: ") +
-                             cudaGetErrorString(err));
+  check_cuda_launch("attention_jvp", "kernel launch");
 }
 
 // Picks the smallest per-lane width that covers d: 40 -> 2, 64 -> 2, 80 -> 3, 160 -> 5.

@@ -2,6 +2,7 @@
 // 2r down-projections (lane-strided dot products + shuffle reduction) into shared memory, then the
 // block's threads stride over the output columns with the same up-projection body as the CPU.
 #include "lora_linear.h"
+#include "../cuda_launch.cuh"
 
 #include <cuda_runtime.h>
 
@@ -64,10 +65,7 @@ void launch(const void* x, const void* x_dot, const void* A, const void* A_dot, 
       static_cast<const T*>(x), static_cast<const T*>(x_dot), static_cast<const T*>(A),
       static_cast<const T*>(A_dot), static_cast<const T*>(B), static_cast<const T*>(B_dot),
       static_cast<T*>(y), static_cast<T*>(y_dot), in, out, r, static_cast<acc_t<T>>(scale));
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess)
-    throw std::runtime_error(std::string("lora_linear: kernel launch failed: ") +
-                             cudaGetErrorString(err));
+  check_cuda_launch("lora_linear", "kernel launch");
 }
 
 }  // namespace

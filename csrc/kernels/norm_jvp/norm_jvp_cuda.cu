@@ -1,6 +1,7 @@
 // CUDA launcher for group/layer norm with tangent: one block per group; the two statistics passes
 // are block reductions, then the block's threads write the group with the CPU's element body.
 #include "norm_jvp.h"
+#include "../cuda_launch.cuh"
 
 #include <cuda_runtime.h>
 
@@ -79,10 +80,7 @@ void launch(const void* x, const void* x_dot, const void* gamma, const void* bet
       static_cast<const T*>(x), static_cast<const T*>(x_dot), static_cast<const T*>(gamma),
       static_cast<const T*>(beta), static_cast<T*>(y), static_cast<T*>(y_dot), shape,
       static_cast<acc_t<T>>(eps));
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess)
-    throw std::runtime_error(std::string("norm_jvp: kernel launch failed: ") +
-                             cudaGetErrorString(err));
+  check_cuda_launch("norm_jvp", "kernel launch");
 }
 
 }  // namespace

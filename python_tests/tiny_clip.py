@@ -10,7 +10,7 @@ def build_tiny_clip(root: str, seed: int = 0) -> str:
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
 
-    from tiny_sd import write_tokenizer
+    from l2vsd_ext.prior.tiny import write_tokenizer
 
     torch.manual_seed(seed)
     vocab_size = write_tokenizer(os.path.join(root, "_tokenizer"))

@@ -1,6 +1,7 @@
 // CPU launcher for the hash-grid encoding: OpenMP loops over the HD bodies in hashgrid.h.
 #include "hashgrid.h"
 
+#include <algorithm>
 #include <stdexcept>
 
 #ifdef _OPENMP
@@ -16,13 +17,16 @@ struct PlainAdd {
   void operator()(T* addr, V val) const { *addr += static_cast<T>(val); }
 };
 
+// Level-major: all points of one level before the next, so the working set is one level's table
+// (<= 2^log2_hashmap_size entries) rather than all levels' tables at once; the fine levels are far
+// larger than the cache, and point-major order would thrash it on every point.
 template <int D, typename T>
 void forward_impl(const T* x, const T* table, T* out, int64_t n, const GridLayout& layout,
                   bool clamp) {
   const int L = layout.n_levels, F = layout.n_features;
+  for (int l = 0; l < L; ++l) {
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    for (int l = 0; l < L; ++l)
+    for (int64_t i = 0; i < n; ++i)
       encode_point_level<D, T>(x + i * D, table, layout.levels[l], F, clamp,
                                out + (i * L + l) * F);
   }
@@ -42,17 +46,17 @@ void backward_table_impl(const T* x, const T* dy, T* grad_table, int64_t n,
   }
 }
 
+// Level-major for the same cache reason as the forward; each point's dx has one owner thread.
 template <int D, typename T>
 void backward_input_impl(const T* x, const T* dy, const T* table, T* dx, int64_t n,
                          const GridLayout& layout, bool clamp) {
   const int L = layout.n_levels, F = layout.n_features;
+  std::fill(dx, dx + n * D, T(0));
+  for (int l = 0; l < L; ++l) {
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    T acc[D] = {};
-    for (int l = 0; l < L; ++l)
+    for (int64_t i = 0; i < n; ++i)
       backward_input_point_level<D, T>(x + i * D, dy + (i * L + l) * F, table, layout.levels[l],
-                                       F, clamp, acc);
-    for (int d = 0; d < D; ++d) dx[i * D + d] = acc[d];
+                                       F, clamp, dx + i * D);
   }
 }
 

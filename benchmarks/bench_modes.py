@@ -36,5 +36,5 @@ def test_iteration_time(benchmark, pipelines, pipeline, mode, last_layer, tmp_pa
                        pretrained=pipelines[pipeline], out=str(tmp_path), log2_hashmap_size=14,
                        n_levels=12, occupancy_resolution=32, max_samples_per_ray=128, device="cpu")
     trainer = Trainer(config)
-    stats = benchmark.pedantic(trainer.train_step, rounds=5, warmup_rounds=1)
+    stats = benchmark.pedantic(trainer.train_step, rounds=12, warmup_rounds=2)
     assert torch.isfinite(torch.tensor(stats["loss"]))

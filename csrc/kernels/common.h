@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <cmath>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 
 #if !defined(__CUDACC__)
 // Same declaration as CUDA's driver_types.h, so launcher prototypes compile without CUDA headers.
@@ -88,6 +90,17 @@ __device__ __forceinline__ void atomic_add(__nv_bfloat16* addr, float val) {
   atomicAdd(addr, __float2bfloat16(val));
 }
 #endif
+
+// Runs CALL with `T` bound to the element type of a float32/float64 DType; any other dtype throws
+// std::invalid_argument naming the op and backend. For launchers whose kernels take both types.
+#define L2VSD_DISPATCH_FLOAT_DOUBLE(dtype, OP, BACKEND, CALL)                                 \
+  switch (dtype) {                                                                            \
+    case ::l2vsd::DType::kFloat32: { using T = float; CALL; break; }                          \
+    case ::l2vsd::DType::kFloat64: { using T = double; CALL; break; }                         \
+    default:                                                                                  \
+      throw std::invalid_argument(std::string(OP) + ": the " BACKEND                          \
+                                  " kernels support float32 and float64");                    \
+  }
 
 // Plain (non-atomic) accumulation, for launchers where each output slot has a single owner.
 template <typename T, typename V> HD void plain_add(T* addr, V val) {

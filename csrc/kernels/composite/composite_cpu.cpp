@@ -44,18 +44,10 @@ void accumulate_backward_impl(const T* w, const T* v, const T* g, int64_t c, con
   }
 }
 
-[[noreturn]] void unsupported() {
-  throw std::invalid_argument("composite: the CPU kernels support float32 and float64");
-}
-
 }  // namespace
 
-#define L2VSD_COMPOSITE_DISPATCH(dtype, CALL)                \
-  switch (dtype) {                                           \
-    case DType::kFloat32: { using T = float; CALL; break; }  \
-    case DType::kFloat64: { using T = double; CALL; break; } \
-    default: unsupported();                                  \
-  }
+#define L2VSD_COMPOSITE_DISPATCH(dtype, CALL) \
+  L2VSD_DISPATCH_FLOAT_DOUBLE(dtype, "composite", "CPU", CALL)
 
 void weights_forward_cpu(DType dtype, const void* t_starts, const void* t_ends,
                          const void* sigmas, const int64_t* offsets, int64_t n_rays,

@@ -59,18 +59,10 @@ __global__ void accumulate_backward_kernel(const T* __restrict__ w, const T* v,
   accumulate_backward_sample(w, v, g + ray[i] * c, c, i, gw, gv);
 }
 
-[[noreturn]] void unsupported() {
-  throw std::invalid_argument("composite: the CUDA kernels support float32 and float64");
-}
-
 }  // namespace
 
-#define L2VSD_COMPOSITE_DISPATCH(dtype, CALL)                \
-  switch (dtype) {                                           \
-    case DType::kFloat32: { using T = float; CALL; break; }  \
-    case DType::kFloat64: { using T = double; CALL; break; } \
-    default: unsupported();                                  \
-  }
+#define L2VSD_COMPOSITE_DISPATCH(dtype, CALL) \
+  L2VSD_DISPATCH_FLOAT_DOUBLE(dtype, "composite", "CUDA", CALL)
 
 void weights_forward_cuda(DType dtype, const void* t_starts, const void* t_ends,
                           const void* sigmas, const int64_t* offsets, int64_t n_rays,

@@ -38,18 +38,10 @@ void fill_impl(const T* o, const T* d, const T* t_min, const T* t_max, const T* 
   }
 }
 
-[[noreturn]] void unsupported() {
-  throw std::invalid_argument("raymarch: the CPU kernels support float32 and float64");
-}
-
 }  // namespace
 
-#define L2VSD_RAYMARCH_DISPATCH(dtype, CALL)                 \
-  switch (dtype) {                                           \
-    case DType::kFloat32: { using T = float; CALL; break; }  \
-    case DType::kFloat64: { using T = double; CALL; break; } \
-    default: unsupported();                                  \
-  }
+#define L2VSD_RAYMARCH_DISPATCH(dtype, CALL) \
+  L2VSD_DISPATCH_FLOAT_DOUBLE(dtype, "raymarch", "CPU", CALL)
 
 void ray_aabb_cpu(DType dtype, const void* rays_o, const void* rays_d, const void* aabb,
                   int64_t n, void* t_near, void* t_far, uint8_t* hit) {

@@ -69,18 +69,10 @@ __global__ void fill_kernel(const T* __restrict__ o, const T* __restrict__ d,
             PackedEmit<T>{offsets[r], r, ray_indices, ts, te});
 }
 
-[[noreturn]] void unsupported() {
-  throw std::invalid_argument("raymarch: the CUDA kernels support float32 and float64");
-}
-
 }  // namespace
 
-#define L2VSD_RAYMARCH_DISPATCH(dtype, CALL)                 \
-  switch (dtype) {                                           \
-    case DType::kFloat32: { using T = float; CALL; break; }  \
-    case DType::kFloat64: { using T = double; CALL; break; } \
-    default: unsupported();                                  \
-  }
+#define L2VSD_RAYMARCH_DISPATCH(dtype, CALL) \
+  L2VSD_DISPATCH_FLOAT_DOUBLE(dtype, "raymarch", "CUDA", CALL)
 
 void ray_aabb_cuda(DType dtype, const void* rays_o, const void* rays_d, const void* aabb,
                    int64_t n, void* t_near, void* t_far, uint8_t* hit, cudaStream_t stream) {

@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--esd-lambda", type=float, help="ESD's camera-dropped weight λ (vsd, l2vsd; default 0)")
     p.add_argument("--val-every", type=int, help=f"validation images every N steps (default: {_DEFAULTS.val_every})")
     p.add_argument("--ckpt-every", type=int, help=f"checkpoint every N steps (default: {_DEFAULTS.ckpt_every})")
+    p.add_argument("--no-export", dest="export_at_end", action="store_false",
+                   help="skip the turntable video and mesh export at the end of the run")
     p.add_argument("--config", help="YAML file with any of these settings (flags override it)")
     p.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)  # test hook: simulated kill
     return p

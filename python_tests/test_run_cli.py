@@ -118,3 +118,12 @@ def test_existing_run_is_not_overwritten_without_resume(tiny_sd_path, small_conf
     before = (out / "checkpoints" / "last.pt").read_bytes()
     assert main(run_args(tiny_sd_path, small_config, out, "sds", 2)) == 2
     assert (out / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_no_export_skips_video_and_mesh(tiny_sd_path, small_config, tmp_path):
+    exported, skipped = tmp_path / "exported", tmp_path / "skipped"
+    assert main(run_args(tiny_sd_path, small_config, exported, "sds", 2)) == 0
+    assert main(run_args(tiny_sd_path, small_config, skipped, "sds", 2, "--no-export")) == 0
+    assert (exported / "export").is_dir() and any((exported / "export").iterdir())
+    assert not (skipped / "export").exists()
+    assert (skipped / "turntable").is_dir()

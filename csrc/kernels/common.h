@@ -44,7 +44,8 @@ HD double fused_multiply_add(double a, double b, double c) { return ::fma(a, b, 
 
 // Element types the launchers accept; the ATen glue maps torch dtypes onto these so that kernel
 // files never see torch headers.
-enum class DType { kFloat32, kFloat64, kFloat16 };
+// Each launcher says which of these it takes and throws std::invalid_argument for the rest.
+enum class DType { kFloat32, kFloat64, kFloat16, kBFloat16 };
 
 #if !defined(__CUDA_ARCH__)
 // Host fallback: a compare-and-swap loop on the value's bit pattern (GCC has no atomic float add).

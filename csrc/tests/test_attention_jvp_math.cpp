@@ -12,7 +12,7 @@
 #include <random>
 #include <vector>
 
-using l2vsd::JvpDType;
+using l2vsd::DType;
 
 namespace {
 
@@ -65,7 +65,7 @@ std::vector<T> transpose_keys(const std::vector<T>& k, const Case& c) {
 }
 
 template <typename T>
-double max_rel_error(const Case& c, JvpDType dtype, std::mt19937& rng) {
+double max_rel_error(const Case& c, DType dtype, std::mt19937& rng) {
   std::normal_distribution<double> normal;
   auto rand_vec = [&](int64_t size) {
     std::vector<double> x(size);
@@ -114,8 +114,8 @@ int main(int argc, char** argv) {
                         {2, 4, 257, 80}, {1, 3, 77, 160}};
   int failures = 0;
   for (const Case& c : cases) {
-    const double e64 = max_rel_error<double>(c, JvpDType::kFloat64, rng);
-    const double e32 = max_rel_error<float>(c, JvpDType::kFloat32, rng);
+    const double e64 = max_rel_error<double>(c, DType::kFloat64, rng);
+    const double e32 = max_rel_error<float>(c, DType::kFloat32, rng);
     const bool ok = e64 < 1e-12 && e32 < 1e-4;
     failures += ok ? 0 : 1;
     std::printf("%s bh=%lld n=%lld m=%lld d=%d: float64 %.2e, float32 %.2e\n", ok ? "ok  " : "FAIL",
@@ -129,7 +129,7 @@ int main(int argc, char** argv) {
     for (int rep = 0; rep < 3; ++rep) {
       const auto t0 = std::chrono::steady_clock::now();
       const std::clock_t c0 = std::clock();
-      l2vsd::attention_jvp::forward_cpu(JvpDType::kFloat32, q.data(), q.data(), k.data(), k.data(),
+      l2vsd::attention_jvp::forward_cpu(DType::kFloat32, q.data(), q.data(), k.data(), k.data(),
                                         k.data(), k.data(), out.data(), od.data(), bh, n, m, d,
                                         0.35);
       const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

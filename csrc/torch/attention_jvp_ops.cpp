@@ -52,7 +52,7 @@ std::tuple<at::Tensor, at::Tensor> attention_jvp_op(
   if (q.is_cuda()) {
 #ifdef WITH_CUDA
     const c10::cuda::CUDAGuard guard(q.device());
-    attention_jvp::forward_cuda(jvp_kernel_dtype(q), qc.data_ptr(), qd.data_ptr(), kc.data_ptr(),
+    attention_jvp::forward_cuda(kernel_dtype(q), qc.data_ptr(), qd.data_ptr(), kc.data_ptr(),
                                 kd.data_ptr(), vc.data_ptr(), vd.data_ptr(), out.data_ptr(),
                                 out_dot.data_ptr(), bh, n, m, static_cast<int>(d), scale,
                                 at::cuda::getCurrentCUDAStream());
@@ -61,7 +61,7 @@ std::tuple<at::Tensor, at::Tensor> attention_jvp_op(
     // The CPU kernel vectorises over keys: keys and values transposed to (BH, d, M).
     const at::Tensor kt = kc.transpose(1, 2).contiguous(), kdt = kd.transpose(1, 2).contiguous();
     const at::Tensor vt = vc.transpose(1, 2).contiguous(), vdt = vd.transpose(1, 2).contiguous();
-    attention_jvp::forward_cpu(jvp_kernel_dtype(q), qc.data_ptr(), qd.data_ptr(), kt.data_ptr(),
+    attention_jvp::forward_cpu(kernel_dtype(q), qc.data_ptr(), qd.data_ptr(), kt.data_ptr(),
                                kdt.data_ptr(), vt.data_ptr(), vdt.data_ptr(), out.data_ptr(),
                                out_dot.data_ptr(), bh, n, m, static_cast<int>(d), scale);
   }

@@ -85,6 +85,7 @@ inline DType kernel_dtype(const at::Tensor& t) {
     case at::kFloat: return DType::kFloat32;
     case at::kDouble: return DType::kFloat64;
     case at::kHalf: return DType::kFloat16;
+    case at::kBFloat16: return DType::kBFloat16;
     default: break;
   }
   TORCH_CHECK_TYPE(false, "unsupported dtype ", t.scalar_type());

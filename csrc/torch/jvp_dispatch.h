@@ -1,24 +1,10 @@
-// Shared by the JVP-engine ops' glue: torch dtype -> kernel dtype, and the dtype rule (float32 and
+// Shared by the JVP-engine ops' glue: the dtype rule (float32 and
 // float64 on CPU; float16, bfloat16, float32, float64 on CUDA).
 #pragma once
 
 #include "checks.h"
 
-#include "../kernels/jvp_dtype.h"
-
 namespace l2vsd {
-
-inline JvpDType jvp_kernel_dtype(const at::Tensor& t) {
-  switch (t.scalar_type()) {
-    case at::kFloat: return JvpDType::kFloat32;
-    case at::kDouble: return JvpDType::kFloat64;
-    case at::kHalf: return JvpDType::kFloat16;
-    case at::kBFloat16: return JvpDType::kBFloat16;
-    default: break;
-  }
-  TORCH_CHECK_TYPE(false, "unsupported dtype ", t.scalar_type());
-  return JvpDType::kFloat32;
-}
 
 inline void check_jvp_dtype(const at::Tensor& t, const char* op, const char* name) {
   if (t.is_cuda()) {

@@ -84,13 +84,13 @@ std::tuple<at::Tensor, at::Tensor> lora_linear_jvp(
     } else if (x.is_cuda()) {
 #ifdef WITH_CUDA
       const c10::cuda::CUDAGuard guard(x.device());
-      lora_linear::add_lora_cuda(jvp_kernel_dtype(x), xc.data_ptr(), xdc.data_ptr(), a.data_ptr(),
+      lora_linear::add_lora_cuda(kernel_dtype(x), xc.data_ptr(), xdc.data_ptr(), a.data_ptr(),
                                  ad.data_ptr(), b.data_ptr(), bd.data_ptr(), y.data_ptr(),
                                  y_dot.data_ptr(), m, in, out, static_cast<int>(r), scale,
                                  at::cuda::getCurrentCUDAStream());
 #endif
     } else {
-      lora_linear::add_lora_cpu(jvp_kernel_dtype(x), xc.data_ptr(), xdc.data_ptr(), a.data_ptr(),
+      lora_linear::add_lora_cpu(kernel_dtype(x), xc.data_ptr(), xdc.data_ptr(), a.data_ptr(),
                                 ad.data_ptr(), b.data_ptr(), bd.data_ptr(), y.data_ptr(),
                                 y_dot.data_ptr(), m, in, out, static_cast<int>(r), scale);
     }

@@ -52,11 +52,11 @@ std::tuple<at::Tensor, at::Tensor> run_norm(const char* op, const at::Tensor& x,
   if (x.is_cuda()) {
 #ifdef WITH_CUDA
     const c10::cuda::CUDAGuard guard(x.device());
-    norm_jvp::forward_cuda(jvp_kernel_dtype(x), xc.data_ptr(), xd.data_ptr(), w, b, y.data_ptr(),
+    norm_jvp::forward_cuda(kernel_dtype(x), xc.data_ptr(), xd.data_ptr(), w, b, y.data_ptr(),
                            y_dot.data_ptr(), shape, eps, at::cuda::getCurrentCUDAStream());
 #endif
   } else {
-    norm_jvp::forward_cpu(jvp_kernel_dtype(x), xc.data_ptr(), xd.data_ptr(), w, b, y.data_ptr(),
+    norm_jvp::forward_cpu(kernel_dtype(x), xc.data_ptr(), xd.data_ptr(), w, b, y.data_ptr(),
                           y_dot.data_ptr(), shape, eps);
   }
   return {y, y_dot};

@@ -7,7 +7,6 @@
 #pragma once
 
 #include "../common.h"
-#include "../jvp_dtype.h"
 
 namespace l2vsd {
 namespace attention_jvp {
@@ -74,10 +73,10 @@ HD void finalize(const OnlineState<Acc>& st, Acc o, Acc o_dot, Acc* out, Acc* ou
 // All contiguous; the glue materialises absent tangents as zeros.
 constexpr int kMaxHeadDim = 256;
 
-void forward_cpu(JvpDType dtype, const void* q, const void* q_dot, const void* k_t, const void* k_dot_t,
+void forward_cpu(DType dtype, const void* q, const void* q_dot, const void* k_t, const void* k_dot_t,
                  const void* v_t, const void* v_dot_t, void* out, void* out_dot, int64_t bh, int64_t n,
                  int64_t m, int d, double scale);
-void forward_cuda(JvpDType dtype, const void* q, const void* q_dot, const void* k,
+void forward_cuda(DType dtype, const void* q, const void* q_dot, const void* k,
                   const void* k_dot, const void* v, const void* v_dot, void* out, void* out_dot,
                   int64_t bh, int64_t n, int64_t m, int d, double scale, cudaStream_t stream);
 

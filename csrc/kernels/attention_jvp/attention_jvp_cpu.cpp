@@ -159,19 +159,19 @@ void forward_impl(const T* q, const T* q_dot, const T* kt, const T* kdt, const T
 
 }  // namespace
 
-void forward_cpu(JvpDType dtype, const void* q, const void* q_dot, const void* k_t,
+void forward_cpu(DType dtype, const void* q, const void* q_dot, const void* k_t,
                  const void* k_dot_t, const void* v, const void* v_dot, void* out, void* out_dot,
                  int64_t bh, int64_t n, int64_t m, int d, double scale) {
   if (d < 1 || d > kMaxHeadDim) throw std::invalid_argument("attention_jvp: head dim out of range");
   switch (dtype) {
-    case JvpDType::kFloat32:
+    case DType::kFloat32:
       forward_impl<float>(static_cast<const float*>(q), static_cast<const float*>(q_dot),
                           static_cast<const float*>(k_t), static_cast<const float*>(k_dot_t),
                           static_cast<const float*>(v), static_cast<const float*>(v_dot),
                           static_cast<float*>(out), static_cast<float*>(out_dot), bh, n, m, d,
                           static_cast<float>(scale));
       break;
-    case JvpDType::kFloat64:
+    case DType::kFloat64:
       forward_impl<double>(static_cast<const double*>(q), static_cast<const double*>(q_dot),
                            static_cast<const double*>(k_t), static_cast<const double*>(k_dot_t),
                            static_cast<const double*>(v), static_cast<const double*>(v_dot),

@@ -102,16 +102,16 @@ void launch_width(const void* q, const void* q_dot, const void* k, const void* k
 
 }  // namespace
 
-void forward_cuda(JvpDType dtype, const void* q, const void* q_dot, const void* k,
+void forward_cuda(DType dtype, const void* q, const void* q_dot, const void* k,
                   const void* k_dot, const void* v, const void* v_dot, void* out, void* out_dot,
                   int64_t bh, int64_t n, int64_t m, int d, double scale, cudaStream_t stream) {
   if (bh == 0 || n == 0) return;
   if (d < 1 || d > kMaxHeadDim) throw std::invalid_argument("attention_jvp: head dim out of range");
   switch (dtype) {
-    case JvpDType::kFloat32: launch_width<float>(q, q_dot, k, k_dot, v, v_dot, out, out_dot, bh, n, m, d, scale, stream); break;
-    case JvpDType::kFloat64: launch_width<double>(q, q_dot, k, k_dot, v, v_dot, out, out_dot, bh, n, m, d, scale, stream); break;
-    case JvpDType::kFloat16: launch_width<__half>(q, q_dot, k, k_dot, v, v_dot, out, out_dot, bh, n, m, d, scale, stream); break;
-    case JvpDType::kBFloat16: launch_width<__nv_bfloat16>(q, q_dot, k, k_dot, v, v_dot, out, out_dot, bh, n, m, d, scale, stream); break;
+    case DType::kFloat32: launch_width<float>(q, q_dot, k, k_dot, v, v_dot, out, out_dot, bh, n, m, d, scale, stream); break;
+    case DType::kFloat64: launch_width<double>(q, q_dot, k, k_dot, v, v_dot, out, out_dot, bh, n, m, d, scale, stream); break;
+    case DType::kFloat16: launch_width<__half>(q, q_dot, k, k_dot, v, v_dot, out, out_dot, bh, n, m, d, scale, stream); break;
+    case DType::kBFloat16: launch_width<__nv_bfloat16>(q, q_dot, k, k_dot, v, v_dot, out, out_dot, bh, n, m, d, scale, stream); break;
   }
 }
 

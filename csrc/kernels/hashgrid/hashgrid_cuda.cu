@@ -119,6 +119,7 @@ void forward_cuda(DType dtype, const void* x, const void* table, void* out, int6
     case DType::kFloat32: forward_typed<float, float>(x, table, out, n, layout, clamp, stream); break;
     case DType::kFloat64: forward_typed<double, double>(x, table, out, n, layout, clamp, stream); break;
     case DType::kFloat16: forward_typed<__half, float>(x, table, out, n, layout, clamp, stream); break;
+    default: throw std::invalid_argument("hashgrid: the CUDA kernels support float32, float64, float16");
   }
 }
 
@@ -136,6 +137,7 @@ void backward_cuda(DType dtype, const void* x, const void* dy, const void* table
     case DType::kFloat16:
       backward_typed<__half, float>(x, dy, table, grad_table, dx, n, layout, clamp, stream);
       break;
+    default: throw std::invalid_argument("hashgrid: the CUDA kernels support float32, float64, float16");
   }
 }
 

@@ -6,7 +6,6 @@
 #pragma once
 
 #include "../common.h"
-#include "../jvp_dtype.h"
 
 namespace l2vsd {
 namespace lora_linear {
@@ -57,10 +56,10 @@ namespace lora_linear {
 
 // Launchers. x, x_dot: (M, in); A, A_dot: (r, in); B, B_dot: (out, r); y, y_dot: (M, out) holding
 // the base GEMM results, to which the rank-r part is added in place.
-void add_lora_cpu(JvpDType dtype, const void* x, const void* x_dot, const void* A,
+void add_lora_cpu(DType dtype, const void* x, const void* x_dot, const void* A,
                   const void* A_dot, const void* B, const void* B_dot, void* y, void* y_dot,
                   int64_t m, int64_t in, int64_t out, int r, double scale);
-void add_lora_cuda(JvpDType dtype, const void* x, const void* x_dot, const void* A,
+void add_lora_cuda(DType dtype, const void* x, const void* x_dot, const void* A,
                    const void* A_dot, const void* B, const void* B_dot, void* y, void* y_dot,
                    int64_t m, int64_t in, int64_t out, int r, double scale, cudaStream_t stream);
 

@@ -28,19 +28,19 @@ void add_lora_impl(const T* x, const T* x_dot, const T* A, const T* A_dot, const
 
 }  // namespace
 
-void add_lora_cpu(JvpDType dtype, const void* x, const void* x_dot, const void* A,
+void add_lora_cpu(DType dtype, const void* x, const void* x_dot, const void* A,
                   const void* A_dot, const void* B, const void* B_dot, void* y, void* y_dot,
                   int64_t m, int64_t in, int64_t out, int r, double scale) {
   if (r < 1 || r > kMaxRank) throw std::invalid_argument("lora_linear: rank out of range");
   switch (dtype) {
-    case JvpDType::kFloat32:
+    case DType::kFloat32:
       add_lora_impl<float>(static_cast<const float*>(x), static_cast<const float*>(x_dot),
                            static_cast<const float*>(A), static_cast<const float*>(A_dot),
                            static_cast<const float*>(B), static_cast<const float*>(B_dot),
                            static_cast<float*>(y), static_cast<float*>(y_dot), m, in, out, r,
                            static_cast<float>(scale));
       break;
-    case JvpDType::kFloat64:
+    case DType::kFloat64:
       add_lora_impl<double>(static_cast<const double*>(x), static_cast<const double*>(x_dot),
                             static_cast<const double*>(A), static_cast<const double*>(A_dot),
                             static_cast<const double*>(B), static_cast<const double*>(B_dot),

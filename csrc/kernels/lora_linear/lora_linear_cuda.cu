@@ -70,16 +70,16 @@ void launch(const void* x, const void* x_dot, const void* A, const void* A_dot, 
 
 }  // namespace
 
-void add_lora_cuda(JvpDType dtype, const void* x, const void* x_dot, const void* A,
+void add_lora_cuda(DType dtype, const void* x, const void* x_dot, const void* A,
                    const void* A_dot, const void* B, const void* B_dot, void* y, void* y_dot,
                    int64_t m, int64_t in, int64_t out, int r, double scale, cudaStream_t stream) {
   if (m == 0) return;
   if (r < 1 || r > kMaxRank) throw std::invalid_argument("lora_linear: rank out of range");
   switch (dtype) {
-    case JvpDType::kFloat32: launch<float>(x, x_dot, A, A_dot, B, B_dot, y, y_dot, m, in, out, r, scale, stream); break;
-    case JvpDType::kFloat64: launch<double>(x, x_dot, A, A_dot, B, B_dot, y, y_dot, m, in, out, r, scale, stream); break;
-    case JvpDType::kFloat16: launch<__half>(x, x_dot, A, A_dot, B, B_dot, y, y_dot, m, in, out, r, scale, stream); break;
-    case JvpDType::kBFloat16: launch<__nv_bfloat16>(x, x_dot, A, A_dot, B, B_dot, y, y_dot, m, in, out, r, scale, stream); break;
+    case DType::kFloat32: launch<float>(x, x_dot, A, A_dot, B, B_dot, y, y_dot, m, in, out, r, scale, stream); break;
+    case DType::kFloat64: launch<double>(x, x_dot, A, A_dot, B, B_dot, y, y_dot, m, in, out, r, scale, stream); break;
+    case DType::kFloat16: launch<__half>(x, x_dot, A, A_dot, B, B_dot, y, y_dot, m, in, out, r, scale, stream); break;
+    case DType::kBFloat16: launch<__nv_bfloat16>(x, x_dot, A, A_dot, B, B_dot, y, y_dot, m, in, out, r, scale, stream); break;
   }
 }
 

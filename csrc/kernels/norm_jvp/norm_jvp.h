@@ -8,7 +8,6 @@
 #pragma once
 
 #include "../common.h"
-#include "../jvp_dtype.h"
 
 namespace l2vsd {
 namespace norm_jvp {
@@ -71,9 +70,9 @@ struct NormShape {
   int64_t affine_stride;
 };
 
-void forward_cpu(JvpDType dtype, const void* x, const void* x_dot, const void* gamma,
+void forward_cpu(DType dtype, const void* x, const void* x_dot, const void* gamma,
                  const void* beta, void* y, void* y_dot, const NormShape& shape, double eps);
-void forward_cuda(JvpDType dtype, const void* x, const void* x_dot, const void* gamma,
+void forward_cuda(DType dtype, const void* x, const void* x_dot, const void* gamma,
                   const void* beta, void* y, void* y_dot, const NormShape& shape, double eps,
                   cudaStream_t stream);
 

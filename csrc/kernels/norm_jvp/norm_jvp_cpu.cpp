@@ -27,16 +27,16 @@ void forward_impl(const T* x, const T* x_dot, const T* gamma, const T* beta, T* 
 
 }  // namespace
 
-void forward_cpu(JvpDType dtype, const void* x, const void* x_dot, const void* gamma,
+void forward_cpu(DType dtype, const void* x, const void* x_dot, const void* gamma,
                  const void* beta, void* y, void* y_dot, const NormShape& shape, double eps) {
   switch (dtype) {
-    case JvpDType::kFloat32:
+    case DType::kFloat32:
       forward_impl<float>(static_cast<const float*>(x), static_cast<const float*>(x_dot),
                           static_cast<const float*>(gamma), static_cast<const float*>(beta),
                           static_cast<float*>(y), static_cast<float*>(y_dot), shape,
                           static_cast<float>(eps));
       break;
-    case JvpDType::kFloat64:
+    case DType::kFloat64:
       forward_impl<double>(static_cast<const double*>(x), static_cast<const double*>(x_dot),
                            static_cast<const double*>(gamma), static_cast<const double*>(beta),
                            static_cast<double*>(y), static_cast<double*>(y_dot), shape, eps);

@@ -85,15 +85,15 @@ void launch(const void* x, const void* x_dot, const void* gamma, const void* bet
 
 }  // namespace
 
-void forward_cuda(JvpDType dtype, const void* x, const void* x_dot, const void* gamma,
+void forward_cuda(DType dtype, const void* x, const void* x_dot, const void* gamma,
                   const void* beta, void* y, void* y_dot, const NormShape& shape, double eps,
                   cudaStream_t stream) {
   if (shape.n_groups == 0 || shape.group_size == 0) return;
   switch (dtype) {
-    case JvpDType::kFloat32: launch<float>(x, x_dot, gamma, beta, y, y_dot, shape, eps, stream); break;
-    case JvpDType::kFloat64: launch<double>(x, x_dot, gamma, beta, y, y_dot, shape, eps, stream); break;
-    case JvpDType::kFloat16: launch<__half>(x, x_dot, gamma, beta, y, y_dot, shape, eps, stream); break;
-    case JvpDType::kBFloat16: launch<__nv_bfloat16>(x, x_dot, gamma, beta, y, y_dot, shape, eps, stream); break;
+    case DType::kFloat32: launch<float>(x, x_dot, gamma, beta, y, y_dot, shape, eps, stream); break;
+    case DType::kFloat64: launch<double>(x, x_dot, gamma, beta, y, y_dot, shape, eps, stream); break;
+    case DType::kFloat16: launch<__half>(x, x_dot, gamma, beta, y, y_dot, shape, eps, stream); break;
+    case DType::kBFloat16: launch<__nv_bfloat16>(x, x_dot, gamma, beta, y, y_dot, shape, eps, stream); break;
   }
 }
 

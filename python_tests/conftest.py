@@ -1,15 +1,40 @@
 """Shared pytest fixtures: the devices a test runs on (CUDA only where a GPU and the CUDA kernels
-are both present; otherwise those cases are skipped, never silently dropped)."""
+are both present; otherwise those cases are skipped, never silently dropped), and per-test seeding
+of the global RNGs: fresh random inputs every run, yet any failure can be replayed."""
 import os
+import random
+import secrets
+import zlib
 
 # Tests never reach for the network: hub look-ups fail at once instead of timing out.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from l2vsd_ext._ext import cuda_kernels_available  # noqa: E402
+
+
+# One seed per session, printed in the header; L2VSD_TEST_SEED=<seed> replays a run.
+SESSION_SEED = int(os.environ.get("L2VSD_TEST_SEED", secrets.randbelow(2**31)))
+
+
+def pytest_terminal_summary(terminalreporter):
+    # In the summary rather than the header, which -q hides.
+    terminalreporter.write_line(f"l2vsd test seed: {SESSION_SEED} "
+                                f"(replay with L2VSD_TEST_SEED={SESSION_SEED})")
+
+
+@pytest.fixture(autouse=True)
+def _seed_global_rngs(request):
+    """Each test draws from torch/numpy/random seeded by the session seed and its own id, so its
+    inputs do not depend on which tests ran before it."""
+    seed = (SESSION_SEED + zlib.crc32(request.node.nodeid.encode())) % 2**31
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
 
 
 def _cuda_ready():

@@ -48,8 +48,12 @@ def test_l2vsd_with_eta_zero_gives_the_vsd_gradient(setup):
     score.load_state_dict(state)
     grad_l2, stats = mode("l2vsd", setup, eta=0.0).gradient(ctx)
     assert stats["delta_eps_first_norm"] == 0.0
-    # Same θ noise stream; ε_φ comes from the JVP engine's primal instead of a plain forward.
-    torch.testing.assert_close(grad_l2, grad_vsd, rtol=1e-5, atol=1e-6)
+    # Same θ noise stream; ε_φ comes from the JVP engine's primal instead of a plain forward
+    # (its attention is the kernel's, not SDPA's), so the two differ by float32 rounding only:
+    # ~4e-7 of the gradient's norm, elements up to ~1e-6 (an element-wise atol of 1e-6 was flaky).
+    diff = grad_l2 - grad_vsd
+    assert (diff.norm() / grad_vsd.norm()).item() <= 1e-5
+    assert diff.abs().max().item() <= 1e-5 * grad_vsd.abs().max().item()
 
 
 def test_lvsd_equals_a_lora_step_then_the_vsd_gradient(setup):

@@ -179,6 +179,46 @@ def test_generic_path_with_two_adapters():
     assert rel_err(eps_dot, want_dot) <= 1e-6
 
 
+def test_lora_on_conv_layers_takes_the_generic_path():
+    """LoRA on the resnets' convolutions: peft's conv LoRA runs its own forward with dual adapter
+    weights, through the patched nn.Conv2d modules, which must fall back to forward AD there."""
+    from peft import LoraConfig
+    unet = make_lora_unet(TINY_CONFIGS["cross_attention"], dtype=torch.float64)
+    unet.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=["conv1", "conv2"],
+                                init_lora_weights="gaussian"), adapter_name="convs")
+    unet.set_adapters(list(unet.peft_config))
+    unet.eval()
+    with torch.no_grad():
+        for n, p in unet.named_parameters():
+            if "lora_B.convs" in n:
+                p.normal_(0, 0.2)
+    assert any("conv1.lora_A.convs" in n for n, _ in unet.named_parameters())
+    direction, inputs = random_direction(unet, seed=int(torch.randint(0, 10**6, (1,)))), random_inputs(unet)
+    eps, eps_dot = lora_jvp(unet, direction, *inputs[:3], class_labels=inputs[3])
+    want, want_dot = func_jvp(unet, direction, inputs)
+    assert rel_err(eps, want) <= 1e-10
+    assert rel_err(eps_dot, want_dot) <= 1e-6
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "circular"])
+def test_affine_rules_match_forward_ad(padding_mode):
+    """The linear/conv rules on their own: tangent = the layer without its bias applied to the
+    input tangent, for every padding mode; the primal is the module's own output bit for bit."""
+    import torch.autograd.forward_ad as fwAD
+    from l2vsd_ext.jvp.scope import engine_scope
+    gen = torch.Generator().manual_seed(int(torch.randint(0, 10**6, (1,))))
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3, padding=1, padding_mode=padding_mode),
+                              torch.nn.Flatten(1), torch.nn.Linear(5 * 6 * 6, 4)).double()
+    x, x_dot = (torch.randn(2, 3, 6, 6, generator=gen, dtype=torch.float64) for _ in range(2))
+    with torch.no_grad():
+        want, want_dot = torch.func.jvp(net, (x,), (x_dot,))
+        with engine_scope(net, {}), fwAD.dual_level():
+            out = fwAD.unpack_dual(net(fwAD.make_dual(x, x_dot)))
+        assert torch.equal(out.primal, net(x))
+    assert "forward" not in net[0].__dict__ and "forward" not in net[2].__dict__  # restored
+    assert rel_err(out.tangent, want_dot) <= 1e-12
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.float16, 3e-2),
                                        (torch.bfloat16, 8e-2)])

@@ -58,11 +58,8 @@ std::tuple<at::Tensor, at::Tensor> attention_jvp_op(
                                 at::cuda::getCurrentCUDAStream());
 #endif
   } else {
-    // The CPU kernel vectorises over keys: keys and values transposed to (BH, d, M).
-    const at::Tensor kt = kc.transpose(1, 2).contiguous(), kdt = kd.transpose(1, 2).contiguous();
-    const at::Tensor vt = vc.transpose(1, 2).contiguous(), vdt = vd.transpose(1, 2).contiguous();
-    attention_jvp::forward_cpu(kernel_dtype(q), qc.data_ptr(), qd.data_ptr(), kt.data_ptr(),
-                               kdt.data_ptr(), vt.data_ptr(), vdt.data_ptr(), out.data_ptr(),
+    attention_jvp::forward_cpu(kernel_dtype(q), qc.data_ptr(), qd.data_ptr(), kc.data_ptr(),
+                               kd.data_ptr(), vc.data_ptr(), vd.data_ptr(), out.data_ptr(),
                                out_dot.data_ptr(), bh, n, m, static_cast<int>(d), scale);
   }
   return {out, out_dot};

@@ -1,7 +1,9 @@
-"""Command line: python -m l2vsd_ext.eval RUN_DIR [--clip-model ID|DIR] [--pretrained ID|DIR] ...
+"""Command line: python -m l2vsd_ext.eval RUN_DIR [--clip-model ID|DIR] [--pretrained ID|DIR]
+[--inception-weights PATH] ...
 
 The paper's Table 1 protocol: CLIP similarity between --n-views rendered views and the prompt, and
-FID between those renders and --n-prior-samples images sampled from the prior for the same prompt.
+FID (Inception-v3 pool3 features, or CLIP's with --fid-features clip) between those renders and
+--n-prior-samples images sampled from the prior for the same prompt.
 Writes RUN_DIR/eval.json, and RUN_DIR/eval/views.png and prior_samples.png (12 of the images compared). Bad arguments, an unreadable run folder or models that cannot be loaded
 (e.g. offline without weights): one line on stderr, exit code 2."""
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 
 from ..config import ConfigError
 from .clip_model import DEFAULT_CLIP_MODEL, ModelUnavailable
+from .inception_weights import WEIGHTS_FILE
 
 EVAL_FILE = "eval.json"
 
@@ -24,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="CLIP similarity and FID of a trained run (the paper's Table 1), into RUN_DIR/eval.json.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (holds checkpoints/last.pt)")
     p.add_argument("--clip-model", default=DEFAULT_CLIP_MODEL,
-                   help=f"CLIP hub id or local folder, also FID's feature extractor (default: {DEFAULT_CLIP_MODEL})")
+                   help=f"CLIP hub id or local folder (default: {DEFAULT_CLIP_MODEL})")
     p.add_argument("--pretrained", default=None,
                    help="diffusion model for the FID reference samples (default: the run's --pretrained)")
     p.add_argument("--n-views", type=int, default=120, help="rendered views around the object (default: 120)")
@@ -35,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance-scale", type=float, default=7.5, help="prior sampling CFG scale (default: 7.5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the prior samples (default: 0)")
     p.add_argument("--no-fid", action="store_true", help="CLIP similarity only (no prior sampling)")
+    p.add_argument("--fid-features", choices=("inception", "clip"), default="inception",
+                   help="FID's features: Inception-v3 pool3 as in the paper, or the --clip-model's image "
+                        "embeddings (FID_CLIP) (default: inception)")
+    p.add_argument("--inception-weights", default=None, metavar="PATH",
+                   help=f"the FID Inception weights file {WEIGHTS_FILE} (default: torch hub's cache, "
+                        "downloaded there when online)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     return p
 
@@ -47,6 +56,9 @@ def check_arguments(args) -> None:
         raise ConfigError(f"--n-views: FID needs >= 2 views, got {args.n_views}")
     if not args.no_fid and args.n_prior_samples < 2:
         raise ConfigError(f"--n-prior-samples: FID needs >= 2 samples, got {args.n_prior_samples}")
+    if args.inception_weights is not None and args.fid_features != "inception":
+        raise ConfigError(f"--inception-weights: only used with --fid-features inception, "
+                          f"got --fid-features {args.fid_features}")
     if not -90 <= args.elevation <= 90:
         raise ConfigError(f"--elevation: must be in [-90, 90] degrees, got {args.elevation}")
 
@@ -66,6 +78,9 @@ def evaluate(args) -> dict:
         clip, processor = load_clip(args.clip_model, device)
     except ModelUnavailable as err:
         raise ConfigError(f"--clip-model: {err}") from err
+    inception = None
+    if not args.no_fid and args.fid_features == "inception":  # before rendering: missing weights fail fast
+        inception, inception_path = _load_inception(args.inception_weights, device)
     started = time.perf_counter()
     renders = to_uint8(render_orbit(renderer, args.n_views, args.resolution, elevation=args.elevation))
     result = {"run_dir": os.path.abspath(args.run_dir), "prompt": config.prompt, "mode": config.mode,
@@ -75,6 +90,7 @@ def evaluate(args) -> dict:
     _save_sheet(renders, os.path.join(args.run_dir, "eval", "views.png"))
     if not args.no_fid:
         from .fid import ClipImageFeatures, frechet_distance
+        from .inception_weights import FEATURES_NAME
         from .prior_samples import build_pipeline, sample_prior
 
         try:
@@ -85,13 +101,28 @@ def evaluate(args) -> dict:
                                args.guidance_scale, config.negative_prompt, args.seed)
         del pipe
         _save_sheet(samples, os.path.join(args.run_dir, "eval", "prior_samples.png"))
-        result.update(fid=frechet_distance(samples, renders, ClipImageFeatures(clip, processor)),
-                      fid_features=f"CLIP image embeddings of {args.clip_model} (torchmetrics FID)",
+        if inception is not None:
+            features, features_name = inception, FEATURES_NAME
+            result["inception_weights"] = os.path.abspath(inception_path)
+        else:
+            features, features_name = ClipImageFeatures(clip, processor), f"clip:{args.clip_model}"
+        result.update(fid=frechet_distance(samples, renders, features), fid_features=features_name,
                       pretrained=pretrained, n_prior_samples=args.n_prior_samples,
                       prior_steps=args.prior_steps, guidance_scale=args.guidance_scale,
                       seed=args.seed)
     result["seconds"] = time.perf_counter() - started
     return result
+
+
+def _load_inception(weights, device):
+    """(FID Inception on `device`, the weights file it loaded)."""
+    from .inception_weights import InceptionWeightsUnavailable, load_fid_inception, resolve_inception_weights
+
+    try:
+        path = resolve_inception_weights(weights)
+        return load_fid_inception(path, device), path
+    except InceptionWeightsUnavailable as err:
+        raise ConfigError(f"--inception-weights: {err}") from err
 
 
 def _save_sheet(images, path: str) -> None:

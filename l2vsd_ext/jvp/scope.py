@@ -1,4 +1,5 @@
-"""Scoped patching: installs the engine's rules on a module tree and restores it exactly on exit
+"""Scoped patching: installs the engine's rules (LoRA layers, attention processors, norms, plain
+linear and conv layers) on a module tree and restores it exactly on exit
 (instance forwards removed or put back, processors put back), even when the pass raises."""
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import contextlib
 
 from torch import nn
 
+from .affine_rules import AFFINE_RULES
 from .attention_processor import REPLACEABLE, JvpAttnProcessor
 from .lora_rule import make_lora_forward
 from .norm_rules import make_group_norm_forward, make_layer_norm_forward
@@ -62,6 +64,9 @@ def engine_scope(unet: nn.Module, site_tangents: dict):
                 patches.set_forward(module, lambda orig, m=module: make_group_norm_forward(m, orig))
             elif type(module).forward is nn.LayerNorm.forward:
                 patches.set_forward(module, lambda orig, m=module: make_layer_norm_forward(m, orig))
+            elif type(module).forward in AFFINE_RULES and module not in site_tangents:
+                make = AFFINE_RULES[type(module).forward]
+                patches.set_forward(module, lambda orig, m=module, mk=make: mk(m, orig))
         yield
     finally:
         patches.restore()

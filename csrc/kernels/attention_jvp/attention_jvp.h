@@ -68,13 +68,12 @@ HD void finalize(const OnlineState<Acc>& st, Acc o, Acc o_dot, Acc* out, Acc* ou
   *out_dot = o_dot * inv - st.sum_dot * inv * (*out);
 }
 
-// Launchers. q, q_dot, out, out_dot: (BH, N, d); keys and values are (BH, M, d) for CUDA and
-// transposed, (BH, d, M), for the CPU (its loops vectorise over keys).
-// All contiguous; the glue materialises absent tangents as zeros.
+// Launchers (CPU and CUDA alike). q, q_dot, out, out_dot: (BH, N, d); k, k_dot, v, v_dot:
+// (BH, M, d). All contiguous; the glue materialises absent tangents as zeros.
 constexpr int kMaxHeadDim = 256;
 
-void forward_cpu(DType dtype, const void* q, const void* q_dot, const void* k_t, const void* k_dot_t,
-                 const void* v_t, const void* v_dot_t, void* out, void* out_dot, int64_t bh, int64_t n,
+void forward_cpu(DType dtype, const void* q, const void* q_dot, const void* k, const void* k_dot,
+                 const void* v, const void* v_dot, void* out, void* out_dot, int64_t bh, int64_t n,
                  int64_t m, int d, double scale);
 void forward_cuda(DType dtype, const void* q, const void* q_dot, const void* k,
                   const void* k_dot, const void* v, const void* v_dot, void* out, void* out_dot,

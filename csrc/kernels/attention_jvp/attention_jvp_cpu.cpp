@@ -1,14 +1,15 @@
-// CPU launcher for attention with tangent: the online-softmax recurrence of attention_jvp.h run
-// over tiles of kKeyTile keys, so that the score, score-tangent and exp loops vectorise over keys
-// (keys and values transposed to (d, M)), including the accumulations into O and O_dot, which
-// are reductions over the tile's keys. One OpenMP iteration
-// per (batch*head, query row); no N x M matrix, every tile stays in L1. Head dim 8 (the 64-channel
-// level of small UNets) has a compile-time specialisation whose score loop keeps the head-dim sums
-// in registers (about 25% less CPU time than the generic loop).
+// CPU launcher for attention with tangent: the online-softmax recurrence of attention_jvp.h with
+// the vector lanes over query rows. A block of L query rows (one SIMD register wide) walks the
+// keys in tiles; every key is broadcast to all lanes, so one load of k_j, k_dot_j, v_j, v_dot_j
+// serves L rows, the running max/sum are per-lane and need no horizontal reductions, and the O and
+// O_dot accumulators of a chunk of the head dim stay in registers across a whole tile.
+// Per tile: (1) s and s_dot for the tile's keys, (2) the tile max, one rescale, p = exp(s - max),
+// (3) O += p v, O_dot += (p s_dot) v + p v_dot. No N x M matrix; the tile buffers stay in L1.
+// Compiled three times (AVX-512, AVX2+FMA, SSE2 baseline), picked at run time, because the
+// extension is built without -march flags. Layouts are the CUDA launcher's: (BH, N|M, d).
 #include "attention_jvp.h"
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -18,162 +19,249 @@ namespace l2vsd {
 namespace attention_jvp {
 namespace {
 
-constexpr int kKeyTile = 512;
+constexpr int kKeyTile = 128;
+constexpr int kChunk = 8;  // head-dim entries whose accumulators are held in registers at once
 
-// exp for x <= 0 that GCC vectorises inside `omp simd` loops (libm's expf does not without
-// -ffast-math): 2^n * p(r), r = x - n ln2 (Cody-Waite), p of degree 6; ~2 ulp over [-87, 0].
-// Below -87 it returns ~1e-38 instead of 0, which no softmax sum (>= 1) can tell apart.
-inline float exp_nonpositive(float x) {
-  x = x < -87.0f ? -87.0f : x;
-  // round to nearest by the 1.5 * 2^23 trick: plain float adds, which vectorise everywhere
-  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
-  float p = 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  return p * std::bit_cast<float>(bits);
-}
-inline double exp_nonpositive(double x) { return std::exp(x); }
+// GCC vector extensions: arithmetic on them compiles to the target's SIMD instructions.
+template <typename T, int Bytes> struct Vec {
+  typedef T type __attribute__((vector_size(Bytes)));
+  static constexpr int kLanes = Bytes / static_cast<int>(sizeof(T));
+};
 
-template <int D, typename T>
-__attribute__((always_inline)) inline void query_row(const T* qi, const T* qdi, const T* kt, const T* kdt, const T* vt, const T* vdt,
-               T* out, T* out_dot, int64_t m, int d, T scale) {
-  alignas(64) T s[kKeyTile], sd[kKeyTile], p[kKeyTile];
-  T o[kMaxHeadDim], od[kMaxHeadDim];
-  T qs[kMaxHeadDim], qds[kMaxHeadDim];
-  for (int c = 0; c < d; ++c) {
-    o[c] = od[c] = T(0);
-    qs[c] = qi[c] * scale;
-    qds[c] = qdi[c] * scale;
+// exp(x) for x <= 0, lane-wise. float: 2^n * p(r), r = x - n ln2 (Cody-Waite), p of degree 6,
+// ~2 ulp over [-87, 0]; below -87 it returns ~1e-38 instead of 0, which no softmax sum (>= 1) can
+// tell apart. double: libm per lane (the float64 path is for checking, not for speed).
+// (In place, by reference: functions taking or returning wide vectors by value draw GCC's ABI
+// warnings, although everything here is inlined.)
+template <typename V>
+__attribute__((always_inline)) inline void exp_nonpositive(V& x) {
+  constexpr int lanes = sizeof(V) / sizeof(x[0]);
+  if constexpr (sizeof(x[0]) == 8) {
+    for (int l = 0; l < lanes; ++l) x[l] = std::exp(x[l]);
+  } else {
+    typedef int32_t VI __attribute__((vector_size(sizeof(V))));
+    x = x < -87.0f ? V{} - 87.0f : x;
+    // round to nearest by the 1.5 * 2^23 trick: plain float adds, which vectorise everywhere
+    const V n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    const V r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+    V p = V{} + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    const VI bits = (__builtin_convertvector(n, VI) + 127) << 23;
+    x = p * __builtin_bit_cast(V, bits);
   }
-  OnlineState<T> st = initial_state<T>();
+}
+
+// Per-block working set: q and q_dot (scaled, transposed to lanes), the accumulators, the tile's
+// s and s_dot (then p and p * s_dot).
+template <typename V> struct Block {
+  V q[kMaxHeadDim], qd[kMaxHeadDim], o[kMaxHeadDim], od[kMaxHeadDim];
+  V s[kKeyTile], sd[kKeyTile];
+};
+
+// (1) s_j += q·k_j and s_dot_j += q_dot·k_j + q·k_dot_j over head-dim entries [c0, c0 + C).
+template <int C, typename V, typename T>
+__attribute__((always_inline)) inline void scores_chunk(Block<V>& b, const T* k, const T* kd,
+                                                        int d, int c0, int tn, bool first) {
+  V q[C], qd[C];
+  for (int c = 0; c < C; ++c) q[c] = b.q[c0 + c], qd[c] = b.qd[c0 + c];
+  for (int j = 0; j < tn; ++j) {
+    const T* kj = k + static_cast<int64_t>(j) * d + c0;
+    const T* kdj = kd + static_cast<int64_t>(j) * d + c0;
+    V s = first ? V{} : b.s[j], sd = first ? V{} : b.sd[j];
+    for (int c = 0; c < C; ++c) {
+      s += q[c] * kj[c];
+      sd += qd[c] * kj[c] + q[c] * kdj[c];
+    }
+    b.s[j] = s;
+    b.sd[j] = sd;
+  }
+}
+
+// (3) o += p v_j and o_dot += (p s_dot) v_j + p v_dot_j over head-dim entries [c0, c0 + C).
+template <int C, typename V, typename T>
+__attribute__((always_inline)) inline void values_chunk(Block<V>& b, const T* v, const T* vd,
+                                                        int d, int c0, int tn) {
+  V o[C], od[C];
+  for (int c = 0; c < C; ++c) o[c] = b.o[c0 + c], od[c] = b.od[c0 + c];
+  for (int j = 0; j < tn; ++j) {
+    const T* vj = v + static_cast<int64_t>(j) * d + c0;
+    const T* vdj = vd + static_cast<int64_t>(j) * d + c0;
+    const V p = b.s[j], psd = b.sd[j];
+    for (int c = 0; c < C; ++c) {
+      o[c] += p * vj[c];
+      od[c] += psd * vj[c] + p * vdj[c];
+    }
+  }
+  for (int c = 0; c < C; ++c) b.o[c0 + c] = o[c], b.od[c0 + c] = od[c];
+}
+
+// Head dim in chunks of 8, then 4, 2, 1: each chunk's registers are known at compile time.
+template <typename V, typename T>
+__attribute__((always_inline)) inline void scores(Block<V>& b, const T* k, const T* kd, int d,
+                                                  int tn) {
+  int c0 = 0;
+  for (; c0 + 8 <= d; c0 += 8) scores_chunk<8>(b, k, kd, d, c0, tn, c0 == 0);
+  if (c0 + 4 <= d) scores_chunk<4>(b, k, kd, d, c0, tn, c0 == 0), c0 += 4;
+  if (c0 + 2 <= d) scores_chunk<2>(b, k, kd, d, c0, tn, c0 == 0), c0 += 2;
+  if (c0 < d) scores_chunk<1>(b, k, kd, d, c0, tn, c0 == 0);
+}
+
+template <typename V, typename T>
+__attribute__((always_inline)) inline void values(Block<V>& b, const T* v, const T* vd, int d,
+                                                  int tn) {
+  int c0 = 0;
+  for (; c0 + 8 <= d; c0 += 8) values_chunk<8>(b, v, vd, d, c0, tn);
+  if (c0 + 4 <= d) values_chunk<4>(b, v, vd, d, c0, tn), c0 += 4;
+  if (c0 + 2 <= d) values_chunk<2>(b, v, vd, d, c0, tn), c0 += 2;
+  if (c0 < d) values_chunk<1>(b, v, vd, d, c0, tn);
+}
+static_assert(kChunk == 8, "scores()/values() unroll the head dim in chunks of 8");
+
+// One block of `rows` (<= lanes) query rows of one head against all m keys of that head.
+template <typename V, typename T>
+__attribute__((always_inline)) inline void row_block(const T* q, const T* qd, const T* k,
+                                                     const T* kd, const T* v, const T* vd, T* out,
+                                                     T* out_dot, int rows, int64_t m, int d,
+                                                     T scale) {
+  constexpr int lanes = Vec<T, sizeof(V)>::kLanes;
+  Block<V> b;
+  for (int c = 0; c < d; ++c) {
+    b.q[c] = b.qd[c] = b.o[c] = b.od[c] = V{};
+    for (int l = 0; l < rows; ++l) {
+      b.q[c][l] = q[static_cast<int64_t>(l) * d + c] * scale;
+      b.qd[c][l] = qd[static_cast<int64_t>(l) * d + c] * scale;
+    }
+  }
+  V run_max = V{} - std::numeric_limits<T>::infinity(), sum = V{}, sum_dot = V{};
   for (int64_t j0 = 0; j0 < m; j0 += kKeyTile) {
     const int tn = static_cast<int>(std::min<int64_t>(kKeyTile, m - j0));
-    if constexpr (D > 0) {
-      // Head dim known at compile time: the head-dim sums stay in registers, one pass over keys.
-      const T* kt0 = kt + j0;
-      const T* kdt0 = kdt + j0;
-#pragma omp simd
-      for (int j = 0; j < tn; ++j) {
-        T a = T(0), b = T(0);
-        L2VSD_UNROLL
-        for (int c = 0; c < D; ++c) {
-          const T kc = kt0[c * m + j];
-          a += qs[c] * kc;
-          b += qds[c] * kc + qs[c] * kdt0[c * m + j];
-        }
-        s[j] = a;
-        sd[j] = b;
-      }
-    } else {
-      for (int j = 0; j < tn; ++j) s[j] = sd[j] = T(0);
-      for (int c = 0; c < d; ++c) {  // s = scale q·k, sd = scale (q_dot·k + q·k_dot), over keys
-        const T* kr = kt + c * m + j0;
-        const T* kdr = kdt + c * m + j0;
-#pragma omp simd
-        for (int j = 0; j < tn; ++j) {
-          s[j] += qs[c] * kr[j];
-          sd[j] += qds[c] * kr[j] + qs[c] * kdr[j];
-        }
-      }
-    }
-    T tile_max = -std::numeric_limits<T>::infinity();
-#pragma omp simd reduction(max : tile_max)
-    for (int j = 0; j < tn; ++j) tile_max = s[j] > tile_max ? s[j] : tile_max;
-    // One rescale per tile instead of one per key: the same recurrence as admit_key.
-    const T new_max = tile_max > st.max ? tile_max : st.max;
-    const T alpha = exp_of(st.max - new_max);
-    T tile_sum = T(0), tile_sum_dot = T(0);
-#pragma omp simd
-    for (int j = 0; j < tn; ++j) p[j] = exp_nonpositive(s[j] - new_max);
-#pragma omp simd reduction(+ : tile_sum, tile_sum_dot)
+    scores(b, k + j0 * d, kd + j0 * d, d, tn);
+    V tile_max = b.s[0];
+    for (int j = 1; j < tn; ++j) tile_max = b.s[j] > tile_max ? b.s[j] : tile_max;
+    // One rescale per tile: the same recurrence as admit_key, for a whole tile at once.
+    const V new_max = tile_max > run_max ? tile_max : run_max;
+    V alpha = run_max - new_max;
+    exp_nonpositive(alpha);
+    run_max = new_max;
+    sum *= alpha;
+    sum_dot *= alpha;
+    for (int c = 0; c < d; ++c) b.o[c] *= alpha, b.od[c] *= alpha;
     for (int j = 0; j < tn; ++j) {
-      tile_sum += p[j];
-      tile_sum_dot += p[j] * sd[j];
+      V p = b.s[j] - new_max;
+      exp_nonpositive(p);
+      const V psd = p * b.sd[j];
+      sum += p;
+      sum_dot += psd;
+      b.s[j] = p;
+      b.sd[j] = psd;
     }
-    st.max = new_max;
-    st.sum = st.sum * alpha + tile_sum;
-    st.sum_dot = st.sum_dot * alpha + tile_sum_dot;
-    for (int j = 0; j < tn; ++j) sd[j] *= p[j];  // P * S_dot
-    for (int c = 0; c < d; ++c) {  // o = alpha o + P v, o_dot = alpha o_dot + (P*S_dot) v + P v_dot
-      const T* vr = vt + c * m + j0;
-      const T* vdr = vdt + c * m + j0;
-      T acc = T(0), acc_dot = T(0);
-#pragma omp simd reduction(+ : acc, acc_dot)
-      for (int j = 0; j < tn; ++j) {
-        acc += p[j] * vr[j];
-        acc_dot += sd[j] * vr[j] + p[j] * vdr[j];
-      }
-      o[c] = o[c] * alpha + acc;
-      od[c] = od[c] * alpha + acc_dot;
+    values(b, v + j0 * d, vd + j0 * d, d, tn);
+  }
+  // Final normalisation as finalize(): O = o / sum; O_dot = o_dot / sum - (sum_dot / sum) O.
+  const V inv = T(1) / sum;
+  const V mean_sd = sum_dot * inv;
+  for (int c = 0; c < d; ++c) {
+    const V o = b.o[c] * inv;
+    const V od = b.od[c] * inv - mean_sd * o;
+    for (int l = 0; l < rows; ++l) {
+      out[static_cast<int64_t>(l) * d + c] = o[l];
+      out_dot[static_cast<int64_t>(l) * d + c] = od[l];
     }
   }
-  for (int c = 0; c < d; ++c) finalize<T>(st, o[c], od[c], &out[c], &out_dot[c]);
+  (void)lanes;
 }
 
-// The row body compiled for AVX-512, AVX2 and the baseline, picked at load time (the extension is
-// built without -march flags): 4-16x wider vectors than the SSE2 baseline on current x86.
-#define L2VSD_ROW_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-L2VSD_ROW_CLONES void query_row_float(const float* qi, const float* qdi, const float* kt,
-                                      const float* kdt, const float* v, const float* vd,
-                                      float* out, float* out_dot, int64_t m, int d, float scale) {
-  if (d == 8) query_row<8, float>(qi, qdi, kt, kdt, v, vd, out, out_dot, m, d, scale);
-  else query_row<0, float>(qi, qdi, kt, kdt, v, vd, out, out_dot, m, d, scale);
+// One entry point per instruction set; everything above is inlined into each.
+template <typename T>
+using BlockFn = void (*)(const T*, const T*, const T*, const T*, const T*, const T*, T*, T*, int,
+                         int64_t, int, T);
+
+#define L2VSD_BLOCK_ENTRY(NAME, TARGET, T, BYTES)                                                 \
+  TARGET void NAME(const T* q, const T* qd, const T* k, const T* kd, const T* v, const T* vd,    \
+                   T* out, T* out_dot, int rows, int64_t m, int d, T scale) {                     \
+    row_block<typename Vec<T, BYTES>::type, T>(q, qd, k, kd, v, vd, out, out_dot, rows, m, d,     \
+                                               scale);                                            \
+  }
+#define L2VSD_AVX512 __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma")))
+#define L2VSD_AVX2 __attribute__((target("avx2,fma")))
+L2VSD_BLOCK_ENTRY(block_f32_avx512, L2VSD_AVX512, float, 64)
+L2VSD_BLOCK_ENTRY(block_f32_avx2, L2VSD_AVX2, float, 32)
+L2VSD_BLOCK_ENTRY(block_f32_base, , float, 16)
+L2VSD_BLOCK_ENTRY(block_f64_avx512, L2VSD_AVX512, double, 64)
+L2VSD_BLOCK_ENTRY(block_f64_avx2, L2VSD_AVX2, double, 32)
+L2VSD_BLOCK_ENTRY(block_f64_base, , double, 16)
+#undef L2VSD_BLOCK_ENTRY
+
+enum class Isa { kAvx512, kAvx2, kBase };
+
+Isa detect_isa() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+      __builtin_cpu_supports("avx512vl"))
+    return Isa::kAvx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
+#endif
+  return Isa::kBase;
 }
-L2VSD_ROW_CLONES void query_row_double(const double* qi, const double* qdi, const double* kt,
-                                       const double* kdt, const double* v, const double* vd,
-                                       double* out, double* out_dot, int64_t m, int d,
-                                       double scale) {
-  query_row<0, double>(qi, qdi, kt, kdt, v, vd, out, out_dot, m, d, scale);
-}
-inline void query_row_any(const float* qi, const float* qdi, const float* kt, const float* kdt,
-                          const float* v, const float* vd, float* out, float* out_dot, int64_t m,
-                          int d, float scale) {
-  query_row_float(qi, qdi, kt, kdt, v, vd, out, out_dot, m, d, scale);
-}
-inline void query_row_any(const double* qi, const double* qdi, const double* kt,
-                          const double* kdt, const double* v, const double* vd, double* out,
-                          double* out_dot, int64_t m, int d, double scale) {
-  query_row_double(qi, qdi, kt, kdt, v, vd, out, out_dot, m, d, scale);
-}
+
+template <typename T> struct Entry;
+template <> struct Entry<float> {
+  static BlockFn<float> pick(Isa isa, int* lanes) {
+    *lanes = isa == Isa::kAvx512 ? 16 : isa == Isa::kAvx2 ? 8 : 4;
+    return isa == Isa::kAvx512 ? block_f32_avx512 : isa == Isa::kAvx2 ? block_f32_avx2 : block_f32_base;
+  }
+};
+template <> struct Entry<double> {
+  static BlockFn<double> pick(Isa isa, int* lanes) {
+    *lanes = isa == Isa::kAvx512 ? 8 : isa == Isa::kAvx2 ? 4 : 2;
+    return isa == Isa::kAvx512 ? block_f64_avx512 : isa == Isa::kAvx2 ? block_f64_avx2 : block_f64_base;
+  }
+};
 
 template <typename T>
-void forward_impl(const T* q, const T* q_dot, const T* kt, const T* kdt, const T* v,
+void forward_impl(const T* q, const T* q_dot, const T* k, const T* k_dot, const T* v,
                   const T* v_dot, T* out, T* out_dot, int64_t bh, int64_t n, int64_t m, int d,
                   T scale) {
+  static const Isa isa = detect_isa();
+  int lanes = 0;
+  const BlockFn<T> block = Entry<T>::pick(isa, &lanes);
+  const int64_t blocks = (n + lanes - 1) / lanes;
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t h = 0; h < bh; ++h) {
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t row = (h * n + i) * d;
+    for (int64_t ib = 0; ib < blocks; ++ib) {
+      const int64_t i0 = ib * lanes;
+      const int rows = static_cast<int>(std::min<int64_t>(lanes, n - i0));
+      const int64_t row = (h * n + i0) * d;
       const int64_t head = h * m * d;
-      query_row_any(q + row, q_dot + row, kt + head, kdt + head, v + head, v_dot + head,
-                   out + row, out_dot + row, m, d, scale);
+      block(q + row, q_dot + row, k + head, k_dot + head, v + head, v_dot + head, out + row,
+            out_dot + row, rows, m, d, scale);
     }
   }
 }
 
 }  // namespace
 
-void forward_cpu(DType dtype, const void* q, const void* q_dot, const void* k_t,
-                 const void* k_dot_t, const void* v, const void* v_dot, void* out, void* out_dot,
-                 int64_t bh, int64_t n, int64_t m, int d, double scale) {
+void forward_cpu(DType dtype, const void* q, const void* q_dot, const void* k, const void* k_dot,
+                 const void* v, const void* v_dot, void* out, void* out_dot, int64_t bh, int64_t n,
+                 int64_t m, int d, double scale) {
   if (d < 1 || d > kMaxHeadDim) throw std::invalid_argument("attention_jvp: head dim out of range");
   switch (dtype) {
     case DType::kFloat32:
       forward_impl<float>(static_cast<const float*>(q), static_cast<const float*>(q_dot),
-                          static_cast<const float*>(k_t), static_cast<const float*>(k_dot_t),
+                          static_cast<const float*>(k), static_cast<const float*>(k_dot),
                           static_cast<const float*>(v), static_cast<const float*>(v_dot),
                           static_cast<float*>(out), static_cast<float*>(out_dot), bh, n, m, d,
                           static_cast<float>(scale));
       break;
     case DType::kFloat64:
       forward_impl<double>(static_cast<const double*>(q), static_cast<const double*>(q_dot),
-                           static_cast<const double*>(k_t), static_cast<const double*>(k_dot_t),
+                           static_cast<const double*>(k), static_cast<const double*>(k_dot),
                            static_cast<const double*>(v), static_cast<const double*>(v_dot),
                            static_cast<double*>(out), static_cast<double*>(out_dot), bh, n, m, d,
                            scale);

@@ -20,7 +20,6 @@ namespace attention_jvp {
 namespace {
 
 constexpr int kKeyTile = 128;
-constexpr int kChunk = 8;  // head-dim entries whose accumulators are held in registers at once
 
 // GCC vector extensions: arithmetic on them compiles to the target's SIMD instructions.
 template <typename T, int Bytes> struct Vec {
@@ -120,7 +119,6 @@ __attribute__((always_inline)) inline void values(Block<V>& b, const T* v, const
   if (c0 + 2 <= d) values_chunk<2>(b, v, vd, d, c0, tn), c0 += 2;
   if (c0 < d) values_chunk<1>(b, v, vd, d, c0, tn);
 }
-static_assert(kChunk == 8, "scores()/values() unroll the head dim in chunks of 8");
 
 // One block of `rows` (<= lanes) query rows of one head against all m keys of that head.
 template <typename V, typename T>
@@ -128,7 +126,6 @@ __attribute__((always_inline)) inline void row_block(const T* q, const T* qd, co
                                                      const T* kd, const T* v, const T* vd, T* out,
                                                      T* out_dot, int rows, int64_t m, int d,
                                                      T scale) {
-  constexpr int lanes = Vec<T, sizeof(V)>::kLanes;
   Block<V> b;
   for (int c = 0; c < d; ++c) {
     b.q[c] = b.qd[c] = b.o[c] = b.od[c] = V{};
@@ -173,7 +170,6 @@ __attribute__((always_inline)) inline void row_block(const T* q, const T* qd, co
       out_dot[static_cast<int64_t>(l) * d + c] = od[l];
     }
   }
-  (void)lanes;
 }
 
 // One entry point per instruction set; everything above is inlined into each.

@@ -17,7 +17,7 @@ import torch  # noqa: E402
 from l2vsd_ext._ext import cuda_kernels_available  # noqa: E402
 
 
-# One seed per session, printed in the header; L2VSD_TEST_SEED=<seed> replays a run.
+# One seed per session, printed in the summary; L2VSD_TEST_SEED=<seed> replays a run.
 SESSION_SEED = int(os.environ.get("L2VSD_TEST_SEED", secrets.randbelow(2**31)))
 
 

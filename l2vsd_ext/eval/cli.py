@@ -116,11 +116,11 @@ def evaluate(args) -> dict:
 
 def _load_inception(weights, device):
     """(FID Inception on `device`, the weights file it loaded)."""
-    from .inception_weights import InceptionWeightsUnavailable, load_fid_inception, resolve_inception_weights
+    from .inception_weights import InceptionWeightsUnavailable, load_fid_inception
 
     try:
-        path = resolve_inception_weights(weights)
-        return load_fid_inception(path, device), path
+        model = load_fid_inception(weights, device)
+        return model, model.weights_path
     except InceptionWeightsUnavailable as err:
         raise ConfigError(f"--inception-weights: {err}") from err
 

@@ -27,7 +27,6 @@ class ClipImageFeatures(nn.Module):
     def __init__(self, model, processor):
         super().__init__()
         self.model, self.processor = model, processor
-        self.num_features = int(model.config.projection_dim)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -161,8 +161,6 @@ class FidInceptionV3(nn.Module):
     float64). Random weights until a state dict is loaded (load_fid_inception does that). Always in
     eval mode: BatchNorm must use the converted running statistics, never batch statistics."""
 
-    num_features = POOL3_FEATURES  # the feature size, under the name torchmetrics' FID also reads
-
     def __init__(self, dtype: torch.dtype = torch.float32):
         super().__init__()
         if dtype not in (torch.float32, torch.float64):

@@ -104,7 +104,8 @@ def _check_state_dict(state, model: torch.nn.Module, path: str) -> None:
 
 
 def load_fid_inception(weights: str | None = None, device="cpu", dtype: torch.dtype = torch.float32) -> FidInceptionV3:
-    """The FID Inception-v3 with its weights (see resolve_inception_weights), in eval mode on `device`.
+    """The FID Inception-v3 with its weights (see resolve_inception_weights), in eval mode on `device`;
+    its `weights_path` is the file loaded.
     `dtype`: float32 as torch-fidelity computes, or float64 throughout (a check on rounding)."""
     path = resolve_inception_weights(weights)
     try:
@@ -116,4 +117,5 @@ def load_fid_inception(weights: str | None = None, device="cpu", dtype: torch.dt
     model = FidInceptionV3(dtype)
     _check_state_dict(state, model, path)
     model.load_state_dict(state, strict=False)  # keys checked above; only the batch counters may be absent
+    model.weights_path = path  # which file was used (eval.json records it)
     return model.to(device)

@@ -24,7 +24,6 @@ constexpr int kKeyTile = 128;
 // GCC vector extensions: arithmetic on them compiles to the target's SIMD instructions.
 template <typename T, int Bytes> struct Vec {
   typedef T type __attribute__((vector_size(Bytes)));
-  static constexpr int kLanes = Bytes / static_cast<int>(sizeof(T));
 };
 
 // exp(x) for x <= 0, lane-wise. float: 2^n * p(r), r = x - n ln2 (Cody-Waite), p of degree 6,
@@ -206,27 +205,22 @@ Isa detect_isa() {
   return Isa::kBase;
 }
 
-template <typename T> struct Entry;
-template <> struct Entry<float> {
-  static BlockFn<float> pick(Isa isa, int* lanes) {
-    *lanes = isa == Isa::kAvx512 ? 16 : isa == Isa::kAvx2 ? 8 : 4;
-    return isa == Isa::kAvx512 ? block_f32_avx512 : isa == Isa::kAvx2 ? block_f32_avx2 : block_f32_base;
-  }
-};
-template <> struct Entry<double> {
-  static BlockFn<double> pick(Isa isa, int* lanes) {
-    *lanes = isa == Isa::kAvx512 ? 8 : isa == Isa::kAvx2 ? 4 : 2;
-    return isa == Isa::kAvx512 ? block_f64_avx512 : isa == Isa::kAvx2 ? block_f64_avx2 : block_f64_base;
-  }
-};
+int vector_bytes(Isa isa) { return isa == Isa::kAvx512 ? 64 : isa == Isa::kAvx2 ? 32 : 16; }
+
+BlockFn<float> block_for(Isa isa, float) {
+  return isa == Isa::kAvx512 ? block_f32_avx512 : isa == Isa::kAvx2 ? block_f32_avx2 : block_f32_base;
+}
+BlockFn<double> block_for(Isa isa, double) {
+  return isa == Isa::kAvx512 ? block_f64_avx512 : isa == Isa::kAvx2 ? block_f64_avx2 : block_f64_base;
+}
 
 template <typename T>
 void forward_impl(const T* q, const T* q_dot, const T* k, const T* k_dot, const T* v,
                   const T* v_dot, T* out, T* out_dot, int64_t bh, int64_t n, int64_t m, int d,
                   T scale) {
   static const Isa isa = detect_isa();
-  int lanes = 0;
-  const BlockFn<T> block = Entry<T>::pick(isa, &lanes);
+  const int lanes = vector_bytes(isa) / static_cast<int>(sizeof(T));  // query rows per block
+  const BlockFn<T> block = block_for(isa, T{});
   const int64_t blocks = (n + lanes - 1) / lanes;
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t h = 0; h < bh; ++h) {

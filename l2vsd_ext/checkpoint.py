@@ -1,5 +1,7 @@
 """Atomic files: write to a temporary file in the same folder, fsync, rename over the target, fsync
-the folder. A crash at any point leaves either the old file or the new one, never a torn one."""
+the folder. A crash at any point leaves either the old file or the new one, never a torn one.
+Checkpoints are read with torch.load(weights_only=True): tensors and plain containers only, so a
+run folder from someone else cannot run code through its pickle."""
 from __future__ import annotations
 
 import io
@@ -9,11 +11,19 @@ import tempfile
 import torch
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
     try:
+        # mkstemp creates 0600; give the file the mode any other file of the run gets.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -37,5 +47,28 @@ def save_checkpoint(state: dict, path: str) -> None:
 
 
 def load_checkpoint(path: str) -> dict:
-    # Our own checkpoints hold optimiser states and generator states, not only tensors.
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """The checkpoint at `path` as a dict; any unreadable, truncated, foreign or unsafe file is one
+    ConfigError naming it. Nothing in the file is executed."""
+    import pickle
+    import zipfile
+
+    from .config import ConfigError
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # torch's message is a paragraph; keep its one line that says what the file holds.
+        lines = [line.strip() for line in str(err).splitlines()]
+        culprit = next((line for line in lines if "GLOBAL" in line), None)
+        if culprit:
+            raise ConfigError(f"'{path}': refused to load: the checkpoint holds code, not only tensors and "
+                              f"plain containers ({culprit.rstrip('.')}); nothing was executed") from None
+        detail = next((line for line in lines if line.startswith("Unsupported")), type(err).__name__)
+        raise ConfigError(f"'{path}': not a readable checkpoint ({detail})") from None
+    except (OSError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile, TypeError, AttributeError,
+            IndexError, KeyError) as err:  # truncated or foreign files fail in torch.load in many ways
+        text = str(err).strip().split(". ")[0] if str(err).strip() else "empty or cut short"
+        raise ConfigError(f"'{path}': not a readable checkpoint ({type(err).__name__}: {text})") from None
+    if not isinstance(state, dict):
+        raise ConfigError(f"'{path}': not an l2vsd_ext checkpoint (holds a {type(state).__name__})")
+    return state

@@ -3,58 +3,70 @@ validated before anything is written, and saved resolved into the run folder."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 MODES = ("sds", "vsd", "lvsd", "l2vsd")
 DTYPES = ("float32", "float16", "bfloat16")
+LOGGERS = ("none", "tensorboard", "wandb")
 
 
 class ConfigError(ValueError):
     """A bad setting; the CLI prints it as one line and exits with code 2."""
 
 
+def _f(default, meaning: str):
+    """A config field with its meaning, shown by --help and the README."""
+    return field(default=default, metadata={"help": meaning})
+
+
 @dataclass
 class RunConfig:
-    prompt: str = ""
-    negative_prompt: str = ""
-    mode: str = "l2vsd"
-    steps: int = 15000
-    resolution: int = 64  # render resolution (ProlificDreamer's first stage: 64)
-    encode_resolution: int = 512  # renders are resized to this before the VAE
-    batch_size: int = 1
-    seed: int = 0
-    out: str = "runs/l2vsd"
-    resume: bool = False
-    device: str | None = None
-    dtype: str | None = None
-    pretrained: str = "stabilityai/stable-diffusion-2-1-base"
+    prompt: str = _f("", "text prompt describing the object (required for a new run)")
+    negative_prompt: str = _f("", "negative prompt for classifier-free guidance")
+    mode: str = _f("l2vsd", "guidance mode: " + ", ".join(MODES))
+    steps: int = _f(15000, "iterations (15000: the paper's coarse stage)")
+    resolution: int = _f(64, "render resolution in pixels, >= 8 (paper: 64 coarse, 256 high resolution)")
+    encode_resolution: int = _f(512, "renders are resized to this for the VAE (a multiple of 8)")
+    batch_size: int = _f(1, "cameras per iteration")
+    seed: int = _f(0, "random seed")
+    out: str = _f("runs/l2vsd", "run folder")
+    resume: bool = _f(False, "continue the run in --out from its checkpoint")
+    device: str | None = _f(None, "cpu, cuda or cuda:N (default: cuda if available)")
+    dtype: str | None = _f(None, "prior weights: " + ", ".join(DTYPES) + " (default: float16 on CUDA, float32 on CPU)")
+    pretrained: str = _f("stabilityai/stable-diffusion-2-1-base",
+                         "diffusers model id or local folder; tiny-random: a small random model for smoke tests")
     # guidance
-    guidance_scale: float = 7.5
-    eta: float = 1e-2
-    last_layer: bool = False
-    lora_steps: int = 1
-    esd_lambda: float = 0.0
-    min_step: float = 0.02
-    max_step: float = 0.98
-    max_step_after: float = 0.5
-    anneal_at: float = 0.2  # fraction of training after which t_max = max_step_after
+    guidance_scale: float = _f(7.5, "prior classifier-free guidance scale")
+    eta: float = _f(1e-2, "L²-VSD lookahead step η (l2vsd)")
+    last_layer: bool = _f(False, "L²-VSD: tangent on the last LoRA layer only (l2vsd)")
+    lora_steps: int = _f(1, "LoRA steps per iteration γ (vsd, lvsd, l2vsd)")
+    esd_lambda: float = _f(0.0, "ESD's camera-dropped weight λ in [0, 1] (vsd, l2vsd)")
+    min_step: float = _f(0.02, "smallest diffusion timestep, a fraction of T")
+    max_step: float = _f(0.98, "largest diffusion timestep before annealing, a fraction of T")
+    max_step_after: float = _f(0.5, "largest diffusion timestep after annealing, a fraction of T")
+    anneal_at: float = _f(0.2, "fraction of training after which the largest timestep is max_step_after")
+    anneal_step: int | None = _f(None, "step at which the largest timestep anneals (default: anneal_at × steps; "
+                                       "fixed when --resume changes --steps, so the annealing point stays put)")
     # optimisation
-    lr: float = 1e-2  # NeRF field
-    lora_lr: float = 1e-3
-    lora_rank: int = 4
-    condition_dropout: float = 0.1
+    lr: float = _f(1e-2, "NeRF hash-grid learning rate (the MLP and background get lr/10)")
+    lora_lr: float = _f(1e-3, "LoRA and camera-embedding learning rate")
+    lora_rank: int = _f(4, "LoRA rank")
+    condition_dropout: float = _f(0.1, "probability of dropping the camera condition in LoRA steps")
     # scene
-    log2_hashmap_size: int = 19
-    n_levels: int = 16
-    occupancy_resolution: int = 64
-    max_samples_per_ray: int = 512
+    log2_hashmap_size: int = _f(19, "log2 of the hash-grid table size per level")
+    n_levels: int = _f(16, "hash-grid levels")
+    occupancy_resolution: int = _f(64, "occupancy-grid cells per side")
+    max_samples_per_ray: int = _f(512, "ray-marching samples per ray at most")
     # outputs
-    val_every: int = 200
-    ckpt_every: int = 500
-    turntable_views: int = 30
-    export_at_end: bool = True  # turntable video + mesh into RUN/export/ (l2vsd_ext.export)
-    stop_after: int | None = None  # stop as if killed after this step's checkpoint (tests)
+    val_every: int = _f(200, "validation images every N steps")
+    ckpt_every: int = _f(500, "checkpoint every N steps")
+    turntable_views: int = _f(30, "turntable frames written at the end of the run (0: none)")
+    export_at_end: bool = _f(True, "turntable video + mesh into RUN/export/ at the end (--no-export: off)")
+    max_nonfinite_steps: int = _f(3, "stop the run after this many steps whose gradient is mostly non-finite")
+    logger: str = _f("none", "experiment logger: " + ", ".join(LOGGERS))
+    stop_after: int | None = _f(None, "stop as if killed after this step's checkpoint (tests)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -65,10 +77,68 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "RunConfig":
+        """Values from YAML, flags or --set, each coerced to its field's type (YAML reads `1e-2`
+        as a string, a flag's value is always one)."""
         unknown = set(values) - cls.field_names()
         if unknown:
-            raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
-        return cls(**values)
+            raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))} "
+                              "(python -m l2vsd_ext.run --help lists them)")
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        return cls(**{k: coerce(k, v, types[k]) for k, v in values.items()})
+
+    @classmethod
+    def help_of(cls, name: str) -> str:
+        return next(f.metadata.get("help", "") for f in dataclasses.fields(cls) if f.name == name)
+
+
+# Settings a resumed run may change: they alter how the run is watched and how long it goes,
+# not what it computes step by step. Anything else differing from the checkpoint is refused.
+CHANGEABLE_ON_RESUME = ("steps", "val_every", "ckpt_every", "export_at_end", "turntable_views",
+                        "logger", "max_nonfinite_steps", "device")
+# Bookkeeping, never compared with the saved run.
+NOT_COMPARED = ("resume", "out", "stop_after")
+
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def coerce(name: str, value, type_name: str):
+    """`value` as the field's type ('int', 'float', 'bool', 'str', optionally '| None'), or a
+    ConfigError naming the field."""
+    optional = type_name.endswith("| None")
+    base = type_name.split("|")[0].strip()
+    if value is None or (optional and isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
+        if optional:
+            return None
+        raise ConfigError(f"{name}: a value is required (expected {base})")
+    bad = ConfigError(f"{name}: expected {'an integer' if base == 'int' else 'a ' + base}, got {value!r}")
+    if base == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        raise bad
+    if base == "int":
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, int):
+            return value
+        try:
+            number = float(value) if isinstance(value, (str, float)) else None
+        except ValueError:
+            raise bad from None
+        if number is None or not math.isfinite(number) or number != int(number):
+            raise bad
+        return int(number)
+    if base == "float":
+        if isinstance(value, bool):
+            raise bad
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise bad from None
+    if isinstance(value, (dict, list)):
+        raise bad
+    return str(value)
 
 
 def load_yaml(path: str) -> dict:
@@ -91,8 +161,14 @@ def save_yaml(config: RunConfig, path: str) -> None:
 
     from .checkpoint import atomic_write_bytes
 
-    text = yaml.safe_dump(config.to_dict(), sort_keys=False)
+    text = yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True)
     atomic_write_bytes(path, text.encode())
+
+
+def _is_pseudo_fs(path: str) -> bool:
+    """/proc and /sys say writable to root but refuse new folders."""
+    real = os.path.realpath(path)
+    return any(real == top or real.startswith(top + os.sep) for top in ("/proc", "/sys", "/dev"))
 
 
 def _nearest_existing_parent(path: str) -> str:
@@ -105,12 +181,29 @@ def _nearest_existing_parent(path: str) -> str:
     return path
 
 
+def _check_device(name: str) -> None:
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as err:
+        raise ConfigError(f"--device: '{name}' is not a device (cpu, cuda or cuda:N): {err}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device: '{name}' is not supported (cpu, cuda or cuda:N)")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device: '{name}' requested but no CUDA device is visible")
+
+
 def validate(config: RunConfig, vae_scale_factor: int = 8) -> None:
     """Raises ConfigError for the first bad setting; checks nothing that needs the model."""
     if not isinstance(config.prompt, str) or not config.prompt.strip():
         raise ConfigError("--prompt: a non-empty prompt is required")
     if config.mode not in MODES:
         raise ConfigError(f"--mode: unknown mode '{config.mode}' (choose from {', '.join(MODES)})")
+    for f in dataclasses.fields(config):  # nan/inf would silently zero every gradient
+        value = getattr(config, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"--{f.name.replace('_', '-')}: must be a finite number, got {value}")
     if config.steps < 1:
         raise ConfigError(f"--steps: must be >= 1, got {config.steps}")
     if config.resolution < 8:
@@ -120,6 +213,10 @@ def validate(config: RunConfig, vae_scale_factor: int = 8) -> None:
                           f"got {config.encode_resolution}")
     if config.dtype is not None and config.dtype not in DTYPES:
         raise ConfigError(f"--dtype: must be one of {', '.join(DTYPES)}, got '{config.dtype}'")
+    if config.logger not in LOGGERS:
+        raise ConfigError(f"--logger: must be one of {', '.join(LOGGERS)}, got '{config.logger}'")
+    if config.device is not None:
+        _check_device(config.device)
     if config.lora_steps < 1:
         raise ConfigError(f"--lora-steps: must be >= 1, got {config.lora_steps}")
     if config.eta < 0:
@@ -128,11 +225,29 @@ def validate(config: RunConfig, vae_scale_factor: int = 8) -> None:
         raise ConfigError(f"--esd-lambda: must be in [0, 1], got {config.esd_lambda}")
     if config.esd_lambda and config.mode not in ("vsd", "l2vsd"):
         raise ConfigError("--esd-lambda: only used with --mode vsd or l2vsd")
+    if config.last_layer and config.mode != "l2vsd":
+        raise ConfigError("--last-layer: only used with --mode l2vsd")
+    for name in ("min_step", "max_step", "max_step_after", "anneal_at", "condition_dropout"):
+        if not 0 <= getattr(config, name) <= 1:
+            raise ConfigError(f"--{name.replace('_', '-')}: must be in [0, 1], got {getattr(config, name)}")
+    if config.min_step > config.max_step:
+        raise ConfigError(f"--min-step: must not exceed --max-step ({config.min_step} > {config.max_step})")
+    for name in ("lr", "lora_lr"):
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')}: must be > 0, got {getattr(config, name)}")
+    for name in ("lora_rank", "n_levels", "log2_hashmap_size", "occupancy_resolution",
+                 "max_samples_per_ray", "max_nonfinite_steps"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(config, name)}")
+    if config.anneal_step is not None and config.anneal_step < 0:
+        raise ConfigError(f"--anneal-step: must be >= 0, got {config.anneal_step}")
+    if config.turntable_views < 0:
+        raise ConfigError(f"--turntable-views: must be >= 0, got {config.turntable_views}")
     if config.batch_size < 1:
         raise ConfigError(f"batch_size: must be >= 1, got {config.batch_size}")
     for name in ("val_every", "ckpt_every"):
         if getattr(config, name) < 1:
             raise ConfigError(f"{name}: must be >= 1, got {getattr(config, name)}")
     parent = _nearest_existing_parent(config.out)
-    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK) or _is_pseudo_fs(parent):
         raise ConfigError(f"--out: '{config.out}' is not writable ('{parent}' is not a writable folder)")

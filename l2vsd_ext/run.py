@@ -1,75 +1,175 @@
 """Command line: python -m l2vsd_ext.run --prompt "a DSLR photo of a hamburger" [--mode l2vsd] ...
 
 Settings come from the defaults (l2vsd_ext.config.RunConfig), then --config FILE.yaml, then the
-flags given; the resolved config is saved as RUN/config.yaml. Bad settings: one line, exit code 2,
-nothing written."""
+flags and --set KEY=VALUE overrides; every config field has a flag. The resolved config is saved as
+RUN/config.yaml. Bad settings: one line, exit code 2, nothing written. --resume continues the run
+in --out with the settings in its checkpoint (see l2vsd_ext.resume). Ctrl-C/SIGTERM: the step is
+finished, the checkpoint written, exit code 130/143. After the last step the turntable is rendered
+once and, unless --no-export, the video and mesh are exported (this module, not the trainer, calls
+export: imports point one way)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import sys
 
-from .config import DTYPES, MODES, ConfigError, RunConfig, load_yaml, validate
+from .config import DTYPES, LOGGERS, MODES, ConfigError, RunConfig, load_yaml, validate
 
+PROG = "python -m l2vsd_ext.run"
 _DEFAULTS = RunConfig()
+_CHOICES = {"mode": MODES, "dtype": DTYPES, "logger": LOGGERS}
+# Fields with a flag of another shape than --name VALUE.
+_SWITCHES = {"resume": "--resume", "last_layer": "--last-layer"}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m l2vsd_ext.run", argument_default=argparse.SUPPRESS,
+        prog=PROG, argument_default=argparse.SUPPRESS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Text-to-3D by score distillation from a pretrained 2D diffusion model "
-                    "(SDS, VSD, L-VSD, L²-VSD). Every flag can also be set in --config.")
-    p.add_argument("--prompt", help="text prompt describing the object (required)")
-    p.add_argument("--negative-prompt", help="negative prompt for classifier-free guidance")
-    p.add_argument("--mode", choices=MODES, help=f"guidance mode (default: {_DEFAULTS.mode})")
-    p.add_argument("--steps", type=int, help=f"iterations (default: {_DEFAULTS.steps}, the paper's coarse stage)")
-    p.add_argument("--resolution", type=int, help=f"render resolution, 64 or 256 (default: {_DEFAULTS.resolution})")
-    p.add_argument("--encode-resolution", type=int,
-                   help=f"renders are resized to this for the VAE (default: {_DEFAULTS.encode_resolution})")
-    p.add_argument("--batch-size", type=int, help=f"cameras per iteration (default: {_DEFAULTS.batch_size})")
-    p.add_argument("--seed", type=int, help=f"random seed (default: {_DEFAULTS.seed})")
-    p.add_argument("--out", help=f"run folder (default: {_DEFAULTS.out})")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    p.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda if available)")
-    p.add_argument("--dtype", choices=DTYPES, help="prior weights (default: float16 on CUDA, float32 on CPU)")
-    p.add_argument("--pretrained", help=f"diffusers model id or local folder (default: {_DEFAULTS.pretrained})")
-    p.add_argument("--guidance-scale", type=float, help=f"prior CFG scale (default: {_DEFAULTS.guidance_scale})")
-    p.add_argument("--eta", type=float, help=f"L²-VSD lookahead step η (default: {_DEFAULTS.eta})")
-    p.add_argument("--last-layer", action="store_true", help="L²-VSD: tangent on the last LoRA layer only")
-    p.add_argument("--lora-steps", type=int, help=f"LoRA steps per iteration γ (default: {_DEFAULTS.lora_steps})")
-    p.add_argument("--esd-lambda", type=float, help="ESD's camera-dropped weight λ (vsd, l2vsd; default 0)")
-    p.add_argument("--val-every", type=int, help=f"validation images every N steps (default: {_DEFAULTS.val_every})")
-    p.add_argument("--ckpt-every", type=int, help=f"checkpoint every N steps (default: {_DEFAULTS.ckpt_every})")
-    p.add_argument("--no-export", dest="export_at_end", action="store_false",
-                   help="skip the turntable video and mesh export at the end of the run")
-    p.add_argument("--config", help="YAML file with any of these settings (flags override it)")
-    p.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)  # test hook: simulated kill
+                    "(SDS, VSD, L-VSD, L²-VSD).",
+        epilog="Precedence: defaults < --config YAML < flags and --set. Every setting below can be "
+               "written in the YAML\n(as name: value, underscores or dashes) or on the command line as "
+               "--set name=value.\nOn --resume the run keeps its saved settings; only --steps (not below "
+               "the checkpoint), --val-every,\n--ckpt-every, --no-export, --turntable-views, --logger, "
+               "--max-nonfinite-steps and --device may change.")
+    p.add_argument("--config", metavar="FILE", help="YAML file with any of the settings below")
+    p.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
+                   help="override any setting by its field name, e.g. --set lr=1e-3 lora_rank=8")
+    for f in dataclasses.fields(RunConfig):
+        meaning, default = f.metadata.get("help", ""), getattr(_DEFAULTS, f.name)
+        if f.name == "stop_after":
+            p.add_argument("--stop-after", help=argparse.SUPPRESS)  # test hook: simulated kill
+        elif f.name in _SWITCHES:
+            p.add_argument(_SWITCHES[f.name], action="store_true", help=f"{meaning} (default: off)")
+        elif f.name == "export_at_end":
+            p.add_argument("--no-export", dest="export_at_end", action="store_false",
+                           help="skip the turntable video and mesh export at the end of the run")
+        else:
+            shown = "" if default in (None, "") else f" (default: {default})"
+            p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, choices=_CHOICES.get(f.name),
+                           metavar=None if f.name in _CHOICES else f.name.upper(), help=meaning + shown)
     return p
 
 
-def resolve_config(argv=None) -> RunConfig:
+def parse_overrides(items) -> dict:
+    values = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ConfigError(f"--set: expected KEY=VALUE, got '{item}'")
+        if key not in RunConfig.field_names():
+            raise ConfigError(f"--set: unknown setting '{key}' ({PROG} --help lists them)")
+        values[key] = value
+    return values
+
+
+def given_settings(argv=None) -> dict:
+    """The settings the user gave (YAML, flags, --set), typed by their fields."""
     args = vars(build_parser().parse_args(argv))
+    overrides = parse_overrides(args.pop("set", []))
     values = load_yaml(args.pop("config")) if "config" in args else {}
+    for key in set(args) & set(overrides):
+        if str(args[key]) != overrides[key]:
+            raise ConfigError(f"--set {key}: also given as --{key.replace('_', '-')} with another value")
     values.update(args)
+    values.update(overrides)
+    RunConfig.from_dict(values)  # unknown keys and bad types fail here, naming the field
+    types = {f.name: f.type for f in dataclasses.fields(RunConfig)}
+    from .config import coerce
+
+    return {k: coerce(k, v, types[k]) for k, v in values.items()}
+
+
+def resolve_config(argv=None) -> RunConfig:
+    """The config a new run with these arguments would use (no run folder consulted)."""
+    return RunConfig.from_dict(given_settings(argv))
+
+
+def quiet_libraries() -> None:
+    """Our progress bar is the one that matters: silence transformers'/diffusers' loading bars."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
-        return RunConfig.from_dict(values)
-    except TypeError as err:
-        raise ConfigError(str(err)) from err
+        import diffusers.utils.logging as dlog
+        import transformers.utils.logging as tlog
+
+        tlog.disable_progress_bar()
+        tlog.set_verbosity_error()
+        dlog.disable_progress_bar()
+        dlog.set_verbosity_error()
+    except ImportError:
+        pass
+
+
+def write_final_outputs(renderer, config: RunConfig, logger=None) -> dict:
+    """One render of the turntable: its frames go to RUN/turntable/ and (unless --no-export) into
+    the video; then the mesh. Returns {name: path} of what was written."""
+    from .export import export_at_end_of_run
+    from .export.views import render_orbit
+    from .trainer import save_png
+
+    written = {}
+    frames = None
+    if config.turntable_views:
+        resolution = config.resolution + config.resolution % 2  # even, for H.264
+        frames = render_orbit(renderer, config.turntable_views, resolution, progress=True,
+                              desc="turntable")
+        for i, frame in enumerate(frames):
+            save_png(frame[None], os.path.join(config.out, "turntable", f"frame_{i:03d}.png"))
+        written["turntable"] = os.path.join(config.out, "turntable", "frame_NNN.png")
+        if logger is not None:
+            logger.log_video("turntable", config.steps, frames)
+    if config.export_at_end:
+        written.update(export_at_end_of_run(renderer, config, frames=frames))
+    return written
 
 
 def main(argv=None) -> int:
+    from .interrupts import RunInterrupted
+
     try:
-        config = resolve_config(argv)
+        from .resume import plan_run
+
+        plan = plan_run(given_settings(argv))
+        config = plan.config
         validate(config)
         from .prior.loading import PriorWeightsUnavailable
-        from .trainer import run_training
+        from .run_logging import make_logger
+        from .run_folder import RunFolder
+        from .trainer import TrainingDiverged, run_training
 
+        for note in plan.notes:
+            print(note, file=sys.stderr)
+        if plan.restart:
+            RunFolder(config.out).clear_run_files()
+        quiet_libraries()
+        logger = make_logger(config.logger, config.out, config)
         try:
-            run_training(config)
+            trainer = run_training(config, changes=plan.changes, logger=logger)
+            if trainer.step == config.steps:
+                written = write_final_outputs(trainer.renderer, config, logger)
+                print(f"run finished at step {trainer.step}: '{config.out}'", file=sys.stderr)
+                for name, path in written.items():
+                    print(f"  {name:14s} {path}", file=sys.stderr)
         except PriorWeightsUnavailable as err:
             raise ConfigError(f"--pretrained: {err}") from err
+        except TrainingDiverged as err:
+            print(f"{PROG}: error: {err}", file=sys.stderr)
+            return 1
+        finally:
+            if logger is not None:
+                logger.close()
     except ConfigError as err:
-        print(f"l2vsd_ext.run: error: {err}", file=sys.stderr)
+        print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
+    except RunInterrupted as stop:
+        print(f"{PROG}: {stop}", file=sys.stderr)
+        return stop.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; the last checkpoint written (if any) is kept", file=sys.stderr)
+        return 130
     return 0
 
 

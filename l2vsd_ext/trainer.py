@@ -1,9 +1,10 @@
 """The thin distillation loop (shared DESIGN.md, "The loop"): render, encode, ask the guidance mode
 for ∂L/∂latents, step the field, let the mode update its score model; plus the run folder's
-metrics, validation images, atomic checkpoints and bit-exact resume."""
+metrics, validation images, atomic checkpoints, bit-exact resume, a clean stop on Ctrl-C/SIGTERM
+and a stop when gradients go non-finite. What happens after training (turntable, export) is the
+caller's business (l2vsd_ext.run): nothing here imports export."""
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -12,13 +13,20 @@ import torch.nn.functional as F
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ConfigError, RunConfig, save_yaml
+from .interrupts import RunInterrupted, StopRequests
+from .run_folder import CHECKPOINT, RunFolder
 from .distill import GuidanceContext, GuidanceOptions, make_mode
 from .prior import DiffusionPrior, LoraScoreModel, PromptEmbeddings, TimestepSchedule
 from .scene import CameraSampler, MLPBackground, NeRFField, VolumeRenderer
 from .ops import OccupancyGrid
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-CHECKPOINT = "checkpoints/last.pt"
+# A step whose guidance gradient has more non-finite entries than this fraction counts as diverged.
+MOSTLY_NONFINITE = 0.5
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many steps with mostly non-finite gradients: the run stops (exit code 1)."""
 
 
 def resolve_device(config: RunConfig) -> torch.device:
@@ -46,12 +54,14 @@ def load_scene(run_dir: str, device="cpu") -> tuple[VolumeRenderer, RunConfig, i
     path = os.path.join(run_dir, CHECKPOINT)
     if not os.path.isfile(path):
         raise ConfigError(f"'{run_dir}' is not a run folder: no {CHECKPOINT} in it")
+    state = load_checkpoint(path)
     try:
-        state = load_checkpoint(path)
         config = RunConfig.from_dict(state["config"])
         renderer = build_renderer(config)
         renderer.load_state_dict(state["renderer"])
-    except (KeyError, RuntimeError, EOFError, ValueError) as err:
+    except ConfigError:
+        raise
+    except (KeyError, RuntimeError, ValueError, TypeError) as err:
         raise ConfigError(f"'{path}' is not a readable l2vsd_ext checkpoint: {err}") from err
     return renderer.to(device).eval(), config, state["step"]
 
@@ -73,8 +83,9 @@ class Trainer:
         if config.mode != "sds":
             self.score_model = LoraScoreModel(self.prior, rank=config.lora_rank, lr=config.lora_lr,
                                               condition_dropout=config.condition_dropout)
+        anneal_at = config.anneal_at if config.anneal_step is None else config.anneal_step / config.steps
         schedule = TimestepSchedule(self.prior.num_train_timesteps, config.min_step, config.max_step,
-                                    config.max_step_after, config.anneal_at)
+                                    config.max_step_after, anneal_at)
         options = GuidanceOptions(guidance_scale=config.guidance_scale, eta=config.eta,
                                   last_layer=config.last_layer, lora_steps=config.lora_steps,
                                   esd_lambda=config.esd_lambda)
@@ -88,6 +99,7 @@ class Trainer:
         ], betas=(0.9, 0.99), eps=1e-15)
         self.step = 0
         self.nonfinite_param_grads = 0
+        self.nonfinite_steps = 0  # steps whose guidance gradient was mostly non-finite
 
     # -- one iteration ------------------------------------------------------------------------
     def render(self, cams):
@@ -104,6 +116,7 @@ class Trainer:
         latents = self.prior.encode_images(images, c.encode_resolution).float()
         ctx = GuidanceContext(latents, cams.c2w, cams.view_labels, self.step / c.steps)
         grad, stats = self.mode.gradient(ctx)
+        stats["nonfinite_fraction"] = float(stats.get("nonfinite", 0)) / grad.numel()
         # The grad -> MSE trick: d(loss)/d(latents) = grad.
         loss = 0.5 * F.mse_loss(latents, (latents - grad).detach(), reduction="sum") / latents.shape[0]
         self.optimizer.zero_grad(set_to_none=True)
@@ -140,6 +153,7 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "nonfinite_param_grads": self.nonfinite_param_grads,
+            "nonfinite_steps": self.nonfinite_steps,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -155,6 +169,7 @@ class Trainer:
         if state["cuda_rng"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.nonfinite_param_grads = state["nonfinite_param_grads"]
+        self.nonfinite_steps = state.get("nonfinite_steps", 0)
 
     # -- outputs ------------------------------------------------------------------------------
     @torch.no_grad()
@@ -189,33 +204,28 @@ def save_png(images: torch.Tensor, path: str, columns: int | None = None) -> Non
     iio.imwrite(path, (grid.permute(1, 2, 0).numpy() * 255).round().astype("uint8"))
 
 
-class RunFolder:
-    """Files of one run: config.yaml, metrics.jsonl, validation/, checkpoints/, turntable/."""
-
-    def __init__(self, root: str):
-        self.root = root
-        self.checkpoint = os.path.join(root, CHECKPOINT)
-        self.metrics = os.path.join(root, "metrics.jsonl")
-
-    def has_checkpoint(self) -> bool:
-        return os.path.isfile(self.checkpoint)
-
-    def truncate_metrics(self, step: int) -> None:
-        """Drops metric lines past `step` (written after the checkpoint we resume from)."""
-        if not os.path.exists(self.metrics):
-            return
-        with open(self.metrics) as fh:
-            kept = [line for line in fh if line.strip() and json.loads(line)["step"] <= step]
-        with open(self.metrics, "w") as fh:
-            fh.writelines(kept)
-
-    def append_metrics(self, record: dict) -> None:
-        with open(self.metrics, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+def _check_gradients(trainer: Trainer, stats: dict, config: RunConfig, say) -> None:
+    """Says so on the console when most of a step's gradient was non-finite (those entries are
+    zeroed, so the run would otherwise 'succeed' while learning nothing), and stops the run after
+    config.max_nonfinite_steps such steps."""
+    if stats["nonfinite_fraction"] <= MOSTLY_NONFINITE:
+        return
+    trainer.nonfinite_steps += 1
+    say(f"warning: step {trainer.step}: {stats['nonfinite_fraction']:.0%} of the guidance gradient is "
+        f"non-finite (zeroed); {trainer.nonfinite_steps} such step(s) of {config.max_nonfinite_steps} allowed")
+    if trainer.nonfinite_steps >= config.max_nonfinite_steps:
+        raise TrainingDiverged(
+            f"stopped at step {trainer.step}: {trainer.nonfinite_steps} steps with mostly non-finite "
+            f"gradients (max_nonfinite_steps={config.max_nonfinite_steps}); the last checkpoint is kept. "
+            "Check --eta, --lr, --guidance-scale and --dtype")
 
 
-def run_training(config: RunConfig, prior: DiffusionPrior | None = None, progress: bool = True) -> Trainer:
-    """Runs (or resumes) the configured run to completion and returns the trainer."""
+def run_training(config: RunConfig, prior: DiffusionPrior | None = None, progress: bool = True,
+                 logger=None, changes: dict | None = None) -> Trainer:
+    """Runs (config.resume: resumes from RUN/checkpoints/last.pt) the configured run to its last
+    step and returns the trainer. The config is taken as final: l2vsd_ext.run decides what a resumed
+    run may change. Raises RunInterrupted after checkpointing on SIGINT/SIGTERM, and
+    TrainingDiverged when gradients keep coming out non-finite."""
     from tqdm import tqdm
 
     folder = RunFolder(config.out)
@@ -223,10 +233,6 @@ def run_training(config: RunConfig, prior: DiffusionPrior | None = None, progres
         if not folder.has_checkpoint():
             raise ConfigError(f"--resume: no checkpoint at '{folder.checkpoint}'")
         state = load_checkpoint(folder.checkpoint)
-        saved = RunConfig.from_dict(state["config"])
-        # The run continues as it was configured; only its length may be extended.
-        config = RunConfig.from_dict({**saved.to_dict(), "steps": config.steps, "resume": True,
-                                      "out": config.out, "stop_after": config.stop_after})
     elif folder.has_checkpoint():
         raise ConfigError(f"--out: '{config.out}' already holds a run; pass --resume to continue it "
                           "or choose another folder")
@@ -234,31 +240,39 @@ def run_training(config: RunConfig, prior: DiffusionPrior | None = None, progres
     if config.resume:
         trainer.load_state_dict(state)
         folder.truncate_metrics(trainer.step)
-    os.makedirs(config.out, exist_ok=True)
-    save_yaml(config, os.path.join(config.out, "config.yaml"))
+    try:
+        os.makedirs(config.out, exist_ok=True)
+        save_yaml(config, folder.config)
+        if changes:
+            folder.record_changes(trainer.step, changes)
+    except OSError as err:
+        raise ConfigError(f"--out: cannot write to '{config.out}': {err.strerror}") from err
 
     bar = tqdm(total=config.steps, initial=trainer.step, disable=not progress, unit="it",
                dynamic_ncols=True)
-    while trainer.step < config.steps:
-        started = time.perf_counter()
-        stats = trainer.train_step()
-        stats["seconds"] = time.perf_counter() - started
-        folder.append_metrics(stats)
-        bar.update(1)
-        bar.set_postfix(loss=f"{stats['loss']:.3g}", t=int(stats["t"]))
-        if trainer.step % config.val_every == 0 or trainer.step == config.steps:
-            save_png(trainer.render_views(4), os.path.join(config.out, "validation",
-                                                           f"step_{trainer.step:06d}.png"))
-        if trainer.step % config.ckpt_every == 0 or trainer.step == config.steps:
-            save_checkpoint(trainer.state_dict(), folder.checkpoint)
-            if config.stop_after is not None and trainer.step >= config.stop_after:
-                break  # test hook: behave as if killed right after this checkpoint
+    say = bar.write if progress else print
+    with StopRequests() as stop:
+        while trainer.step < config.steps:
+            started = time.perf_counter()
+            stats = trainer.train_step()
+            stats["seconds"] = time.perf_counter() - started
+            folder.append_metrics(stats)
+            if logger is not None:
+                logger.log_scalars(trainer.step, stats)
+            bar.update(1)
+            bar.set_postfix(loss=f"{stats['loss']:.3g}", t=int(stats["t"]))
+            _check_gradients(trainer, stats, config, say)
+            if trainer.step % config.val_every == 0 or trainer.step == config.steps:
+                views = trainer.render_views(4)
+                save_png(views, folder.path("validation", f"step_{trainer.step:06d}.png"))
+                if logger is not None:
+                    logger.log_images("validation", trainer.step, views)
+            if trainer.step % config.ckpt_every == 0 or trainer.step == config.steps or stop.signum:
+                save_checkpoint(trainer.state_dict(), folder.checkpoint)
+                if stop.signum:
+                    bar.close()
+                    raise RunInterrupted(stop.signum, trainer.step, folder.checkpoint, config.out)
+                if config.stop_after is not None and trainer.step >= config.stop_after:
+                    break  # test hook: behave as if killed right after this checkpoint
     bar.close()
-    if trainer.step == config.steps and config.turntable_views:
-        frames = trainer.render_views(config.turntable_views)
-        for i, frame in enumerate(frames):
-            save_png(frame[None], os.path.join(config.out, "turntable", f"frame_{i:03d}.png"))
-    if trainer.step == config.steps and config.export_at_end:
-        from .export import export_at_end_of_run
-        export_at_end_of_run(trainer.renderer, config)
     return trainer

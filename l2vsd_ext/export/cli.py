@@ -71,9 +71,10 @@ def main(argv=None) -> int:
             written = export_run(args.run_dir, renderer, video=both or args.video, mesh=both or args.mesh,
                                  n_views=args.n_views, resolution=args.resolution,
                                  elevation=args.elevation, fps=args.fps,
-                                 mesh_resolution=args.mesh_resolution, threshold=args.threshold)
+                                 mesh_resolution=args.mesh_resolution, threshold=args.threshold,
+                                 progress=True)
         except EmptyMeshError as err:
-            raise ConfigError(f"--threshold: {err}") from err
+            raise ConfigError(f"--threshold: {err}; the previous export, if any, is untouched") from err
     except ConfigError as err:
         print(f"l2vsd_ext.export: error: {err}", file=sys.stderr)
         return 2

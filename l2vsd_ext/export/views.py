@@ -12,9 +12,13 @@ RAY_CHUNK = 16384
 
 @torch.no_grad()
 def render_orbit(renderer: VolumeRenderer, n_views: int, resolution: int, elevation: float = 15.0,
-                 distance: float = 1.5, fovy: float = 50.0) -> torch.Tensor:
+                 distance: float = 1.5, fovy: float = 50.0, progress: bool = False,
+                 desc: str = "render") -> torch.Tensor:
     """(n_views, 3, resolution, resolution) in [0, 1]: views evenly spaced in azimuth from -180
-    degrees at a fixed elevation, albedo shading, the learned background (no random colours)."""
+    degrees at a fixed elevation, albedo shading, the learned background (no random colours).
+    progress: a progress bar with ETA on stderr (frames can take seconds each on a CPU)."""
+    from tqdm import tqdm
+
     if n_views < 1:
         raise ValueError(f"render_orbit: 'n_views' must be >= 1, got {n_views}")
     if resolution < 1:
@@ -25,7 +29,7 @@ def render_orbit(renderer: VolumeRenderer, n_views: int, resolution: int, elevat
     cams = CameraSampler(height=resolution, width=resolution, device=device).orbit(
         n_views, elevation=elevation, distance=distance, fovy=fovy)
     frames = []
-    for i in range(n_views):
+    for i in tqdm(range(n_views), desc=desc, unit="frame", disable=not progress, dynamic_ncols=True):
         o, d = cams.rays_o[i].reshape(-1, 3), cams.rays_d[i].reshape(-1, 3)
         light = cams.light_positions[i:i + 1].expand(o.shape[0], 3)
         rgb = torch.cat([renderer(o[s:s + RAY_CHUNK], d[s:s + RAY_CHUNK],

@@ -26,6 +26,8 @@ _SWITCHES = {"resume": "--resume", "last_layer": "--last-layer"}
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG, argument_default=argparse.SUPPRESS,
+        usage="%(prog)s --prompt TEXT [--mode MODE] [--out RUN] [--config FILE] [--set KEY=VALUE ...] "
+              "[options]\n       %(prog)s --out RUN --resume [--steps N] ...",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Text-to-3D by score distillation from a pretrained 2D diffusion model "
                     "(SDS, VSD, L-VSD, L²-VSD).",

@@ -1,6 +1,6 @@
 """Experiment loggers behind --logger: TensorBoard (RUN/logs/, the `tensorboard` package) or
 Weights & Biases (the `wandb` package), or none. Each writes the per-step scalars, the validation
-grids (labelled with step and view) and the final turntable. The writer is opened on first use, so
+grids (labelled with step and view) and the final turntable (as frames). The writer is opened on first use, so
 a run that fails before its first step leaves no logs/ folder behind."""
 from __future__ import annotations
 
@@ -75,7 +75,8 @@ class TensorBoardLogger:
             self.writer.add_image(f"{tag}/view{i}", image.clamp(0, 1), step)
 
     def log_video(self, tag: str, step: int, frames: torch.Tensor) -> None:
-        self.writer.add_video(tag, frames[None].clamp(0, 1), step, fps=min(30, max(1, len(frames) // 4)))
+        # As a strip of frames: TensorBoard's video support needs moviepy, which we do not require.
+        self.writer.add_images(tag, frames.clamp(0, 1), step, dataformats="NCHW")
 
     def close(self) -> None:
         if self._writer is not None:

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import types
@@ -347,11 +348,26 @@ def test_offline_without_prior_weights_is_a_one_line_error(tiny_run, tiny_clip_p
                     "--pretrained")
 
 
-def test_offline_without_inception_weights_is_a_one_line_error(tiny_run, tiny_clip_path, tmp_path):
-    result = _cli(tiny_run, "--clip-model", tiny_clip_path, "--n-views", "2", "--resolution", "8",
+def test_offline_without_inception_weights_skips_fid_with_one_line(tiny_run, tiny_clip_path, tmp_path):
+    # Issue 14 (10): default weights that are not available skip their score, saying how to get them.
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    result = _cli(str(run), "--clip-model", tiny_clip_path, "--n-views", "2", "--resolution", "8",
                   torch_home=tmp_path)
-    _one_line_error(result, "--inception-weights")
-    assert WEIGHTS_URL in result.stderr and str(tmp_path) in result.stderr
+    assert result.returncode == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if line.startswith("l2vsd_ext.eval: skipped")]
+    assert len(notes) == 1 and "fid" in notes[0] and WEIGHTS_URL in notes[0] and "--fid-features clip" in notes[0]
+    saved = json.loads((run / "eval.json").read_text())
+    assert "fid" not in saved and "fid" in saved["skipped"] and "clip_cosine_mean" in saved
+
+
+def test_offline_eval_with_no_weights_at_all_still_runs(tiny_run, tmp_path):
+    # Offline newcomer: neither CLIP nor Inception weights; both scores skipped, one line each, exit 0.
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    result = _cli(str(run), "--n-views", "2", "--resolution", "8", torch_home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if line.startswith("l2vsd_ext.eval: skipped")]
+    assert len(notes) == 2 and "hf download" in notes[0] and "--clip-model" in notes[0]
+    assert set(json.loads((run / "eval.json").read_text())["skipped"]) == {"clip_similarity", "fid"}
 
 
 def test_bad_inception_weights_arguments_are_one_line_errors(tiny_run, tiny_clip_path, tmp_path, capsys):

@@ -202,3 +202,28 @@ def test_checkpoint_of_something_else_is_a_one_line_error(tmp_path):
                                          (["--mesh-resolution", "1"], "--mesh-resolution")])
 def test_bad_arguments_are_one_line_errors(tmp_path, args, words):
     _one_line_error(_cli(str(tmp_path), *args), words)
+
+
+def test_failed_export_leaves_the_previous_outputs_untouched(tiny_run, tmp_path):
+    # Issue 14 (3): everything is staged and moved into place only when all of it succeeded.
+    import shutil
+
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    before = {name: (run / "export" / name).read_bytes() for name in os.listdir(run / "export")}
+    assert export_main([str(run), "--n-views", "3", "--resolution", "12", "--threshold", "1e12"]) == 2
+    assert sorted(os.listdir(run / "export")) == sorted(before)  # no partial folder left either
+    assert all((run / "export" / name).read_bytes() == data for name, data in before.items())
+
+
+def test_cpu_export_defaults_are_cpu_sized_and_said(tiny_run, tmp_path, capsys):
+    # Issue 14 (6): a default export on the CPU renders fewer, smaller frames and says so.
+    import shutil
+
+    from l2vsd_ext.export.cli import CPU_DEFAULTS
+
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    assert export_main([str(run), "--video", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "--n-views 60" in err and "--resolution 128" in err
+    assert read_mp4(str(run / "export" / "turntable.mp4")).shape == (
+        CPU_DEFAULTS["n_views"], CPU_DEFAULTS["resolution"], CPU_DEFAULTS["resolution"], 3)

@@ -128,7 +128,7 @@ def _histories_equal(a, b):
 def test_l2vsd_at_eta_zero_is_real_vsd_step_for_step(lora_init):
     config = Config(steps=150, n_render=2, eta=0.0, lora_init=lora_init)
     problem = make_problem([0, 1, 2], config.steps, config.n_render)
-    real = run_method("real-vsd", problem, config)
+    real = run_method("vsd", problem, config)
     l2 = run_method("l2vsd", problem, config)
     _histories_equal(real, l2)
     assert not torch.equal(real.mu_q[0], real.mu_q[-1])  # q actually moved
@@ -140,7 +140,7 @@ def test_l2vsd_at_eta_zero_is_real_vsd_step_for_step(lora_init):
 def test_ideal_vsd_with_one_render_is_sds():
     config = Config(steps=100, n_render=1)
     problem = make_problem([0, 4], config.steps, config.n_render)
-    sds, vsd = run_method("sds", problem, config), run_method("vsd", problem, config)
+    sds, vsd = run_method("sds", problem, config), run_method("ideal-vsd", problem, config)
     torch.testing.assert_close(vsd.mu_q, sds.mu_q)
     torch.testing.assert_close(vsd.L_q, sds.L_q)
 
@@ -214,10 +214,10 @@ def test_all_methods_five_seeds_at_defaults():
     initial = run_method("sds", problem, Config(steps=1)).w2[0]
     for method, final in finals.items():
         assert torch.isfinite(final).all(), method
-    for method in ("real-vsd", "lvsd", "l2vsd"):  # VSD-type modes fit p
+    for method in ("vsd", "lvsd", "l2vsd"):  # VSD-type modes fit p
         assert (finals[method] < 0.5 * initial).all(), method
     # SDS is mode seeking: q's covariance collapses, so it stays far from p
-    assert (finals["sds"] > 3 * finals["real-vsd"]).all()
+    assert (finals["sds"] > 3 * finals["vsd"]).all()
 
 
 def test_cli_writes_outputs(tmp_path):
@@ -255,6 +255,7 @@ def test_cli_writes_outputs(tmp_path):
         ["--seeds", "1,,2"],
         ["--n-render", "0"],
         ["--eta", "nan"],
+        ["--method", "real-vsd"],  # renamed: vsd now means practical VSD, as in l2vsd_ext.run
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(argv, tmp_path, capsys):
@@ -277,3 +278,12 @@ def test_parse_seeds():
     assert parse_seeds("0-4") == [0, 1, 2, 3, 4]
     assert parse_seeds("7") == [7]
     assert parse_seeds("0-1,5") == [0, 1, 5]
+
+
+def test_method_names_match_the_run_cli_and_unwritable_out_is_one_line(capsys):
+    from l2vsd_ext.config import MODES
+
+    assert set(MODES) < set(METHODS) and "ideal-vsd" in METHODS  # vsd means practical VSD in both
+    assert main(["--method", "sds", "--steps", "1", "--seeds", "0", "--out", "/proc/x"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--out" in err

@@ -5,7 +5,9 @@ The paper's Table 1 protocol: CLIP similarity between --n-views rendered views a
 FID (Inception-v3 pool3 features, or CLIP's with --fid-features clip) between those renders and
 --n-prior-samples images sampled from the prior for the same prompt.
 Writes RUN_DIR/eval.json, and RUN_DIR/eval/views.png and prior_samples.png (12 of the images compared). Bad arguments, an unreadable run folder or models that cannot be loaded
-(e.g. offline without weights): one line on stderr, exit code 2."""
+named explicitly (e.g. offline without weights): one line on stderr, exit code 2. A score whose
+default weights are unavailable (offline, nothing cached) is skipped with one line saying which
+and how to get them; the other scores are still computed and written."""
 from __future__ import annotations
 
 import argparse
@@ -26,8 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m l2vsd_ext.eval",
         description="CLIP similarity and FID of a trained run (the paper's Table 1), into RUN_DIR/eval.json.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (holds checkpoints/last.pt)")
-    p.add_argument("--clip-model", default=DEFAULT_CLIP_MODEL,
-                   help=f"CLIP hub id or local folder (default: {DEFAULT_CLIP_MODEL})")
+    p.add_argument("--clip-model", default=None,
+                   help=f"CLIP hub id or local folder (default: {DEFAULT_CLIP_MODEL}; skipped with a note "
+                        "when it is not available)")
     p.add_argument("--pretrained", default=None,
                    help="diffusion model for the FID reference samples (default: the run's --pretrained)")
     p.add_argument("--n-views", type=int, default=120, help="rendered views around the object (default: 120)")
@@ -74,29 +77,57 @@ def evaluate(args) -> dict:
     device = pick_device(args.device)
     renderer, config, step = open_run(args.run_dir, device)
     pretrained = args.pretrained or config.pretrained
+    skipped = {}
+
+    def skip(score: str, why: str) -> None:
+        print(f"l2vsd_ext.eval: skipped {score}: {why}", file=sys.stderr, flush=True)
+        skipped[score] = why
+
+    clip_model = args.clip_model or DEFAULT_CLIP_MODEL
+    clip = processor = None
     try:
-        clip, processor = load_clip(args.clip_model, device)
+        clip, processor = load_clip(clip_model, device)
     except ModelUnavailable as err:
-        raise ConfigError(f"--clip-model: {err}") from err
+        if args.clip_model is not None:  # named by the user: an error, not a skip
+            raise ConfigError(f"--clip-model: {err}") from err
+        skip("clip_similarity", str(err))
+    want_fid = not args.no_fid
     inception = None
-    if not args.no_fid and args.fid_features == "inception":  # before rendering: missing weights fail fast
-        inception, inception_path = _load_inception(args.inception_weights, device)
+    if want_fid and args.fid_features == "inception":  # before rendering: missing weights fail fast
+        try:
+            inception, inception_path = _load_inception(args.inception_weights, device)
+        except ConfigError as err:
+            if args.inception_weights is not None:
+                raise
+            skip("fid", f"{str(err).removeprefix('--inception-weights: ')} Or use --fid-features clip, or --no-fid")
+            want_fid = False
+    if want_fid and args.fid_features == "clip" and clip is None:
+        skip("fid", "--fid-features clip needs the CLIP model (see clip_similarity)")
+        want_fid = False
     started = time.perf_counter()
-    renders = to_uint8(render_orbit(renderer, args.n_views, args.resolution, elevation=args.elevation))
+    renders = to_uint8(render_orbit(renderer, args.n_views, args.resolution, elevation=args.elevation,
+                                    progress=True, desc="eval views"))
     result = {"run_dir": os.path.abspath(args.run_dir), "prompt": config.prompt, "mode": config.mode,
               "step": step, "n_views": args.n_views, "resolution": args.resolution,
-              "elevation": args.elevation, "clip_model": args.clip_model}
-    result.update(clip_similarity(clip, processor, renders, config.prompt))
+              "elevation": args.elevation, "clip_model": clip_model if clip is not None else None}
+    if clip is not None:
+        result.update(clip_similarity(clip, processor, renders, config.prompt))
     _save_sheet(renders, os.path.join(args.run_dir, "eval", "views.png"))
-    if not args.no_fid:
-        from .fid import ClipImageFeatures, frechet_distance
-        from .inception_weights import FEATURES_NAME
-        from .prior_samples import build_pipeline, sample_prior
+    pipe = None
+    if want_fid:
+        from .prior_samples import build_pipeline
 
         try:
             pipe = build_pipeline(pretrained, device)
         except PriorWeightsUnavailable as err:
-            raise ConfigError(f"--pretrained: {err}") from err
+            if args.pretrained is not None:
+                raise ConfigError(f"--pretrained: {err}") from err
+            skip("fid", f"the run's prior is not available for the reference samples: {err}")
+    if pipe is not None:
+        from .fid import ClipImageFeatures, frechet_distance
+        from .inception_weights import FEATURES_NAME
+        from .prior_samples import sample_prior
+
         samples = sample_prior(pipe, config.prompt, args.n_prior_samples, args.prior_steps,
                                args.guidance_scale, config.negative_prompt, args.seed)
         del pipe
@@ -105,11 +136,13 @@ def evaluate(args) -> dict:
             features, features_name = inception, FEATURES_NAME
             result["inception_weights"] = os.path.abspath(inception_path)
         else:
-            features, features_name = ClipImageFeatures(clip, processor), f"clip:{args.clip_model}"
+            features, features_name = ClipImageFeatures(clip, processor), f"clip:{clip_model}"
         result.update(fid=frechet_distance(samples, renders, features), fid_features=features_name,
                       pretrained=pretrained, n_prior_samples=args.n_prior_samples,
                       prior_steps=args.prior_steps, guidance_scale=args.guidance_scale,
                       seed=args.seed)
+    if skipped:
+        result["skipped"] = skipped
     result["seconds"] = time.perf_counter() - started
     return result
 
@@ -157,8 +190,13 @@ def main(argv=None) -> int:
 
     path = os.path.join(args.run_dir, EVAL_FILE)
     atomic_write_bytes(path, json.dumps(result, indent=2).encode())
-    summary = f"CLIP cosine {result['clip_cosine_mean']:.4f} ({result['clip_angle_deg']:.2f} deg)"
+    parts = []
+    if "clip_cosine_mean" in result:
+        parts.append(f"CLIP cosine {result['clip_cosine_mean']:.4f} ({result['clip_angle_deg']:.2f} deg)")
     if "fid" in result:
-        summary += f", FID {result['fid']:.2f}"
+        parts.append(f"FID {result['fid']:.2f}")
+    if result.get("skipped"):
+        parts.append(f"skipped: {', '.join(result['skipped'])}")
+    summary = ", ".join(parts) or "no score computed"
     print(f"{summary} -> {path}")
     return 0

@@ -19,16 +19,21 @@ def load_clip(id_or_path: str, device="cpu"):
     files and preprocessor_config.json (what `save_pretrained` of both writes)."""
     from transformers import CLIPModel, CLIPProcessor
 
+    from ..offline import why_offline
+
     local = os.path.isdir(id_or_path)
-    kwargs = {"local_files_only": True} if local else {}
+    offline = None if local else why_offline()
+    kwargs = {"local_files_only": True} if local or offline else {}
     try:
         model = CLIPModel.from_pretrained(id_or_path, **kwargs)
         processor = CLIPProcessor.from_pretrained(id_or_path, **kwargs)
     except (OSError, ValueError, EnvironmentError) as err:
         where = f"local folder '{id_or_path}'" if local else f"'{id_or_path}' (not a local folder, so a hub id)"
+        why = f" (offline: {offline}; not in the Hugging Face cache)" if offline else ""
+        detail = (str(err).strip().splitlines() or [""])[0].rstrip(".")
         raise ModelUnavailable(
-            f"could not load CLIP from {where}: {type(err).__name__}: {str(err).splitlines()[0]}. "
-            f"Download it where there is internet (`huggingface-cli download "
+            f"could not load CLIP from {where}{why}: {type(err).__name__}: {detail}. "
+            f"Download it where there is internet (`hf download "
             f"{DEFAULT_CLIP_MODEL if local else id_or_path} --local-dir DIR`) and pass --clip-model DIR") from err
     return model.to(device).eval().requires_grad_(False), processor
 

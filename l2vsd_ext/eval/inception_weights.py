@@ -23,8 +23,9 @@ class InceptionWeightsUnavailable(ModelUnavailable):
 
 
 def _offline_variables_set() -> list[str]:
-    return [name for name in OFFLINE_VARIABLES
-            if os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")]
+    from ..offline import offline_variables_set
+
+    return offline_variables_set()
 
 
 def is_offline() -> bool:

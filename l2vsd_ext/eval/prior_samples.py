@@ -32,7 +32,10 @@ def sample_prior(pipe, prompt: str, n_samples: int, steps: int = 50, guidance_sc
         raise ValueError(f"sample_prior: 'n_samples' must be >= 1, got {n_samples}")
     generator = torch.Generator(device="cpu").manual_seed(seed)
     images = []
-    for s in range(0, n_samples, batch_size):
+    from tqdm import tqdm
+
+    # Dozens of full diffusion samplings: show progress and an ETA (eval hid it before).
+    for s in tqdm(range(0, n_samples, batch_size), desc="prior samples", unit="batch", dynamic_ncols=True):
         n = min(batch_size, n_samples - s)
         out = pipe([prompt] * n, negative_prompt=[negative_prompt] * n if negative_prompt else None,
                    num_inference_steps=steps, guidance_scale=guidance_scale, generator=generator,

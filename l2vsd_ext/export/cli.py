@@ -11,6 +11,10 @@ from ..config import ConfigError
 from .mesh import DEFAULT_THRESHOLD, EmptyMeshError
 
 
+GPU_DEFAULTS = {"n_views": 120, "resolution": 256}
+CPU_DEFAULTS = {"n_views": 60, "resolution": 128}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m l2vsd_ext.export",
@@ -19,8 +23,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (holds checkpoints/last.pt)")
     p.add_argument("--video", action="store_true", help="write the turntable (default: both)")
     p.add_argument("--mesh", action="store_true", help="write the mesh (default: both)")
-    p.add_argument("--resolution", type=int, default=256, help="frame size in pixels, even (default: 256)")
-    p.add_argument("--n-views", type=int, default=120, help="turntable frames (default: 120)")
+    p.add_argument("--resolution", type=int, default=None,
+                   help=f"frame size in pixels, even (default: {GPU_DEFAULTS['resolution']} on a GPU, "
+                        f"{CPU_DEFAULTS['resolution']} on a CPU)")
+    p.add_argument("--n-views", type=int, default=None,
+                   help=f"turntable frames (default: {GPU_DEFAULTS['n_views']} on a GPU, "
+                        f"{CPU_DEFAULTS['n_views']} on a CPU)")
     p.add_argument("--elevation", type=float, default=15.0, help="camera elevation in degrees (default: 15)")
     p.add_argument("--fps", type=int, default=30, help="video frame rate (default: 30)")
     p.add_argument("--mesh-resolution", type=int, default=128,
@@ -31,10 +39,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def apply_device_defaults(args, device) -> None:
+    """Fills --n-views/--resolution left out: the GPU defaults keep full quality; on a CPU, where a
+    256-px frame takes seconds, a default export must finish in a couple of minutes."""
+    defaults = GPU_DEFAULTS if device.type == "cuda" else CPU_DEFAULTS
+    chosen = []
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+            chosen.append(f"--{name.replace('_', '-')} {value}")
+    if chosen and device.type != "cuda":
+        print(f"l2vsd_ext.export: on the CPU: {', '.join(chosen)} (GPU default: --n-views "
+              f"{GPU_DEFAULTS['n_views']} --resolution {GPU_DEFAULTS['resolution']})", file=sys.stderr)
+
+
 def check_arguments(args) -> None:
-    if args.resolution < 2 or args.resolution % 2:
+    if args.resolution is not None and (args.resolution < 2 or args.resolution % 2):
         raise ConfigError(f"--resolution: must be an even number >= 2 (H.264 frames), got {args.resolution}")
-    if args.n_views < 1:
+    if args.n_views is not None and args.n_views < 1:
         raise ConfigError(f"--n-views: must be >= 1, got {args.n_views}")
     if args.fps < 1:
         raise ConfigError(f"--fps: must be >= 1, got {args.fps}")
@@ -65,7 +87,9 @@ def main(argv=None) -> int:
         from .loading import open_run
         from .outputs import export_run
 
-        renderer, _, step = open_run(args.run_dir, pick_device(args.device))
+        device = pick_device(args.device)
+        renderer, _, step = open_run(args.run_dir, device)
+        apply_device_defaults(args, device)
         both = not (args.video or args.mesh)
         try:
             written = export_run(args.run_dir, renderer, video=both or args.video, mesh=both or args.mesh,

@@ -9,7 +9,7 @@ import torch
 
 from . import plots, report
 from .experiment import Config, make_problem, run_method
-from .guidance import METHODS
+from .guidance import METHODS, RENAMED
 
 PROG = "python -m l2vsd_ext.gaussian"
 
@@ -40,14 +40,20 @@ def parse_seeds(text):
 
 def build_parser():
     parser = _OneLineParser(prog=PROG, description="The paper's 2D Gaussian example (Appendix F).")
-    parser.add_argument("--method", nargs="+", choices=METHODS, default=list(METHODS))
-    parser.add_argument("--steps", type=int, default=Config.steps)
-    parser.add_argument("--lora-steps", type=int, default=Config.lora_steps, help="gamma: r's steps per step")
-    parser.add_argument("--n-render", type=int, default=Config.n_render)
-    parser.add_argument("--eta", type=float, default=Config.eta, help="L2-VSD lookahead step (0 = real-vsd)")
-    parser.add_argument("--lora-init", choices=("p", "q"), default=Config.lora_init)
-    parser.add_argument("--seeds", default="0-4")
-    parser.add_argument("--out", default="runs/gaussian", help="output folder (runs/ is git-ignored)")
+    parser.add_argument("--method", nargs="+", default=list(METHODS), metavar="METHOD",
+                        help=f"any of {' '.join(METHODS)} (default: all); named as in l2vsd_ext.run: vsd is "
+                             "practical VSD with a LoRA r, ideal-vsd the idealised VSD whose r overfits the renders")
+    parser.add_argument("--steps", type=int, default=Config.steps, help=f"q's steps (default: {Config.steps})")
+    parser.add_argument("--lora-steps", type=int, default=Config.lora_steps,
+                        help=f"gamma: r's steps per step (default: {Config.lora_steps})")
+    parser.add_argument("--n-render", type=int, default=Config.n_render,
+                        help=f"samples of q per step (default: {Config.n_render})")
+    parser.add_argument("--eta", type=float, default=Config.eta,
+                        help=f"L2-VSD lookahead step; 0 gives vsd step for step (default: {Config.eta})")
+    parser.add_argument("--lora-init", choices=("p", "q"), default=Config.lora_init,
+                        help=f"r starts as the target p or the initial q (default: {Config.lora_init})")
+    parser.add_argument("--seeds", default="0-4", help="seeds as N, A-B or a comma list (default: 0-4)")
+    parser.add_argument("--out", default="runs/gaussian", help="output folder (default: runs/gaussian)")
     return parser
 
 
@@ -60,6 +66,12 @@ def parse_args(argv):
         (args.n_render >= 1, f"--n-render must be >= 1, got {args.n_render}"),
         (math.isfinite(args.eta) and args.eta >= 0, f"--eta must be finite and >= 0, got {args.eta}"),
     ]
+    for method in args.method:
+        if method in RENAMED:
+            parser.error(f"--method: '{method}' is now called '{RENAMED[method]}' (as in l2vsd_ext.run); "
+                         "'ideal-vsd' is the idealised VSD")
+        if method not in METHODS:
+            parser.error(f"--method: unknown method '{method}' (choose from {', '.join(METHODS)})")
     for ok, message in checks:
         if not ok:
             parser.error(message)
@@ -77,7 +89,14 @@ def main(argv=None):
     torch.set_num_threads(1)
     config = Config(steps=args.steps, lora_steps=args.lora_steps, n_render=args.n_render, eta=args.eta,
                     lora_init=args.lora_init)
-    os.makedirs(args.out, exist_ok=True)
+    try:
+        os.makedirs(args.out, exist_ok=True)
+        probe = os.path.join(args.out, ".write-test")
+        open(probe, "w").close()
+        os.unlink(probe)
+    except OSError as err:
+        sys.stderr.write(f"{PROG}: error: --out: cannot write to '{args.out}': {err.strerror}\n")
+        return 2
     problem = make_problem(args.seeds, config.steps, config.n_render)
 
     histories, seconds = [], {}

@@ -9,7 +9,10 @@ import torch
 from . import gaussians
 from .lora import GaussianLora
 
-METHODS = ("sds", "vsd", "real-vsd", "lvsd", "l2vsd")
+# Named as l2vsd_ext.run names its modes: "vsd" is practical VSD (a LoRA r); the idealised VSD whose
+# r overfits the current renders is "ideal-vsd".
+METHODS = ("sds", "ideal-vsd", "vsd", "lvsd", "l2vsd")
+RENAMED = {"real-vsd": "vsd"}  # the names before they matched l2vsd_ext.run's
 
 
 class Guidance:
@@ -100,7 +103,7 @@ def make_guidance(method, problem, config):
     starts as the pretrained model, or already fitted to the initial q (lora_init = "q")."""
     if method == "sds":
         return SDS()
-    if method == "vsd":
+    if method == "ideal-vsd":
         return IdealVSD()
     starts = {"p": (problem.mu_p, problem.L_p), "q": (problem.mu_q0, problem.L_q0)}
     if config.lora_init not in starts:
@@ -109,7 +112,7 @@ def make_guidance(method, problem, config):
     lora = GaussianLora(
         *start, config.lr * config.lora_lr_scale, config.warmup_steps, config.schedule_steps
     )
-    if method == "real-vsd":
+    if method == "vsd":
         return RealVSD(lora, config.lora_steps)
     if method == "lvsd":
         return LVSD(lora, config.lora_steps)

@@ -8,13 +8,16 @@ import torch  # noqa: E402
 from . import gaussians  # noqa: E402
 
 N_POINTS = 300
-COLORS = {"sds": "tab:orange", "vsd": "tab:brown", "real-vsd": "tab:blue", "lvsd": "tab:green",
+COLORS = {"sds": "tab:orange", "ideal-vsd": "tab:brown", "vsd": "tab:blue", "lvsd": "tab:green",
           "l2vsd": "tab:red"}
 
 
 SNAPSHOT_FRACTIONS = (0.0, 0.025, 0.1, 0.25, 1.0)  # 0, 50, 200, 500, 2000 at the default 2000 steps
-# Identical curves are expected (vsd == sds at n_render=1; real-vsd ≈ lvsd), so styles differ too.
-STYLES = {"sds": "-", "vsd": "--", "real-vsd": "-", "lvsd": "--", "l2vsd": "-."}
+# Identical curves are expected (ideal-vsd == sds at n_render=1; vsd ≈ lvsd): line styles differ, and
+# each curve carries its own markers at staggered steps, so a curve drawn over another stays visible.
+STYLES = {"sds": "-", "ideal-vsd": "--", "vsd": "-", "lvsd": "--", "l2vsd": "-."}
+MARKERS = {"sds": "o", "ideal-vsd": "s", "vsd": "^", "lvsd": "v", "l2vsd": "D"}
+N_MARKS = 8  # markers per curve
 
 
 def snapshot_steps(steps):
@@ -55,11 +58,14 @@ def plot_samples(history, problem, path, seed_index=0):
 def plot_w2(histories, path, n_render):
     """Mean over seeds (line) and min-max over seeds (band) of W2(q, p), log scale."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for h in histories:
+    for i, h in enumerate(histories):
         w2 = h.w2.numpy()
         steps = range(w2.shape[0])
         color = COLORS.get(h.method)
-        ax.plot(steps, w2.mean(1), color=color, ls=STYLES.get(h.method, "-"), label=h.method, lw=1.4)
+        every = max(1, w2.shape[0] // N_MARKS)
+        offset = (i * every) // max(1, len(histories))
+        ax.plot(steps, w2.mean(1), color=color, ls=STYLES.get(h.method, "-"), label=h.method, lw=1.4,
+                marker=MARKERS.get(h.method), markevery=(offset, every), markersize=5, markerfacecolor="none")
         ax.fill_between(steps, w2.min(1), w2.max(1), color=color, alpha=0.08, lw=0)
     ax.set_yscale("log")
     ax.set_xlabel("step")

@@ -22,15 +22,18 @@ class PriorWeightsUnavailable(RuntimeError):
     """The prior's weights could not be loaded (offline, missing or corrupt files)."""
 
 
-def _explain(id_or_path: str, cause: BaseException) -> PriorWeightsUnavailable:
+def _explain(id_or_path: str, cause: BaseException, offline: str | None = None) -> PriorWeightsUnavailable:
     looked_for = "; ".join(f"{sub}/: {files}" for sub, files in EXPECTED_FILES)
-    where = (f"local folder '{id_or_path}'" if os.path.isdir(id_or_path)
-             else f"'{id_or_path}' (not a local folder, so treated as a hub id)")
+    local = os.path.isdir(id_or_path)
+    where = f"local folder '{id_or_path}'" if local else f"'{id_or_path}' (not a local folder, so treated as a hub id)"
+    # The first line of the cause, without its final full stop (ours follows).
+    detail = (str(cause).strip().splitlines() or [""])[0].rstrip(".")
+    why = f" (offline: {offline}; not in the Hugging Face cache)" if offline and not local else ""
     return PriorWeightsUnavailable(
-        f"could not load the diffusion prior from {where}: {type(cause).__name__}: {cause}. "
-        f"Looked for {looked_for}. Provide them by downloading the model on a machine with "
-        f"internet (e.g. `huggingface-cli download {id_or_path if not os.path.isdir(id_or_path) else DEFAULT_PRETRAINED}"
-        f" --local-dir DIR`) and passing --pretrained DIR, or by filling the Hugging Face cache.")
+        f"could not load the diffusion prior from {where}{why}: {type(cause).__name__}: {detail}. "
+        f"Looked for {looked_for}. Download it on a machine with internet (`hf download "
+        f"{DEFAULT_PRETRAINED if local else id_or_path} --local-dir DIR`) and pass --pretrained DIR, "
+        f"or try the pipeline without weights with --pretrained tiny-random")
 
 
 def load_components(id_or_path: str, dtype: torch.dtype):
@@ -45,8 +48,11 @@ def load_components(id_or_path: str, dtype: torch.dtype):
     local = os.path.isdir(id_or_path)
     if not local and os.path.sep in id_or_path and id_or_path.startswith((".", os.path.sep)):
         raise PriorWeightsUnavailable(f"--pretrained '{id_or_path}' looks like a path but is not a folder")
-    # A local folder never touches the network; a hub id uses the cache or the hub.
-    kwargs = {"local_files_only": True} if local else {}
+    # A local folder never touches the network; a hub id uses the cache, and the hub only when online.
+    from ..offline import why_offline
+
+    offline = None if local else why_offline()
+    kwargs = {"local_files_only": True} if local or offline else {}
     try:
         unet = UNet2DConditionModel.from_pretrained(id_or_path, subfolder="unet", torch_dtype=dtype, **kwargs)
         vae = AutoencoderKL.from_pretrained(id_or_path, subfolder="vae", torch_dtype=dtype, **kwargs)
@@ -54,5 +60,5 @@ def load_components(id_or_path: str, dtype: torch.dtype):
         tokenizer = CLIPTokenizer.from_pretrained(id_or_path, subfolder="tokenizer", **kwargs)
         scheduler = DDPMScheduler.from_pretrained(id_or_path, subfolder="scheduler", **kwargs)
     except (OSError, ValueError, EnvironmentError) as err:
-        raise _explain(id_or_path, err) from err
+        raise _explain(id_or_path, err, offline) from err
     return unet, vae, text_encoder, tokenizer, scheduler

@@ -26,7 +26,7 @@ class RunConfig:
     prompt: str = _f("", "text prompt describing the object (required for a new run)")
     negative_prompt: str = _f("", "negative prompt for classifier-free guidance")
     mode: str = _f("l2vsd", "guidance mode: " + ", ".join(MODES))
-    steps: int = _f(15000, "iterations (15000: the paper's coarse stage)")
+    steps: int = _f(15000, "iterations (the default is the paper's coarse stage)")
     resolution: int = _f(64, "render resolution in pixels, >= 8 (paper: 64 coarse, 256 high resolution)")
     encode_resolution: int = _f(512, "renders are resized to this for the VAE (a multiple of 8)")
     batch_size: int = _f(1, "cameras per iteration")
@@ -98,12 +98,18 @@ CHANGEABLE_ON_RESUME = ("steps", "val_every", "ckpt_every", "export_at_end", "tu
 # Bookkeeping, never compared with the saved run.
 NOT_COMPARED = ("resume", "out", "stop_after")
 
+def flag_of(key: str) -> str:
+    """The command-line flag of a config field."""
+    return "--no-export" if key == "export_at_end" else "--" + key.replace("_", "-")
+
+
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
 
 def coerce(name: str, value, type_name: str):
     """`value` as the field's type ('int', 'float', 'bool', 'str', optionally '| None'), or a
     ConfigError naming the field."""
+    name = flag_of(name)
     optional = type_name.endswith("| None")
     base = type_name.split("|")[0].strip()
     if value is None or (optional and isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
@@ -186,8 +192,8 @@ def _check_device(name: str) -> None:
 
     try:
         device = torch.device(name)
-    except (RuntimeError, ValueError) as err:
-        raise ConfigError(f"--device: '{name}' is not a device (cpu, cuda or cuda:N): {err}") from None
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"--device: '{name}' is not a device (use cpu, cuda or cuda:N)") from None
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"--device: '{name}' is not supported (cpu, cuda or cuda:N)")
     if device.type == "cuda" and not torch.cuda.is_available():

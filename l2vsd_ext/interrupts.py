@@ -2,6 +2,7 @@
 in (the loop then writes the checkpoint and says how to resume); a second Ctrl-C stops at once."""
 from __future__ import annotations
 
+import shlex
 import signal
 import sys
 import threading
@@ -14,7 +15,7 @@ class RunInterrupted(Exception):
         self.signum, self.step, self.checkpoint, self.out = signum, step, checkpoint, out
         name = signal.Signals(signum).name
         super().__init__(f"{name}: stopped after step {step}; checkpoint written to '{checkpoint}'. "
-                         f"Resume with: python -m l2vsd_ext.run --out {out} --resume")
+                         f"Resume with: python -m l2vsd_ext.run --out {shlex.quote(out)} --resume")
 
     @property
     def exit_code(self) -> int:

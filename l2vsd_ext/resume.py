@@ -20,7 +20,9 @@ class Plan:
 
 
 def _flag(key: str) -> str:
-    return "--" + key.replace("_", "-")
+    from .config import flag_of
+
+    return flag_of(key)
 
 
 def _differing(given: dict, saved: RunConfig, skip=()) -> list[str]:
@@ -97,6 +99,8 @@ def _resume(given: dict, config: RunConfig, folder: RunFolder) -> Plan:
     values = {**dataclasses.asdict(saved), **{k: new for k, (_, new) in changes.items()},
               "resume": True, "out": config.out, "stop_after": config.stop_after}
     resumed = RunConfig.from_dict(values)
+    if step >= resumed.steps:
+        notes.append("the run is already at its last step: only its final outputs are written again")
     notes = [f"resuming '{config.out}' from step {step} of {resumed.steps}"] + \
             [f"  {_flag(k)}: {old!r} -> {new!r}" for k, (old, new) in changes.items()] + \
             [f"  {n}" for n in notes]

@@ -21,6 +21,7 @@ _DEFAULTS = RunConfig()
 _CHOICES = {"mode": MODES, "dtype": DTYPES, "logger": LOGGERS}
 # Fields with a flag of another shape than --name VALUE.
 _SWITCHES = {"resume": "--resume", "last_layer": "--last-layer"}
+_METAVARS = {"int": "N", "float": "X", "str": "TEXT", "bool": "BOOL"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             shown = "" if default in (None, "") else f" (default: {default})"
             p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, choices=_CHOICES.get(f.name),
-                           metavar=None if f.name in _CHOICES else f.name.upper(), help=meaning + shown)
+                           metavar=None if f.name in _CHOICES else _METAVARS.get(f.type.split("|")[0].strip()),
+                           help=meaning + shown)
     return p
 
 

@@ -270,3 +270,58 @@ def test_missing_logger_package_is_one_line(tmp_path, monkeypatch, capsys):
     assert main(["--prompt", "x", "--out", str(tmp_path / "run"), "--logger", "wandb"]) == 2
     assert "pip install wandb" in last_error(capsys)
     assert not (tmp_path / "run").exists()
+
+
+# -- 7: a long prompt is cut before the view suffix, not through it
+class _TokensAsEmbeddings:
+    """A prior whose 'text encoder' returns the token ids it sees, cut at the tokenizer's limit as
+    the real one is: identical ids mean identical embeddings."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def encode_text(self, texts):
+        ids = self.tokenizer(texts, padding="max_length", max_length=self.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt").input_ids
+        return ids.float()[..., None]
+
+
+def test_long_prompt_keeps_its_view_suffix(tiny_sd_path):
+    from transformers import CLIPTokenizer
+
+    from l2vsd_ext.prior.prompts import PromptEmbeddings
+
+    tokenizer = CLIPTokenizer.from_pretrained(tiny_sd_path, subfolder="tokenizer", model_max_length=40)
+    prior = _TokensAsEmbeddings(tokenizer)
+    long_prompt = "a very detailed photo of a wooden boat on a lake at dawn, with mist"
+    with pytest.warns(UserWarning, match="prompt:"):
+        prompts = PromptEmbeddings(prior, long_prompt)
+    views = [prompts.get([v])[0][0] for v in ("front", "side", "back", "overhead")]
+    for i in range(4):
+        for j in range(i + 1, 4):
+            assert not torch.equal(views[i], views[j])  # before the fix all four were identical
+    short = PromptEmbeddings(prior, "a boat")  # fits: no cut
+    assert not torch.equal(short.get(["front"])[0], short.get(["back"])[0])
+
+
+# -- 9: offline is detected at once, with one line that names the right command
+def test_offline_prior_is_one_line_naming_hf_download(monkeypatch):
+    from l2vsd_ext import offline
+    from l2vsd_ext.prior.loading import PriorWeightsUnavailable, load_components
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(PriorWeightsUnavailable) as info:
+        load_components("stabilityai/stable-diffusion-2-1-base", torch.float32)
+    text = str(info.value)
+    assert "\n" not in text and ".." not in text and "HF_HUB_OFFLINE" in text
+    assert "hf download stabilityai/stable-diffusion-2-1-base" in text and "tiny-random" in text
+    assert "huggingface-cli" not in text
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("L2VSD_OFFLINE", "1")
+    assert "L2VSD_OFFLINE" in offline.why_offline()
+    monkeypatch.delenv("L2VSD_OFFLINE")
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(offline, "_reachable", lambda host, port: False)  # no network, without asking it
+    assert "not reachable" in offline.why_offline()

@@ -227,3 +227,22 @@ def test_cpu_export_defaults_are_cpu_sized_and_said(tiny_run, tmp_path, capsys):
     assert "--n-views 60" in err and "--resolution 128" in err
     assert read_mp4(str(run / "export" / "turntable.mp4")).shape == (
         CPU_DEFAULTS["n_views"], CPU_DEFAULTS["resolution"], CPU_DEFAULTS["resolution"], 3)
+
+
+@pytest.mark.parametrize("density_scale", [1.0, 50.0])  # 50: rays turn opaque and stop early
+def test_fast_turntable_render_is_the_renderers_image(tiny_run, density_scale):
+    # Issue 14 (6): segment-wise marching with early termination gives VolumeRenderer's image.
+    from l2vsd_ext.export import fast_render
+    from l2vsd_ext.scene import CameraSampler
+
+    renderer, _, _ = open_run(tiny_run)
+    activate = renderer.field._activate_density
+    renderer.field._activate_density = lambda raw, points: activate(raw, points) * density_scale
+    cams = CameraSampler(height=12, width=12).orbit(3, elevation=15, distance=1.5, fovy=50)
+    assert fast_render.supports(renderer)
+    for i in range(3):
+        o, d = cams.rays_o[i].reshape(-1, 3), cams.rays_d[i].reshape(-1, 3)
+        with torch.no_grad():
+            expected = renderer(o, d)["rgb"]
+            got = fast_render.render_albedo(renderer, o, d, segment=4)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)

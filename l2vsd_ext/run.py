@@ -56,7 +56,9 @@ def resolve_config(argv=None) -> RunConfig:
         raise ConfigError(str(err)) from err
 
 
-def main(argv=None) -> int:
+def main(argv=None, prior=None) -> int:
+    """`prior`: an already loaded DiffusionPrior for this run's --pretrained/--dtype/--device, used
+    instead of loading one (the sweep's per-worker cache); it must not have served another run."""
     try:
         config = resolve_config(argv)
         validate(config)
@@ -64,7 +66,7 @@ def main(argv=None) -> int:
         from .trainer import run_training
 
         try:
-            run_training(config)
+            run_training(config, prior)
         except PriorWeightsUnavailable as err:
             raise ConfigError(f"--pretrained: {err}") from err
     except ConfigError as err:

@@ -1,0 +1,115 @@
+"""Runs the sweep's unfinished runs as Ray tasks: one GPU each where the cluster has GPUs, a CPU
+slot otherwise; a run whose worker dies (killed, out of memory) or that raises is retried from its
+checkpoint up to `max_retries` times, then marked failed, while the others go on."""
+from __future__ import annotations
+
+import os
+import time
+
+from ..config import ConfigError
+from .progress import ProgressLine, eta_seconds
+from .task import RunError, run_one
+
+INSTALL_HINT = "Ray is not installed; install the sweep extra: pip install 'l2vsd_ext[sweep]' (or: pip install 'ray[default]')"
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError as err:
+        raise ConfigError(INSTALL_HINT) from err
+    return ray
+
+
+def connect(address: str | None, num_cpus: int | None) -> bool:
+    """Starts a local cluster (address None) or joins `address`; True when this call started Ray
+    (so the caller shuts it down again). An already initialised Ray (e.g. tests) is reused."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return False
+    import logging
+
+    kwargs = {"num_cpus": num_cpus} if address is None and num_cpus else {}
+    # Workers' console output goes to each run's log file, not to this terminal.
+    ray.init(address=address, include_dashboard=False, log_to_driver=False,
+             logging_level=logging.ERROR, **kwargs)
+    return True
+
+
+def task_resources(cpus_per_run: int) -> tuple[dict, int]:
+    """(Ray task options, how many runs the cluster can hold at once)."""
+    ray = import_ray()
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    if gpus:
+        return {"num_gpus": 1, "num_cpus": 1}, gpus
+    return {"num_cpus": cpus_per_run}, max(1, int(resources.get("CPU", 1)) // cpus_per_run)
+
+
+def describe_failure(err: BaseException) -> tuple[str, bool]:
+    """(one-paragraph error for sweep.json, whether retrying may help)."""
+    cause = getattr(err, "cause", None) or err
+    if isinstance(cause, RunError) or isinstance(err, RunError):
+        return f"RunError: {cause}", False
+    text = str(cause).strip().splitlines()
+    summary = f"{type(cause).__name__}: {text[0] if text else ''}"
+    if len(text) > 1:
+        summary += " ... " + text[-1]
+    return summary[:2000], True
+
+
+def run_grid(specs, state, sweep_dir: str, run_common: list[str], eval_argv, cpus_per_run: int,
+             max_retries: int, pause_after: int | None = None, stream=None) -> None:
+    """Runs every spec whose status is 'queued' in `state`; returns when each is done or failed."""
+    ray = import_ray()
+    options, slots = task_resources(cpus_per_run)
+    # max_calls=0: keep worker processes (and their cached prior) across runs; Ray's default for
+    # GPU tasks would start a fresh process for every run.
+    remote = ray.remote(max_retries=0, max_calls=0, **options)(run_one)
+    logs = os.path.join(sweep_dir, "logs")
+    todo = [s for s in specs if state.runs[s.name]["status"] == "queued"]
+    first = todo[0].name if todo else None
+    inflight, durations, started = {}, [], {}
+    tries = dict.fromkeys((s.name for s in todo), 0)  # this session's attempts: the retry limit's count
+
+    def submit(spec):
+        state.runs[spec.name]["attempts"] += 1  # over all sessions, for the record
+        tries[spec.name] += 1
+        started[spec.name] = time.monotonic()
+        ref = remote.remote(spec.folder(sweep_dir), spec.run_argv(sweep_dir, run_common), eval_argv,
+                            os.path.join(logs, spec.name + ".log"),
+                            pause_after if spec.name == first else None)
+        inflight[ref] = spec
+
+    for spec in todo:
+        submit(spec)
+    progress = ProgressLine(os.path.basename(os.path.normpath(sweep_dir)), len(specs), stream)
+    try:
+        while inflight:
+            running = min(len(inflight), slots)
+            for i, spec in enumerate(inflight.values()):
+                status = "running" if i < running else "queued"
+                state.runs[spec.name]["status"] = status
+            counts = state.counts()
+            progress.update(counts, eta_seconds(durations, counts["running"] + counts["queued"], slots))
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
+            for ref in ready:
+                spec = inflight.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except Exception as err:  # noqa: BLE001 -- every failure is recorded, none stops the sweep
+                    message, retryable = describe_failure(err)
+                    state.add_error(spec.name, message)
+                    if retryable and tries[spec.name] <= max_retries:
+                        submit(spec)
+                    else:
+                        state.set(spec.name, status="failed")
+                    continue
+                durations.append(time.monotonic() - started[spec.name])
+                state.set(spec.name, status="done", result=result)
+        progress.update(state.counts(), 0.0)
+    finally:
+        progress.close()
+        for ref in inflight:
+            ray.cancel(ref)  # an interrupt, not a kill: runs may still write their checkpoint
+        state.save()

@@ -132,6 +132,8 @@ def build_plan(argv) -> dict:
     modes = grid.check_modes(list(s["modes"]))
     if not s.get("out"):
         raise ConfigError("--out: the sweep folder is required")
+    if s.get("address") and s.get("num_cpus"):
+        raise ConfigError("--num-cpus: only for the local cluster; an existing cluster (--address) has its own")
     for name in ("max_retries", "cpus_per_run", "num_cpus"):
         if s.get(name) is not None and (not isinstance(s[name], int) or s[name] < (0 if name == "max_retries" else 1)):
             raise ConfigError(f"--{name.replace('_', '-')}: must be an integer >= "
@@ -218,13 +220,15 @@ def run_sweep(argv, stream=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     plan = build_plan(argv)
     scheduler.import_ray()  # one line on how to install it, before anything is written
+    if plan["settings"].get("address"):
+        scheduler.check_reachable(plan["settings"]["address"])
     s, sweep_dir, specs = plan["settings"], plan["sweep_dir"], plan["specs"]
     os.makedirs(sweep_dir, exist_ok=True)
     if plan["run_config_path"]:
         _write_yaml(plan["run_settings"], plan["run_config_path"])
     state = SweepState(sweep_dir, grid_record(plan, argv), specs)
     for spec in specs:
-        if is_finished(spec.folder(sweep_dir)):
+        if is_finished(spec.folder(sweep_dir), spec.run_argv(sweep_dir, plan["common"])):
             state.runs[spec.name].update(status="done", result=read_result(spec.folder(sweep_dir)))
     state.save()
     todo = state.counts()["queued"]
@@ -252,3 +256,7 @@ def main(argv=None) -> int:
     except ConfigError as err:
         print(f"l2vsd_ext.sweep: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\nl2vsd_ext.sweep: interrupted; run the same command again to continue "
+              "(finished runs are kept, interrupted ones resume from their checkpoints)", file=sys.stderr)
+        return 130

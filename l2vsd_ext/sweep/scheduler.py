@@ -31,9 +31,26 @@ def connect(address: str | None, num_cpus: int | None) -> bool:
 
     kwargs = {"num_cpus": num_cpus} if address is None and num_cpus else {}
     # Workers' console output goes to each run's log file, not to this terminal.
-    ray.init(address=address, include_dashboard=False, log_to_driver=False,
-             logging_level=logging.ERROR, **kwargs)
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.ERROR, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        where = f"the Ray cluster at '{address}'" if address else "a local Ray cluster"
+        raise ConfigError(f"--address: cannot start or join {where}: {err}".splitlines()[0]) from err
     return True
+
+
+def check_reachable(address: str, timeout: float = 10.0) -> None:
+    """A HOST:PORT that does not answer fails here in seconds; ray.init would retry for minutes."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if address == "auto" or "://" in address or not sep or not port.isdigit():
+        return  # 'auto', ray:// client addresses: Ray resolves and reports those itself
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise ConfigError(f"--address: no Ray cluster answers at '{address}' ({err})") from err
 
 
 def task_resources(cpus_per_run: int) -> tuple[dict, int]:
@@ -110,6 +127,7 @@ def run_grid(specs, state, sweep_dir: str, run_common: list[str], eval_argv, cpu
         progress.update(state.counts(), 0.0)
     finally:
         progress.close()
-        for ref in inflight:
+        for ref, spec in inflight.items():  # only when interrupted: the next start picks these up
             ray.cancel(ref)  # an interrupt, not a kill: runs may still write their checkpoint
+            state.runs[spec.name]["status"] = "queued"
         state.save()

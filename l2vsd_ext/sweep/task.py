@@ -31,9 +31,10 @@ def read_result(folder: str) -> dict | None:
         return None
 
 
-def is_finished(folder: str) -> bool:
+def is_finished(folder: str, run_argv: list[str]) -> bool:
+    """Trained and scored with these very run flags (a restart with e.g. more --steps is not)."""
     result = read_result(folder)
-    return bool(result and result.get("complete"))
+    return bool(result and result.get("complete") and result.get("run_argv") == run_argv)
 
 
 def _write_result(folder: str, result: dict) -> None:
@@ -126,9 +127,9 @@ def run_one(folder: str, run_argv: list[str], eval_argv: list[str] | None, log_p
                 _pause_for_test(log_path)
                 resumable = True
             result = read_result(folder) or {}
-            if not result.get("trained"):
+            if not (result.get("trained") and result.get("run_argv") == run_argv):
                 _train(run_argv + (["--resume"] if resumable else []), tee)
-                result = {"trained": True, "train_seconds": time.time() - started}
+                result = {"trained": True, "run_argv": run_argv, "train_seconds": time.time() - started}
                 _write_result(folder, result)
             result["eval"] = _evaluate(folder, eval_argv, tee)
             result["ground_truth"] = ground_truth_scores(folder)

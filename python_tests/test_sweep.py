@@ -221,3 +221,27 @@ def test_report_averages_over_prompts_then_spreads_over_seeds(tmp_path):
     table = (tmp_path / "report" / "table1.md").read_text()
     std = (2 * 3.0 ** 2) ** 0.5  # sample std of (82, 88)
     assert f"| vsd | {85:.2f} ± {std:.2f} | {42.5:.2f} ± {std / 2:.2f} | 4/4 |" in table
+
+
+def test_each_run_asks_for_one_gpu_where_the_cluster_has_gpus(monkeypatch):
+    ray = pytest.importorskip("ray")
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 64.0, "GPU": 8.0})
+    assert scheduler.task_resources(cpus_per_run=4) == ({"num_gpus": 1, "num_cpus": 1}, 8)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0})
+    assert scheduler.task_resources(cpus_per_run=4) == ({"num_cpus": 4}, 4)
+
+
+def test_ground_truth_scores_come_from_the_shapes_benchmark_for_the_shapes_prior(tmp_path, monkeypatch):
+    import types
+
+    from l2vsd_ext.sweep.ground_truth import ground_truth_scores
+
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"pretrained": "tiny-random"}))
+    assert "no ground truth" in ground_truth_scores(str(tmp_path))["skipped"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"pretrained": "shapes"}))
+    monkeypatch.setitem(sys.modules, "l2vsd_ext.shapes", None)  # an install without the benchmark
+    assert "no shapes benchmark" in ground_truth_scores(str(tmp_path))["skipped"]
+    fake = types.ModuleType("l2vsd_ext.shapes")
+    fake.score_run = lambda run_dir: {"silhouette_iou": 0.75, "psnr": 21.5, "views": [1, 2]}
+    monkeypatch.setitem(sys.modules, "l2vsd_ext.shapes", fake)
+    assert ground_truth_scores(str(tmp_path)) == {"silhouette_iou": 0.75, "psnr": 21.5}

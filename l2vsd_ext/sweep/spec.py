@@ -57,7 +57,10 @@ def check_modes(modes) -> list[str]:
 
 def slug(text: str, limit: int = 40) -> str:
     words = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return words[:limit].rstrip("-") or "prompt"
+    if len(words) > limit:  # cut at a word boundary where there is one
+        cut = words[:limit + 1]
+        words = cut.rsplit("-", 1)[0] if "-" in cut else cut[:limit]
+    return words or "prompt"
 
 
 @dataclass(frozen=True)

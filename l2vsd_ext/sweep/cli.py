@@ -109,7 +109,33 @@ def resolve(argv) -> tuple[dict, list[str]]:
     settings.update(vars(args))
     if settings.get("last_layer") == []:
         settings["last_layer"] = [True]
-    return settings, extras
+    return _normalise(settings), extras
+
+
+def _as_list(value):
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _normalise(s: dict) -> dict:
+    """YAML may give one value where flags give lists, and any type at all: check them here."""
+    s["modes"] = [str(m) for m in _as_list(s["modes"])]
+    seeds = _as_list(s["seeds"])
+    if not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds):
+        raise ConfigError(f"--seeds: seeds must be integers, got {seeds}")
+    s["seeds"] = seeds
+    for axis, kind in (("eta", (int, float)), ("esd_lambda", (int, float)), ("last_layer", bool)):
+        if s.get(axis) is None:
+            continue
+        values = _as_list(s[axis])
+        if not all(isinstance(v, kind) and (axis == "last_layer" or not isinstance(v, bool)) for v in values):
+            raise ConfigError(f"--{axis.replace('_', '-')}: expected {'on/off' if kind is bool else 'numbers'}, "
+                              f"got {values}")
+        s[axis] = [v if kind is bool else float(v) for v in values]
+    if isinstance(s.get("eval_args"), (list, tuple)):
+        s["eval_args"] = shlex.join(str(a) for a in s["eval_args"])
+    if "prompts" in s:
+        s["prompts"] = [p.strip() if isinstance(p, str) else p for p in _as_list(s["prompts"])]
+    return s
 
 
 def check_run_flags(extras: list[str]) -> None:
@@ -139,7 +165,7 @@ def build_plan(argv) -> dict:
             raise ConfigError(f"--{name.replace('_', '-')}: must be an integer >= "
                               f"{0 if name == 'max_retries' else 1}, got {s[name]!r}")
     axes = {axis: s.get(axis) for axis in grid.VARIANT_MODES}
-    specs = grid.expand_grid(prompts, modes, [int(x) for x in s["seeds"]], axes)
+    specs = grid.expand_grid(prompts, modes, s["seeds"], axes)
     sweep_dir = os.path.abspath(s["out"])
     check_run_flags(extras)
     extras, user_config = _pop_config(extras)
@@ -177,8 +203,10 @@ def _check_runs(plan, resolve_config, validate) -> None:
             config = resolve_config(spec.run_argv(plan["sweep_dir"], common))
             try:
                 validate(config)
-            except (ConfigError, TypeError) as err:  # TypeError: e.g. a number given as text in YAML
+            except ConfigError as err:
                 raise ConfigError(f"run {spec.name}: {err}") from err
+            except TypeError as err:  # e.g. a number given as text in a YAML file
+                raise ConfigError(f"run {spec.name}: a setting has the wrong type ({err})") from err
 
 
 def _check_eval_args(eval_argv: list[str]) -> None:
@@ -205,7 +233,7 @@ def _write_yaml(values: dict, path: str) -> None:
 def grid_record(plan, argv) -> dict:
     s = plan["settings"]
     return {"version": 1, "command": ["python", "-m", "l2vsd_ext.sweep", *argv],
-            "prompts": plan["prompts"], "modes": plan["modes"], "seeds": [int(x) for x in s["seeds"]],
+            "prompts": plan["prompts"], "modes": plan["modes"], "seeds": s["seeds"],
             "variants": {axis: s.get(axis) for axis in grid.VARIANT_MODES if s.get(axis)},
             "run_args": plan["common"], "run_settings": plan["run_settings"],
             "eval_args": plan["eval_argv"], "max_retries": s["max_retries"]}

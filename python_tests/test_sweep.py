@@ -29,9 +29,13 @@ def ray_cluster():
     ray = pytest.importorskip("ray")
     import logging
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-    yield ray
-    ray.shutdown()  # stops the local cluster's processes with it
+    # Ray's memory monitor kills workers when the whole machine nears its memory limit, whoever
+    # holds the memory; the tiny runs need little, so a busy shared machine must not fail them.
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_memory_monitor_refresh_ms", "0")
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+        yield ray
+        ray.shutdown()  # stops the local cluster's processes with it
 
 
 @pytest.fixture(scope="module")
@@ -245,3 +249,16 @@ def test_ground_truth_scores_come_from_the_shapes_benchmark_for_the_shapes_prior
     fake.score_run = lambda run_dir: {"silhouette_iou": 0.75, "psnr": 21.5, "views": [1, 2]}
     monkeypatch.setitem(sys.modules, "l2vsd_ext.shapes", fake)
     assert ground_truth_scores(str(tmp_path)) == {"silhouette_iou": 0.75, "psnr": 21.5}
+
+
+@pytest.mark.parametrize("entry, words", [
+    ({"seeds": ["a"]}, "--seeds"), ({"eta": "fast"}, "--eta"), ({"last_layer": 3}, "--last-layer"),
+    ({"bogus": 1}, "unknown keys: bogus"), ({"run": {"stepz": 3}}, "stepz"), ({"run": 5}, "mapping"),
+])
+def test_bad_sweep_yaml_is_one_line_and_exit_2(entry, words, tmp_path, capsys):
+    (tmp_path / "p.txt").write_text("a red apple\n")
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({"prompts_file": "p.txt", "out": str(tmp_path / "o"), **entry}))
+    assert main([str(tmp_path / "s.yaml"), "--pretrained", "tiny-random"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0]
+    assert not (tmp_path / "o").exists()

@@ -69,10 +69,12 @@ def describe_failure(err: BaseException) -> tuple[str, bool]:
     if isinstance(cause, RunError) or isinstance(err, RunError):
         return f"RunError: {cause}", False
     text = str(cause).strip().splitlines()
-    summary = f"{type(cause).__name__}: {text[0] if text else ''}"
+    # Ray's own messages run to a paragraph of advice: keep the first sentence of the first line.
+    first = text[0].split(". ")[0] if text else ""
+    summary = f"{type(cause).__name__}: {first}"
     if len(text) > 1:
         summary += " ... " + text[-1]
-    return summary[:2000], True
+    return summary[:500], True
 
 
 def run_grid(specs, state, sweep_dir: str, run_common: list[str], eval_argv, cpus_per_run: int,

@@ -66,11 +66,10 @@ class _Tee:
 
 
 def _train(argv: list[str], tee: _Tee) -> None:
+    from ..prior.loading import PriorWeightsUnavailable
     from ..run import main, resolve_config
     from ..trainer import DTYPES, resolve_device
     from .prior_cache import prior_for
-
-    from ..prior.loading import PriorWeightsUnavailable
 
     # Validated by the driver; on resume the sweep passes the very flags the run started with, so
     # these name the prior its checkpoint was made with.

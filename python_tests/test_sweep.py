@@ -262,3 +262,35 @@ def test_bad_sweep_yaml_is_one_line_and_exit_2(entry, words, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and words in err[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_a_cached_prior_that_served_another_run_gives_the_same_run_as_a_fresh_load(inputs, tmp_path):
+    from l2vsd_ext.run import main as run_main
+    from l2vsd_ext.sweep import prior_cache
+
+    def args(out, mode):
+        return ["--prompt", "a red apple", "--pretrained", inputs["tiny_sd"], "--config",
+                str(inputs["root"] / "small.yaml"), "--out", str(tmp_path / out), "--mode", mode,
+                "--steps", "2", "--no-export", "--device", "cpu", "--dtype", "float32"]
+
+    prior_cache.clear()
+    try:
+        cached = lambda: prior_cache.prior_for(inputs["tiny_sd"], torch.float32, "cpu")
+        assert run_main(args("first", "vsd"), prior=cached()) == 0  # adds LoRA to its UNet copy
+        assert run_main(args("cached", "vsd"), prior=cached()) == 0
+        assert len(prior_cache.cached_keys()) == 1
+        pristine = prior_cache._COMPONENTS[prior_cache.cached_keys()[0]][0]
+        assert pristine.class_embedding is None and not any("lora_" in n for n, _ in pristine.named_parameters())
+        assert not any(p.requires_grad for p in pristine.parameters())
+        shared = cached().unet  # a new module tree on the very same weight tensors
+        assert shared is not pristine
+        assert [p.data_ptr() for p in shared.parameters()] == [p.data_ptr() for p in pristine.parameters()]
+    finally:
+        prior_cache.clear()
+    assert run_main(args("fresh", "vsd")) == 0
+    a = load_checkpoint(str(tmp_path / "cached" / "checkpoints" / "last.pt"))
+    b = load_checkpoint(str(tmp_path / "fresh" / "checkpoints" / "last.pt"))
+    for key in b["renderer"]:
+        assert torch.equal(a["renderer"][key], b["renderer"][key]), key
+    for key in b["score_model"]["params"]:
+        assert torch.equal(a["score_model"]["params"][key], b["score_model"]["params"][key]), key

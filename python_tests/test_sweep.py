@@ -294,3 +294,25 @@ def test_a_cached_prior_that_served_another_run_gives_the_same_run_as_a_fresh_lo
         assert torch.equal(a["renderer"][key], b["renderer"][key]), key
     for key in b["score_model"]["params"]:
         assert torch.equal(a["score_model"]["params"][key], b["score_model"]["params"][key]), key
+
+
+def test_report_cli_rewrites_the_report_and_refuses_a_folder_without_a_sweep(finished_sweep, tmp_path, capsys):
+    from l2vsd_ext.sweep.report import main as report_main
+
+    (finished_sweep / "report" / "table1.md").unlink()
+    assert report_main([str(finished_sweep)]) == 0
+    assert "| vsd |" in (finished_sweep / "report" / "table1.md").read_text()
+    capsys.readouterr()
+    assert report_main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sweep.json" in err[0]
+
+
+def test_the_shipped_dreamfusion_prompts_parse():
+    from importlib.resources import files
+
+    from l2vsd_ext.sweep.spec import read_prompts
+
+    prompts = read_prompts(str(files("l2vsd_ext.sweep") / "prompts" / "dreamfusion.txt"))
+    assert len(prompts) >= 20 and "a DSLR photo of a hamburger" in prompts
+    assert not any(p.startswith("#") for p in prompts)

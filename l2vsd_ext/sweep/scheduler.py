@@ -4,7 +4,6 @@ checkpoint up to `max_retries` times, then marked failed, while the others go on
 from __future__ import annotations
 
 import os
-import time
 
 from ..config import ConfigError
 from .progress import ProgressLine, eta_seconds
@@ -88,13 +87,12 @@ def run_grid(specs, state, sweep_dir: str, run_common: list[str], eval_argv, cpu
     logs = os.path.join(sweep_dir, "logs")
     todo = [s for s in specs if state.runs[s.name]["status"] == "queued"]
     first = todo[0].name if todo else None
-    inflight, durations, started = {}, [], {}
+    inflight, durations = {}, []
     tries = dict.fromkeys((s.name for s in todo), 0)  # this session's attempts: the retry limit's count
 
     def submit(spec):
         state.runs[spec.name]["attempts"] += 1  # over all sessions, for the record
         tries[spec.name] += 1
-        started[spec.name] = time.monotonic()
         ref = remote.remote(spec.folder(sweep_dir), spec.run_argv(sweep_dir, run_common), eval_argv,
                             os.path.join(logs, spec.name + ".log"),
                             pause_after if spec.name == first else None)
@@ -103,13 +101,17 @@ def run_grid(specs, state, sweep_dir: str, run_common: list[str], eval_argv, cpu
     for spec in todo:
         submit(spec)
     progress = ProgressLine(os.path.basename(os.path.normpath(sweep_dir)), len(specs), stream)
+    saved_counts = None
     try:
         while inflight:
+            # Ray does not say which queued task has started: count the first `slots` as running.
             running = min(len(inflight), slots)
             for i, spec in enumerate(inflight.values()):
-                status = "running" if i < running else "queued"
-                state.runs[spec.name]["status"] = status
+                state.runs[spec.name]["status"] = "running" if i < running else "queued"
             counts = state.counts()
+            if counts != saved_counts:
+                state.save()
+                saved_counts = counts
             progress.update(counts, eta_seconds(durations, counts["running"] + counts["queued"], slots))
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
             for ref in ready:
@@ -124,7 +126,7 @@ def run_grid(specs, state, sweep_dir: str, run_common: list[str], eval_argv, cpu
                     else:
                         state.set(spec.name, status="failed")
                     continue
-                durations.append(time.monotonic() - started[spec.name])
+                durations.append(result["seconds"])  # the run's own time, not its wait in the queue
                 state.set(spec.name, status="done", result=result)
         progress.update(state.counts(), 0.0)
     finally:

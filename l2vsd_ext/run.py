@@ -130,7 +130,9 @@ def write_final_outputs(renderer, config: RunConfig, logger=None) -> dict:
     return written
 
 
-def main(argv=None) -> int:
+def main(argv=None, prior=None) -> int:
+    """`prior`: an already loaded DiffusionPrior for this run's --pretrained/--dtype/--device, used
+    instead of loading one (the sweep's per-worker cache); it must not have served another run."""
     from .interrupts import RunInterrupted
 
     try:
@@ -151,7 +153,7 @@ def main(argv=None) -> int:
         quiet_libraries()
         logger = make_logger(config.logger, config.out, config)
         try:
-            trainer = run_training(config, changes=plan.changes, logger=logger)
+            trainer = run_training(config, prior, changes=plan.changes, logger=logger)
             if trainer.step == config.steps:
                 written = write_final_outputs(trainer.renderer, config, logger)
                 print(f"run finished at step {trainer.step}: '{config.out}'", file=sys.stderr)

@@ -16,6 +16,7 @@ from .distill import GuidanceContext, GuidanceOptions, make_mode
 from .prior import DiffusionPrior, LoraScoreModel, PromptEmbeddings, TimestepSchedule
 from .scene import CameraSampler, MLPBackground, NeRFField, VolumeRenderer
 from .ops import OccupancyGrid
+from .step_stats import StatsBuffer
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 CHECKPOINT = "checkpoints/last.pt"
@@ -54,6 +55,11 @@ def load_scene(run_dir: str, device="cpu") -> tuple[VolumeRenderer, RunConfig, i
     except (KeyError, RuntimeError, EOFError, ValueError) as err:
         raise ConfigError(f"'{path}' is not a readable l2vsd_ext checkpoint: {err}") from err
     return renderer.to(device).eval(), config, state["step"]
+
+
+# Steps between reads of the per-step stats from the device (also at every validation and
+# checkpoint step, so that metrics.jsonl always reaches the checkpoint's step).
+METRICS_FLUSH_EVERY = 10
 
 
 class Trainer:
@@ -112,19 +118,20 @@ class Trainer:
         self.optimizer.step()
         stats.update(self.mode.after_step(ctx))
         self.step += 1
-        stats.update(step=self.step, loss=float(loss.detach()), samples_per_ray=out["samples_per_ray"],
+        # Device scalars, read once per logging interval (step_stats.py): no host sync per step.
+        stats.update(step=self.step, loss=loss.detach(), samples_per_ray=out["samples_per_ray"],
                      nonfinite_param_grads=self.nonfinite_param_grads,
                      nonfinite_total=self.mode.nonfinite_count)
         return stats
 
     def _zero_nonfinite_param_grads(self):
+        # Counted and zeroed on the device: `if bad.any()` per parameter would sync every step.
         for group in self.optimizer.param_groups:
             for p in group["params"]:
                 if p.grad is not None:
                     bad = ~torch.isfinite(p.grad)
-                    if bad.any():
-                        self.nonfinite_param_grads += int(bad.sum())
-                        p.grad.masked_fill_(bad, 0.0)
+                    self.nonfinite_param_grads = bad.sum() + self.nonfinite_param_grads
+                    p.grad.masked_fill_(bad, 0.0)
 
     # -- state --------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -139,7 +146,7 @@ class Trainer:
             "render_rng": self.render_rng.get_state(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "nonfinite_param_grads": self.nonfinite_param_grads,
+            "nonfinite_param_grads": int(self.nonfinite_param_grads),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -239,17 +246,32 @@ def run_training(config: RunConfig, prior: DiffusionPrior | None = None, progres
 
     bar = tqdm(total=config.steps, initial=trainer.step, disable=not progress, unit="it",
                dynamic_ncols=True)
+    pending = StatsBuffer()
+
+    def flush_metrics():
+        # One device->host read for the whole interval; metrics.jsonl is complete up to this step.
+        records = pending.flush()
+        for record in records:
+            folder.append_metrics(record)
+        if records:
+            bar.set_postfix(loss=f"{records[-1]['loss']:.3g}", t=int(records[-1]["t"]))
+
     while trainer.step < config.steps:
         started = time.perf_counter()
         stats = trainer.train_step()
+        # On CUDA this is the host's time per step (the GPU runs asynchronously); the interval's
+        # total is exact, since flush_metrics waits for the GPU.
         stats["seconds"] = time.perf_counter() - started
-        folder.append_metrics(stats)
+        pending.add(stats)
         bar.update(1)
-        bar.set_postfix(loss=f"{stats['loss']:.3g}", t=int(stats["t"]))
-        if trainer.step % config.val_every == 0 or trainer.step == config.steps:
+        at_val = trainer.step % config.val_every == 0 or trainer.step == config.steps
+        at_ckpt = trainer.step % config.ckpt_every == 0 or trainer.step == config.steps
+        if at_val or at_ckpt or len(pending) >= METRICS_FLUSH_EVERY:
+            flush_metrics()
+        if at_val:
             save_png(trainer.render_views(4), os.path.join(config.out, "validation",
                                                            f"step_{trainer.step:06d}.png"))
-        if trainer.step % config.ckpt_every == 0 or trainer.step == config.steps:
+        if at_ckpt:
             save_checkpoint(trainer.state_dict(), folder.checkpoint)
             if config.stop_after is not None and trainer.step >= config.stop_after:
                 break  # test hook: behave as if killed right after this checkpoint

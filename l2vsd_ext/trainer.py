@@ -19,6 +19,7 @@ from .distill import GuidanceContext, GuidanceOptions, make_mode
 from .prior import DiffusionPrior, LoraScoreModel, PromptEmbeddings, TimestepSchedule
 from .scene import CameraSampler, MLPBackground, NeRFField, VolumeRenderer
 from .ops import OccupancyGrid
+from .step_stats import StatsBuffer
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # A step whose guidance gradient has more non-finite entries than this fraction counts as diverged.
@@ -64,6 +65,11 @@ def load_scene(run_dir: str, device="cpu") -> tuple[VolumeRenderer, RunConfig, i
     except (KeyError, RuntimeError, ValueError, TypeError) as err:
         raise ConfigError(f"'{path}' is not a readable l2vsd_ext checkpoint: {err}") from err
     return renderer.to(device).eval(), config, state["step"]
+
+
+# Steps between reads of the per-step stats from the device (also at every validation and
+# checkpoint step, so that metrics.jsonl always reaches the checkpoint's step).
+METRICS_FLUSH_EVERY = 10
 
 
 class Trainer:
@@ -116,7 +122,7 @@ class Trainer:
         latents = self.prior.encode_images(images, c.encode_resolution).float()
         ctx = GuidanceContext(latents, cams.c2w, cams.view_labels, self.step / c.steps)
         grad, stats = self.mode.gradient(ctx)
-        stats["nonfinite_fraction"] = float(stats.get("nonfinite", 0)) / grad.numel()
+        stats["nonfinite_fraction"] = stats.get("nonfinite", 0) / grad.numel()
         # The grad -> MSE trick: d(loss)/d(latents) = grad.
         loss = 0.5 * F.mse_loss(latents, (latents - grad).detach(), reduction="sum") / latents.shape[0]
         self.optimizer.zero_grad(set_to_none=True)
@@ -125,19 +131,20 @@ class Trainer:
         self.optimizer.step()
         stats.update(self.mode.after_step(ctx))
         self.step += 1
-        stats.update(step=self.step, loss=float(loss.detach()), samples_per_ray=out["samples_per_ray"],
+        # Device scalars, read once per logging interval (step_stats.py): no host sync per step.
+        stats.update(step=self.step, loss=loss.detach(), samples_per_ray=out["samples_per_ray"],
                      nonfinite_param_grads=self.nonfinite_param_grads,
                      nonfinite_total=self.mode.nonfinite_count)
         return stats
 
     def _zero_nonfinite_param_grads(self):
+        # Counted and zeroed on the device: `if bad.any()` per parameter would sync every step.
         for group in self.optimizer.param_groups:
             for p in group["params"]:
                 if p.grad is not None:
                     bad = ~torch.isfinite(p.grad)
-                    if bad.any():
-                        self.nonfinite_param_grads += int(bad.sum())
-                        p.grad.masked_fill_(bad, 0.0)
+                    self.nonfinite_param_grads = bad.sum() + self.nonfinite_param_grads
+                    p.grad.masked_fill_(bad, 0.0)
 
     # -- state --------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -152,7 +159,7 @@ class Trainer:
             "render_rng": self.render_rng.get_state(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "nonfinite_param_grads": self.nonfinite_param_grads,
+            "nonfinite_param_grads": int(self.nonfinite_param_grads),
             "nonfinite_steps": self.nonfinite_steps,
         }
 
@@ -211,11 +218,11 @@ def _check_gradients(trainer: Trainer, stats: dict, config: RunConfig, say) -> N
     if stats["nonfinite_fraction"] <= MOSTLY_NONFINITE:
         return
     trainer.nonfinite_steps += 1
-    say(f"warning: step {trainer.step}: {stats['nonfinite_fraction']:.0%} of the guidance gradient is "
+    say(f"warning: step {stats['step']}: {stats['nonfinite_fraction']:.0%} of the guidance gradient is "
         f"non-finite (zeroed); {trainer.nonfinite_steps} such step(s) of {config.max_nonfinite_steps} allowed")
     if trainer.nonfinite_steps >= config.max_nonfinite_steps:
         raise TrainingDiverged(
-            f"stopped at step {trainer.step}: {trainer.nonfinite_steps} steps with mostly non-finite "
+            f"stopped at step {stats['step']}: {trainer.nonfinite_steps} steps with mostly non-finite "
             f"gradients (max_nonfinite_steps={config.max_nonfinite_steps}); the last checkpoint is kept. "
             "Check --eta, --lr, --guidance-scale and --dtype")
 
@@ -251,23 +258,41 @@ def run_training(config: RunConfig, prior: DiffusionPrior | None = None, progres
     bar = tqdm(total=config.steps, initial=trainer.step, disable=not progress, unit="it",
                dynamic_ncols=True)
     say = bar.write if progress else print
+    pending = StatsBuffer()
+    # On the CPU a stat is read for free; on a GPU each read waits for the queue, so read once per interval.
+    flush_every = 1 if trainer.device.type == "cpu" else METRICS_FLUSH_EVERY
+
+    def flush_metrics():
+        # One device->host read for the whole interval; metrics.jsonl is complete up to this step.
+        records = pending.flush()
+        for record in records:
+            folder.append_metrics(record)
+            if logger is not None:
+                logger.log_scalars(record["step"], record)
+        if records:
+            bar.set_postfix(loss=f"{records[-1]['loss']:.3g}", t=int(records[-1]["t"]))
+        for record in records:
+            _check_gradients(trainer, record, config, say)
+
     with StopRequests() as stop:
         while trainer.step < config.steps:
             started = time.perf_counter()
             stats = trainer.train_step()
+            # On CUDA this is the host's time per step (the GPU runs asynchronously); the interval's
+            # total is exact, since flush_metrics waits for the GPU.
             stats["seconds"] = time.perf_counter() - started
-            folder.append_metrics(stats)
-            if logger is not None:
-                logger.log_scalars(trainer.step, stats)
+            pending.add(stats)
             bar.update(1)
-            bar.set_postfix(loss=f"{stats['loss']:.3g}", t=int(stats["t"]))
-            _check_gradients(trainer, stats, config, say)
-            if trainer.step % config.val_every == 0 or trainer.step == config.steps:
+            at_val = trainer.step % config.val_every == 0 or trainer.step == config.steps
+            at_ckpt = trainer.step % config.ckpt_every == 0 or trainer.step == config.steps or stop.signum
+            if at_val or at_ckpt or len(pending) >= flush_every:
+                flush_metrics()
+            if at_val:
                 views = trainer.render_views(4)
                 save_png(views, folder.path("validation", f"step_{trainer.step:06d}.png"))
                 if logger is not None:
                     logger.log_images("validation", trainer.step, views)
-            if trainer.step % config.ckpt_every == 0 or trainer.step == config.steps or stop.signum:
+            if at_ckpt:
                 save_checkpoint(trainer.state_dict(), folder.checkpoint)
                 if stop.signum:
                     bar.close()

@@ -34,7 +34,40 @@ template <> struct AccType<__nv_bfloat16> { using type = float; };
 #endif
 template <typename T> using acc_t = typename AccType<T>::type;
 
-template <typename To, typename From> HD To cast_to(From v) { return static_cast<To>(v); }
+// The one conversion between element types. torch's CUDA build passes -D__CUDA_NO_HALF_CONVERSIONS__
+// and -D__CUDA_NO_BFLOAT16_CONVERSIONS__, so __half / __nv_bfloat16 have no implicit or
+// static_cast conversions: every kernel converts through cast_to, which routes them through the
+// intrinsics (host and device) and is a plain static_cast for everything else.
+template <typename To, typename From> struct Convert {
+  static HD To apply(From v) { return static_cast<To>(v); }
+};
+#if defined(__CUDACC__)
+template <typename To> struct Convert<To, __half> {
+  static HD To apply(__half v) { return static_cast<To>(__half2float(v)); }
+};
+template <typename From> struct Convert<__half, From> {
+  static HD __half apply(From v) { return __float2half(static_cast<float>(v)); }
+};
+template <> struct Convert<__half, __half> {
+  static HD __half apply(__half v) { return v; }
+};
+template <typename To> struct Convert<To, __nv_bfloat16> {
+  static HD To apply(__nv_bfloat16 v) { return static_cast<To>(__bfloat162float(v)); }
+};
+template <typename From> struct Convert<__nv_bfloat16, From> {
+  static HD __nv_bfloat16 apply(From v) { return __float2bfloat16(static_cast<float>(v)); }
+};
+template <> struct Convert<__nv_bfloat16, __nv_bfloat16> {
+  static HD __nv_bfloat16 apply(__nv_bfloat16 v) { return v; }
+};
+template <> struct Convert<__half, __nv_bfloat16> {
+  static HD __half apply(__nv_bfloat16 v) { return __float2half(__bfloat162float(v)); }
+};
+template <> struct Convert<__nv_bfloat16, __half> {
+  static HD __nv_bfloat16 apply(__half v) { return __float2bfloat16(__half2float(v)); }
+};
+#endif
+template <typename To, typename From> HD To cast_to(From v) { return Convert<To, From>::apply(v); }
 
 // Overloads that resolve the same way under g++ and nvcc (host and device).
 HD float floor_of(float v) { return floorf(v); }

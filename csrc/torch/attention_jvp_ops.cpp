@@ -5,7 +5,8 @@
 #include "../kernels/attention_jvp/attention_jvp.h"
 
 #ifdef WITH_CUDA
-#include <ATen/cuda/CUDAContext.h>
+// c10 only: ATen/cuda/CUDAContext.h pulls in cuBLAS/cuSPARSE headers that a bare toolkit lacks.
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #endif
 
@@ -55,7 +56,7 @@ std::tuple<at::Tensor, at::Tensor> attention_jvp_op(
     attention_jvp::forward_cuda(kernel_dtype(q), qc.data_ptr(), qd.data_ptr(), kc.data_ptr(),
                                 kd.data_ptr(), vc.data_ptr(), vd.data_ptr(), out.data_ptr(),
                                 out_dot.data_ptr(), bh, n, m, static_cast<int>(d), scale,
-                                at::cuda::getCurrentCUDAStream());
+                                c10::cuda::getCurrentCUDAStream());
 #endif
   } else {
     attention_jvp::forward_cpu(kernel_dtype(q), qc.data_ptr(), qd.data_ptr(), kc.data_ptr(),

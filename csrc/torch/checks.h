@@ -62,12 +62,18 @@ inline void check_same_dtype(const at::Tensor& a, const char* a_name, const at::
                    b.scalar_type());
 }
 
+// Raises, once per device and at its first CUDA call, when the build holds no kernel image the
+// device can run (its capability was not in TORCH_CUDA_ARCH_LIST at build time). Defined in
+// build_info.cpp, next to the compiled architecture list it names.
+void check_cuda_arch(int device, const char* op);
+
 // CPU or, in a CUDA build, CUDA; anything else is refused with the reason.
 inline void check_device_supported(const at::Tensor& t, const char* op, const char* name) {
   if (t.is_cuda()) {
     TORCH_CHECK_VALUE(built_with_cuda(), op, ": argument '", name,
                       "' is a CUDA tensor, but l2vsd_ext was built without CUDA kernels "
                       "(see l2vsd_ext.build_info()); rebuild with a CUDA build of torch and nvcc");
+    check_cuda_arch(t.get_device(), op);
     return;
   }
   TORCH_CHECK_VALUE(t.device().is_cpu(), op, ": argument '", name, "' is on ", t.device(),

@@ -7,7 +7,8 @@
 #include "../kernels/composite/composite.h"
 
 #ifdef WITH_CUDA
-#include <ATen/cuda/CUDAContext.h>
+// c10 only: ATen/cuda/CUDAContext.h pulls in cuBLAS/cuSPARSE headers that a bare toolkit lacks.
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #endif
 
@@ -45,7 +46,7 @@ at::Tensor optional_grad(const std::optional<at::Tensor>& g, const at::Tensor& l
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> weights_forward(
     const at::Tensor& t_starts, const at::Tensor& t_ends, const at::Tensor& sigmas,
-    const at::Tensor& ray_indices, int64_t n_rays) {
+    const at::Tensor& ray_indices, int64_t n_rays, bool validate) {
   check_float_tensor(sigmas, kWeightsOp, "sigmas");
   check_dim(sigmas, kWeightsOp, "sigmas", 1, "(n_samples,)");
   check_sample_tensor(t_starts, sigmas, kWeightsOp, "t_starts", "sigmas");
@@ -53,7 +54,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> weights_forward(
   check_same_device(sigmas, "sigmas", ray_indices, "ray_indices", kWeightsOp);
   const int64_t n = sigmas.size(0);
   at::Tensor offsets;
-  checked_ray_indices(ray_indices, n_rays, n, kWeightsOp, &offsets);
+  checked_ray_indices(ray_indices, n_rays, n, kWeightsOp, &offsets, validate);
   const at::Tensor ts = t_starts.contiguous(), te = t_ends.contiguous(), sg = sigmas.contiguous();
   // Validated indices put every sample in exactly one ray, so the kernel writes every slot.
   auto weights = at::empty_like(sg), trans = at::empty_like(sg), alphas = at::empty_like(sg);
@@ -64,7 +65,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> weights_forward(
     composite::weights_forward_cuda(kernel_dtype(sg), ts.data_ptr(), te.data_ptr(), sg.data_ptr(),
                                     offsets.data_ptr<int64_t>(), n_rays, weights.data_ptr(),
                                     trans.data_ptr(), alphas.data_ptr(),
-                                    at::cuda::getCurrentCUDAStream());
+                                    c10::cuda::getCurrentCUDAStream());
 #endif
   } else {
     composite::weights_forward_cpu(kernel_dtype(sg), ts.data_ptr(), te.data_ptr(), sg.data_ptr(),
@@ -85,9 +86,11 @@ at::Tensor weights_backward(const std::optional<at::Tensor>& grad_weights,
   check_dim(weights, kWeightsOp, "weights", 1, "(n_samples,)");
   for (auto* pair : {&t_starts, &t_ends, &transmittance, &alphas})
     check_sample_tensor(*pair, weights, kWeightsOp, "saved tensor", "weights");
+  check_same_device(weights, "weights", ray_indices, "ray_indices", kWeightsOp);
   const int64_t n = weights.size(0);
   at::Tensor offsets;
-  checked_ray_indices(ray_indices, n_rays, n, kWeightsOp, &offsets);
+  // The forward pass validated these very indices (or they were valid by construction).
+  checked_ray_indices(ray_indices, n_rays, n, kWeightsOp, &offsets, /*validate=*/false);
   const at::Tensor gw = optional_grad(grad_weights, weights, "grad_weights");
   const at::Tensor gt = optional_grad(grad_transmittance, weights, "grad_transmittance");
   const at::Tensor ga = optional_grad(grad_alphas, weights, "grad_alphas");
@@ -102,7 +105,7 @@ at::Tensor weights_backward(const std::optional<at::Tensor>& grad_weights,
                                      tr.data_ptr(), al.data_ptr(), ptr_or_null(gw),
                                      ptr_or_null(gt), ptr_or_null(ga),
                                      offsets.data_ptr<int64_t>(), n_rays, grad_sigmas.data_ptr(),
-                                     at::cuda::getCurrentCUDAStream());
+                                     c10::cuda::getCurrentCUDAStream());
 #endif
   } else {
     composite::weights_backward_cpu(kernel_dtype(w), ts.data_ptr(), te.data_ptr(), w.data_ptr(),
@@ -124,14 +127,14 @@ int64_t check_values(const at::Tensor& weights, const std::optional<at::Tensor>&
 }
 
 at::Tensor accumulate_forward(const at::Tensor& weights, const std::optional<at::Tensor>& values,
-                              const at::Tensor& ray_indices, int64_t n_rays) {
+                              const at::Tensor& ray_indices, int64_t n_rays, bool validate) {
   check_float_tensor(weights, kAccumulateOp, "weights");
   check_dim(weights, kAccumulateOp, "weights", 1, "(n_samples,)");
   check_same_device(weights, "weights", ray_indices, "ray_indices", kAccumulateOp);
   const int64_t c = check_values(weights, values);
   const int64_t n = weights.size(0);
   at::Tensor offsets;
-  checked_ray_indices(ray_indices, n_rays, n, kAccumulateOp, &offsets);
+  checked_ray_indices(ray_indices, n_rays, n, kAccumulateOp, &offsets, validate);
   const at::Tensor w = weights.contiguous();
   const at::Tensor v = (values.has_value() && values->defined()) ? values->contiguous() : at::Tensor();
   // Each ray's row is written by its thread, zero for rays without samples.
@@ -143,7 +146,7 @@ at::Tensor accumulate_forward(const at::Tensor& weights, const std::optional<at:
     const c10::cuda::CUDAGuard guard(w.device());
     composite::accumulate_forward_cuda(kernel_dtype(w), w.data_ptr(), ptr_or_null(v), c,
                                        offsets.data_ptr<int64_t>(), n_rays, out.data_ptr(),
-                                       at::cuda::getCurrentCUDAStream());
+                                       c10::cuda::getCurrentCUDAStream());
 #endif
   } else {
     composite::accumulate_forward_cpu(kernel_dtype(w), w.data_ptr(), ptr_or_null(v), c,
@@ -157,10 +160,13 @@ std::tuple<at::Tensor, at::Tensor> accumulate_backward(
     const at::Tensor& ray_indices, int64_t n_rays, bool need_weights, bool need_values) {
   check_float_tensor(weights, kAccumulateOp, "weights");
   check_dim(weights, kAccumulateOp, "weights", 1, "(n_samples,)");
+  check_same_device(weights, "weights", ray_indices, "ray_indices", kAccumulateOp);
   const int64_t c = check_values(weights, values);
   const int64_t n = weights.size(0);
   at::Tensor offsets;
-  const at::Tensor ri = checked_ray_indices(ray_indices, n_rays, n, kAccumulateOp, &offsets);
+  // The forward pass validated these very indices (or they were valid by construction).
+  const at::Tensor ri = checked_ray_indices(ray_indices, n_rays, n, kAccumulateOp, &offsets,
+                                            /*validate=*/false);
   check_dim(grad_out, kAccumulateOp, "grad_out", 2, "(n_rays, C)");
   check_size(grad_out, kAccumulateOp, "grad_out", 0, n_rays, "(n_rays, C)");
   check_size(grad_out, kAccumulateOp, "grad_out", 1, c, "(n_rays, C)");
@@ -180,7 +186,7 @@ std::tuple<at::Tensor, at::Tensor> accumulate_backward(
                                         g.data_ptr(), c, ri.data_ptr<int64_t>(), n,
                                         ptr_or_null(gw) ? gw.data_ptr() : nullptr,
                                         gv.defined() ? gv.data_ptr() : nullptr,
-                                        at::cuda::getCurrentCUDAStream());
+                                        c10::cuda::getCurrentCUDAStream());
 #endif
   } else {
     composite::accumulate_backward_cpu(kernel_dtype(w), w.data_ptr(), ptr_or_null(v),
@@ -194,11 +200,18 @@ std::tuple<at::Tensor, at::Tensor> accumulate_backward(
 }  // namespace
 
 void register_composite(pybind11::module& m) {
+  namespace py = pybind11;
   m.def("render_weights_forward", &weights_forward,
-        "Packed compositing: (weights, transmittance, alphas) from densities.");
+        "Packed compositing: (weights, transmittance, alphas) from densities. validate=False skips "
+        "the CUDA range/order check of ray_indices (a host sync) for layouts valid by construction.",
+        py::arg("t_starts"), py::arg("t_ends"), py::arg("sigmas"), py::arg("ray_indices"),
+        py::arg("n_rays"), py::arg("validate") = true);
   m.def("render_weights_backward", &weights_backward,
         "Gradient w.r.t. sigmas from the gradients of (weights, transmittance, alphas).");
-  m.def("accumulate_forward", &accumulate_forward, "Per-ray weighted sum of per-sample values.");
+  m.def("accumulate_forward", &accumulate_forward,
+        "Per-ray weighted sum of per-sample values (validate: as for render_weights_forward).",
+        py::arg("weights"), py::arg("values"), py::arg("ray_indices"), py::arg("n_rays"),
+        py::arg("validate") = true);
   m.def("accumulate_backward", &accumulate_backward,
         "Gradients of accumulate_forward w.r.t. (weights, values).");
 }

@@ -5,7 +5,8 @@
 #include "../kernels/hashgrid/hashgrid.h"
 
 #ifdef WITH_CUDA
-#include <ATen/cuda/CUDAContext.h>
+// c10 only: ATen/cuda/CUDAContext.h pulls in cuBLAS/cuSPARSE headers that a bare toolkit lacks.
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #endif
 
@@ -82,7 +83,7 @@ at::Tensor hashgrid_forward(const at::Tensor& x, const at::Tensor& table, int64_
 #ifdef WITH_CUDA
     const c10::cuda::CUDAGuard guard(x.device());
     hashgrid::forward_cuda(kernel_dtype(table), x.data_ptr(), table.data_ptr(), out.data_ptr(), n,
-                           layout, clamp, at::cuda::getCurrentCUDAStream());
+                           layout, clamp, c10::cuda::getCurrentCUDAStream());
 #endif
   } else {
     hashgrid::forward_cpu(kernel_dtype(table), x.data_ptr(), table.data_ptr(), out.data_ptr(), n,
@@ -109,21 +110,34 @@ std::tuple<at::Tensor, at::Tensor> hashgrid_backward(
   const at::Tensor dy = grad_out.contiguous();
 
   at::Tensor grad_table, grad_x;
-  if (need_table_grad) grad_table = at::zeros_like(table);
+  // On CUDA the table gradient is accumulated in a wider buffer where that matters, rounded once
+  // at the end: float32 for float16 tables; float64 under torch.use_deterministic_algorithms(True)
+  // (the float atomics then give the same float32 sums whatever order they land in).
+  at::ScalarType grad_type = table.scalar_type();
+  if (x.is_cuda() && at::globalContext().deterministicAlgorithms()) grad_type = at::kDouble;
+  else if (table.scalar_type() == at::kHalf) grad_type = at::kFloat;
+  const bool widened = grad_type != table.scalar_type();
+  if (need_table_grad) grad_table = at::zeros(table.sizes(), table.options().dtype(grad_type));
   if (need_input_grad) grad_x = at::zeros_like(x);
-  if (n == 0 || (!need_table_grad && !need_input_grad)) return {grad_table, grad_x};
+  if (n == 0 || (!need_table_grad && !need_input_grad)) {
+    if (widened && grad_table.defined()) grad_table = grad_table.to(table.scalar_type());
+    return {grad_table, grad_x};
+  }
   void* gt = need_table_grad ? grad_table.data_ptr() : nullptr;
   void* gx = need_input_grad ? grad_x.data_ptr() : nullptr;
   if (x.is_cuda()) {
 #ifdef WITH_CUDA
     const c10::cuda::CUDAGuard guard(x.device());
-    hashgrid::backward_cuda(kernel_dtype(table), x.data_ptr(), dy.data_ptr(), table.data_ptr(), gt,
-                            gx, n, layout, clamp, at::cuda::getCurrentCUDAStream());
+    const DType grad_dtype = kernel_dtype(grad_table.defined() ? grad_table : table);
+    hashgrid::backward_cuda(kernel_dtype(table), grad_dtype, x.data_ptr(), dy.data_ptr(),
+                            table.data_ptr(), gt, gx, n, layout, clamp,
+                            c10::cuda::getCurrentCUDAStream());
 #endif
   } else {
     hashgrid::backward_cpu(kernel_dtype(table), x.data_ptr(), dy.data_ptr(), table.data_ptr(), gt,
                            gx, n, layout, clamp);
   }
+  if (widened && grad_table.defined()) grad_table = grad_table.to(table.scalar_type());
   return {grad_table, grad_x};
 }
 

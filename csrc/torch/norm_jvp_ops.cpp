@@ -5,7 +5,8 @@
 #include "../kernels/norm_jvp/norm_jvp.h"
 
 #ifdef WITH_CUDA
-#include <ATen/cuda/CUDAContext.h>
+// c10 only: ATen/cuda/CUDAContext.h pulls in cuBLAS/cuSPARSE headers that a bare toolkit lacks.
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #endif
 
@@ -52,8 +53,12 @@ std::tuple<at::Tensor, at::Tensor> run_norm(const char* op, const at::Tensor& x,
   if (x.is_cuda()) {
 #ifdef WITH_CUDA
     const c10::cuda::CUDAGuard guard(x.device());
+    const at::Tensor workspace = at::empty({norm_jvp::cuda_workspace_elements(shape)},
+                                           x.options().dtype(x.scalar_type() == at::kDouble
+                                                                 ? at::kDouble : at::kFloat));
     norm_jvp::forward_cuda(kernel_dtype(x), xc.data_ptr(), xd.data_ptr(), w, b, y.data_ptr(),
-                           y_dot.data_ptr(), shape, eps, at::cuda::getCurrentCUDAStream());
+                           y_dot.data_ptr(), shape, eps, workspace.data_ptr(),
+                           c10::cuda::getCurrentCUDAStream());
 #endif
   } else {
     norm_jvp::forward_cpu(kernel_dtype(x), xc.data_ptr(), xd.data_ptr(), w, b, y.data_ptr(),
@@ -76,7 +81,9 @@ std::tuple<at::Tensor, at::Tensor> group_norm_jvp(const at::Tensor& x,
   TORCH_CHECK_VALUE(num_groups >= 1 && c % num_groups == 0, kOp,
                     ": argument 'num_groups' must divide the channels (", c, "), got ",
                     num_groups);
-  const int64_t spatial = c == 0 ? 0 : x.numel() / (x.size(0) * c);
+  // The product of the trailing sizes, not numel / (N * C): N or C may be 0 (no division by zero).
+  int64_t spatial = 1;
+  for (int64_t d = 2; d < x.dim(); ++d) spatial *= x.size(d);
   norm_jvp::NormShape shape;
   shape.n_groups = x.size(0) * num_groups;
   shape.group_size = c / num_groups * spatial;

@@ -29,8 +29,13 @@ inline int64_t host_offsets(const int64_t* ri, int64_t n_samples, int64_t n_rays
 // ray_indices (n_samples) int32/int64, each in [0, n_rays), sorted (non-decreasing). Returns them
 // as int64 and, in *offsets, the (n_rays + 1) start of each ray's segment (searchsorted). Every
 // sample then belongs to exactly one ray, so kernels write every output slot.
+//
+// validate=false skips the range and order checks on CUDA, where they cost host syncs on every
+// call: for layouts that are valid by construction (the sampler's output, the batched layout, a
+// backward pass over what its forward validated). On CPU the one host pass always runs.
 inline at::Tensor checked_ray_indices(const at::Tensor& ray_indices, int64_t n_rays,
-                                      int64_t n_samples, const char* op, at::Tensor* offsets) {
+                                      int64_t n_samples, const char* op, at::Tensor* offsets,
+                                      bool validate = true) {
   check_dim(ray_indices, op, "ray_indices", 1, "(n_samples,)");
   check_size(ray_indices, op, "ray_indices", 0, n_samples, "(n_samples,)");
   check_dtype(ray_indices, op, "ray_indices", {at::kLong, at::kInt});
@@ -48,7 +53,7 @@ inline at::Tensor checked_ray_indices(const at::Tensor& ray_indices, int64_t n_r
                       "by ray, as the sampler returns them); sample ", bad, " breaks the order");
     return ri;
   }
-  if (n_samples > 0) {
+  if (validate && n_samples > 0) {
     const auto [lo, hi] = at::aminmax(ri);
     TORCH_CHECK_VALUE(lo.item<int64_t>() >= 0 && hi.item<int64_t>() < n_rays, op,
                       ": argument 'ray_indices' must lie in [0, n_rays=", n_rays, "), got [",

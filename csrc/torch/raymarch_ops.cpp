@@ -6,7 +6,8 @@
 #include "../kernels/raymarch/raymarch.h"
 
 #ifdef WITH_CUDA
-#include <ATen/cuda/CUDAContext.h>
+// c10 only: ATen/cuda/CUDAContext.h pulls in cuBLAS/cuSPARSE headers that a bare toolkit lacks.
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #endif
 
@@ -60,7 +61,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ray_aabb_intersect(const at::Tens
     const c10::cuda::CUDAGuard guard(o.device());
     raymarch::ray_aabb_cuda(kernel_dtype(o), o.data_ptr(), d.data_ptr(), box.data_ptr(), n,
                             t_near.data_ptr(), t_far.data_ptr(), hit_ptr,
-                            at::cuda::getCurrentCUDAStream());
+                            c10::cuda::getCurrentCUDAStream());
 #endif
   } else {
     raymarch::ray_aabb_cpu(kernel_dtype(o), o.data_ptr(), d.data_ptr(), box.data_ptr(), n,
@@ -127,7 +128,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> march_rays(
       const c10::cuda::CUDAGuard guard(o.device());
       raymarch::march_count_cuda(dtype, o.data_ptr(), d.data_ptr(), lo.data_ptr(), hi.data_ptr(),
                                  jit, n, grid, bits.data_ptr<uint8_t>(), opt,
-                                 counts.data_ptr<int64_t>(), at::cuda::getCurrentCUDAStream());
+                                 counts.data_ptr<int64_t>(), c10::cuda::getCurrentCUDAStream());
 #endif
     } else {
       raymarch::march_count_cpu(dtype, o.data_ptr(), d.data_ptr(), lo.data_ptr(), hi.data_ptr(),
@@ -148,7 +149,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> march_rays(
                                 jit, n, grid, bits.data_ptr<uint8_t>(), opt,
                                 offsets.data_ptr<int64_t>(), ray_indices.data_ptr<int64_t>(),
                                 t_starts.data_ptr(), t_ends.data_ptr(),
-                                at::cuda::getCurrentCUDAStream());
+                                c10::cuda::getCurrentCUDAStream());
 #endif
     } else {
       raymarch::march_fill_cpu(dtype, o.data_ptr(), d.data_ptr(), lo.data_ptr(), hi.data_ptr(),

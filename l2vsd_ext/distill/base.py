@@ -47,7 +47,7 @@ class DistillationMode:
     # -- shared pieces ------------------------------------------------------------------------
     def rng_state(self) -> dict:
         return {"theta": self.theta_rng.get_state(), "lora": self.lora_rng.get_state(),
-                "nonfinite_count": self.nonfinite_count}
+                "nonfinite_count": int(self.nonfinite_count)}  # read once per checkpoint
 
     def load_rng_state(self, state: dict) -> None:
         self.theta_rng.set_state(state["theta"])
@@ -77,7 +77,7 @@ class DistillationMode:
             eps = (1 - self.options.esd_lambda) * eps + self.options.esd_lambda * dropped
         return eps
 
-    def lora_steps(self, ctx, n: int) -> float:
+    def lora_steps(self, ctx, n: int):
         cond, _ = self.text(ctx)
         loss = 0.0
         for _ in range(n):
@@ -87,13 +87,14 @@ class DistillationMode:
     def finish(self, eps_target, eps_model, t, stats):
         """grad = w(t)(ε_target − ε_model), with non-finite entries zeroed and counted."""
         grad = self.prior.weight(t) * (eps_target - eps_model)
+        # Everything stays on the device (no host sync per step): the count and the stats are 0-d
+        # tensors, read once per logging interval (see step_stats.py).
         bad = ~torch.isfinite(grad)
-        n_bad = int(bad.sum())
-        if n_bad:
-            self.nonfinite_count += n_bad
-            grad = grad.masked_fill(bad, 0.0)
-        stats.update(nonfinite=n_bad, t=float(t.float().mean()),
-                     grad_norm=float(grad.norm()), eps_phi_norm=float(eps_model.norm()))
+        n_bad = bad.sum()
+        self.nonfinite_count = n_bad + self.nonfinite_count
+        grad = grad.masked_fill(bad, 0.0)
+        stats.update(nonfinite=n_bad, t=t.float().mean(), grad_norm=grad.norm(),
+                     eps_phi_norm=eps_model.norm())
         return grad, stats
 
     # -- the interface ------------------------------------------------------------------------

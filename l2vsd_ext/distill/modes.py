@@ -51,7 +51,7 @@ class L2VSD(DistillationMode):
         eps_lin, delta = self.lookahead_noise(noisy, t, ctx)
         grad, stats = self.finish(self.prior_noise(noisy, t, ctx), eps_lin, t,
                                   {"lora_loss": lora_loss})
-        stats["delta_eps_first_norm"] = float(delta.norm())
+        stats["delta_eps_first_norm"] = delta.norm()
         return grad, stats
 
     @torch.no_grad()

@@ -10,7 +10,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 from torch import nn
 
-from ..ops.jvp_support import kernels_support
+from ..ops.jvp_support import lora_kernel_supports
 from ..ops.lora_linear import lora_linear_jvp
 from .dual import join, split
 
@@ -30,8 +30,9 @@ def _fast_path_ok(layer: nn.Module, adapters: dict, x: torch.Tensor, args, kwarg
     if not isinstance(dropout, nn.Identity) and dropout.training and getattr(dropout, "p", 0) > 0:
         return False
     weight = layer.base_layer.weight
-    return (x.dtype == weight.dtype == layer.lora_A[adapter].weight.dtype
-            and kernels_support(x, "lora_linear_jvp"))
+    lora_dtype = layer.lora_A[adapter].weight.dtype
+    return lora_dtype == layer.lora_B[adapter].weight.dtype and lora_kernel_supports(
+        x, weight, lora_dtype)
 
 
 def make_lora_forward(layer: nn.Module, original_forward, tangents: dict, bypass: dict):

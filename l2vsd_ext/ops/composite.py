@@ -30,13 +30,13 @@ def _infer_n_rays(ray_indices: torch.Tensor, n_rays: Optional[int]) -> int:
 
 class _RenderWeightFunction(torch.autograd.Function):
     @staticmethod
-    def forward(t_starts, t_ends, sigmas, ray_indices, n_rays):
+    def forward(t_starts, t_ends, sigmas, ray_indices, n_rays, check_layout):
         return tuple(load_extension().render_weights_forward(t_starts, t_ends, sigmas, ray_indices,
-                                                             n_rays))
+                                                             n_rays, check_layout))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        t_starts, t_ends, _, ray_indices, n_rays = inputs
+        t_starts, t_ends, _, ray_indices, n_rays, _ = inputs
         ctx.save_for_backward(t_starts, t_ends, ray_indices, *output)
         ctx.n_rays = n_rays
         # Unused outputs (usually transmittance and alphas) then arrive as None, which the kernel
@@ -53,16 +53,18 @@ class _RenderWeightFunction(torch.autograd.Function):
             grad_sigmas = load_extension().render_weights_backward(
                 grad_weights, grad_transmittance, grad_alphas, t_starts, t_ends, ray_indices,
                 ctx.n_rays, weights, transmittance, alphas)
-        return None, None, grad_sigmas, None, None
+        return None, None, grad_sigmas, None, None, None
 
 
 def render_weight_from_density(t_starts: torch.Tensor, t_ends: torch.Tensor, sigmas: torch.Tensor,
                                ray_indices: Optional[torch.Tensor] = None,
-                               n_rays: Optional[int] = None):
+                               n_rays: Optional[int] = None, check_layout: bool = True):
     """(weights, transmittance, alphas) per sample: alpha = 1 - exp(-sigma (t_end - t_start)),
     T_i = prod_{j<i} (1 - alpha_j), w = T alpha. Packed (n_samples,) tensors with sorted
     `ray_indices`, or the batched layout (n_rays, n_samples) with ray_indices=None. Differentiable
-    w.r.t. sigmas (the sample intervals come from the sampler and carry no gradient)."""
+    w.r.t. sigmas (the sample intervals come from the sampler and carry no gradient).
+    check_layout=False skips the range/order check of ray_indices on CUDA (host syncs on every
+    call): only for layouts valid by construction, such as the sampler's output."""
     op = "render_weight_from_density"
     for name, value in (("t_starts", t_starts), ("t_ends", t_ends), ("sigmas", sigmas)):
         _require_tensor(value, op, name)
@@ -76,21 +78,22 @@ def render_weight_from_density(t_starts: torch.Tensor, t_ends: torch.Tensor, sig
                              f"{tuple(t_starts.shape)}, {tuple(t_ends.shape)}, {tuple(shape)}")
         indices = _batched_ray_indices(shape, sigmas.device)
         outputs = _RenderWeightFunction.apply(t_starts.reshape(-1), t_ends.reshape(-1),
-                                              sigmas.reshape(-1), indices, shape[0])
+                                              sigmas.reshape(-1), indices, shape[0], False)
         return tuple(o.view(shape) for o in outputs)
     _require_tensor(ray_indices, op, "ray_indices")
     return _RenderWeightFunction.apply(t_starts, t_ends, sigmas, ray_indices,
-                                       _infer_n_rays(ray_indices, n_rays))
+                                       _infer_n_rays(ray_indices, n_rays), bool(check_layout))
 
 
 class _AccumulateFunction(torch.autograd.Function):
     @staticmethod
-    def forward(weights, values, ray_indices, n_rays):
-        return load_extension().accumulate_forward(weights, values, ray_indices, n_rays)
+    def forward(weights, values, ray_indices, n_rays, check_layout):
+        return load_extension().accumulate_forward(weights, values, ray_indices, n_rays,
+                                                   check_layout)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        weights, values, ray_indices, n_rays = inputs
+        weights, values, ray_indices, n_rays, _ = inputs
         ctx.save_for_backward(weights, values, ray_indices)
         ctx.n_rays = n_rays
 
@@ -101,15 +104,16 @@ class _AccumulateFunction(torch.autograd.Function):
         need_w, need_v = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_w, grad_v = load_extension().accumulate_backward(
             grad_out, weights, values, ray_indices, ctx.n_rays, need_w, need_v)
-        return grad_w, grad_v, None, None
+        return grad_w, grad_v, None, None, None
 
 
 def accumulate_along_rays(weights: torch.Tensor, values: Optional[torch.Tensor] = None,
                           ray_indices: Optional[torch.Tensor] = None,
-                          n_rays: Optional[int] = None) -> torch.Tensor:
+                          n_rays: Optional[int] = None, check_layout: bool = True) -> torch.Tensor:
     """Per-ray sum of w_i * values_i -> (n_rays, C); values=None sums the weights (opacity,
     (n_rays, 1)). Packed: weights (n_samples,), values (n_samples, C), sorted ray_indices.
-    Batched: weights (n_rays, n_samples), values (n_rays, n_samples, C), ray_indices=None."""
+    Batched: weights (n_rays, n_samples), values (n_rays, n_samples, C), ray_indices=None.
+    check_layout: as for render_weight_from_density."""
     op = "accumulate_along_rays"
     _require_tensor(weights, op, "weights")
     if values is not None:
@@ -124,7 +128,7 @@ def accumulate_along_rays(weights: torch.Tensor, values: Optional[torch.Tensor] 
         indices = _batched_ray_indices(weights.shape, weights.device)
         flat_values = None if values is None else values.reshape(-1, values.shape[-1])
         return _AccumulateFunction.apply(weights.reshape(-1), flat_values, indices,
-                                         weights.shape[0])
+                                         weights.shape[0], False)
     _require_tensor(ray_indices, op, "ray_indices")
     return _AccumulateFunction.apply(weights, values, ray_indices,
-                                     _infer_n_rays(ray_indices, n_rays))
+                                     _infer_n_rays(ray_indices, n_rays), bool(check_layout))

@@ -35,3 +35,22 @@ def kernels_support(x: torch.Tensor, op: str) -> bool:
     if x.device.type == "cuda":
         return x.dtype in _CUDA_DTYPES and bool(load_extension().build_info()["cuda"])
     return False
+
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def lora_kernel_supports(x: torch.Tensor, weight: torch.Tensor, lora_dtype: torch.dtype) -> bool:
+    """True when the fused lora_linear_jvp op takes this combination: x and the base weight share
+    a dtype the kernels handle, and the LoRA factors have that dtype or, with a float16/bfloat16
+    activation, float32 (mixed precision: fp16 UNet, fp32 LoRA, as the score model runs on CUDA;
+    on CPU the rank-r part of that case runs through ATen inside the op)."""
+    if x.dtype != weight.dtype or x.device != weight.device or not _has("lora_linear_jvp"):
+        return False
+    if _is_functorch_wrapped(x):
+        return False
+    if x.dtype in _LOW_PRECISION and lora_dtype == torch.float32:
+        if x.device.type == "cpu":
+            return True
+        return x.device.type == "cuda" and bool(load_extension().build_info()["cuda"])
+    return lora_dtype == x.dtype and kernels_support(x, "lora_linear_jvp")

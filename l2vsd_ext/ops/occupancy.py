@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .._ext import load_extension
+from . import random_draws
 from .composite import render_weight_from_density
 from .raymarch import as_aabb_tensor, ray_aabb_intersect
 
@@ -51,11 +52,21 @@ class OccupancyGrid(nn.Module):
     def __init__(self, aabb: Union[torch.Tensor, Sequence[float]], resolution=128, device=None):
         super().__init__()
         self.resolution = _resolution_triple(resolution)
-        self.register_buffer("aabb", as_aabb_tensor(aabb, "OccupancyGrid").float().to(device))
+        box = as_aabb_tensor(aabb, "OccupancyGrid")
+        self.register_buffer("aabb", box.float().to(device))
+        # A host copy for the marching kernel's arguments: reading the buffer back from a GPU on
+        # every sampling call would be a host sync.
+        self._aabb_host = tuple(box.float().tolist())
+
         n_cells = self.resolution[0] * self.resolution[1] * self.resolution[2]
         self.register_buffer("density", torch.zeros(n_cells, device=device))
         self.register_buffer("binary", torch.ones(n_cells, dtype=torch.bool, device=device))
         self.register_buffer("bitfield", pack_bits(self.binary))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if prefix + "aabb" in state_dict:
+            self._aabb_host = tuple(state_dict[prefix + "aabb"].float().cpu().tolist())
 
     @property
     def n_cells(self) -> int:
@@ -67,7 +78,7 @@ class OccupancyGrid(nn.Module):
         res = torch.tensor(self.resolution, device=cells.device)
         ijk = torch.stack([cells // (res[1] * res[2]), (cells // res[2]) % res[1], cells % res[2]], -1)
         if jitter:
-            u = torch.rand(ijk.shape, generator=generator, device=cells.device)
+            u = random_draws.uniform(ijk.shape, generator, cells.device)
         else:
             u = torch.full(ijk.shape, 0.5, device=cells.device)
         lo, hi = self.aabb[:3].to(cells.device), self.aabb[3:].to(cells.device)
@@ -78,10 +89,10 @@ class OccupancyGrid(nn.Module):
         if warmup:
             return torch.arange(self.n_cells, device=device)
         n = max(1, self.n_cells // 4)
-        uniform = torch.randint(self.n_cells, (n,), generator=generator, device=device)
+        uniform = random_draws.integers(self.n_cells, (n,), generator, device)
         occupied = self.binary.nonzero().flatten()
         if occupied.numel():
-            pick = torch.randint(occupied.numel(), (n,), generator=generator, device=device)
+            pick = random_draws.integers(occupied.numel(), (n,), generator, device)
             uniform = torch.cat([uniform, occupied[pick]])
         return uniform
 
@@ -108,7 +119,10 @@ class OccupancyGrid(nn.Module):
                              f"{cells.numel()} points")
         # A NaN estimate must never cull a cell: count it as dense.
         new = torch.nan_to_num(new, nan=float("inf"))
-        self.density[cells] = torch.maximum(self.density[cells] * ema_decay, new)
+        # Cells drawn twice take the larger estimate: a max scatter gives the same result in any
+        # order, where `density[cells] = ...` keeps whichever write lands last (on CUDA, any).
+        self.density.scatter_reduce_(0, cells, torch.maximum(self.density[cells] * ema_decay, new),
+                                     reduce="amax", include_self=False)
         threshold = torch.clamp(self.density.mean(), max=occ_thre)
         binary = self.density > threshold
         if dilation:
@@ -136,16 +150,16 @@ class OccupancyGrid(nn.Module):
         occupied cell. With density_fn(t_starts, t_ends, ray_indices) -> sigmas (nerfacc's
         sigma_fn), samples with alpha < alpha_thre or transmittance < early_stop_eps are dropped."""
         op = "OccupancyGrid.sampling"
-        t_near, t_far, _ = ray_aabb_intersect(rays_o, rays_d, self.aabb)
+        t_near, t_far, _ = ray_aabb_intersect(rays_o, rays_d, self._aabb_host)
         t_min = torch.clamp(t_near, min=near_plane)
         t_max = torch.clamp(t_far, max=far_plane)
         offset = None
         if stratified:
-            offset = torch.rand(rays_o.shape[0], generator=generator, device=rays_o.device,
-                                dtype=rays_o.dtype)
+            offset = random_draws.uniform((rays_o.shape[0],), generator, rays_o.device,
+                                          rays_o.dtype)
         bitfield = self.bitfield.to(rays_o.device)
         ray_indices, t_starts, t_ends = load_extension().march_rays(
-            rays_o, rays_d, t_min, t_max, offset, bitfield, self.aabb.tolist(),
+            rays_o, rays_d, t_min, t_max, offset, bitfield, list(self._aabb_host),
             list(self.resolution), float(render_step_size), float(cone_angle),
             int(max_samples_per_ray))
         if density_fn is None or t_starts.numel() == 0:

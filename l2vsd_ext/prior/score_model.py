@@ -120,18 +120,18 @@ class LoraScoreModel:
         pred = self.predict_noise(noisy, t, text, c2w)
         return torch.nn.functional.mse_loss(pred, self.training_target(latents, noise, t).float())
 
-    def compute_gradient(self, latents, c2w, text, generator) -> float:
+    def compute_gradient(self, latents, c2w, text, generator) -> torch.Tensor:
         """Fills .grad of the LoRA and camera parameters with ∇φ L_lora(φ); returns the loss."""
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.loss(latents, c2w, text, generator)
         loss.backward()
-        return float(loss.detach())
+        return loss.detach()  # a 0-d tensor: reading it here would sync with the GPU
 
     def apply_gradient(self) -> None:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def step(self, latents, c2w, text, generator) -> float:
+    def step(self, latents, c2w, text, generator) -> torch.Tensor:
         loss = self.compute_gradient(latents, c2w, text, generator)
         self.apply_gradient()
         return loss

@@ -54,9 +54,9 @@ template <typename Acc, typename T>
 HD void accumulate(Acc alpha, Acc p, Acc s_dot, const T* v, const T* v_dot, int len, Acc* o,
                    Acc* o_dot) {
   for (int c = 0; c < len; ++c) {
-    const Acc vc = static_cast<Acc>(v[c]);
+    const Acc vc = cast_to<Acc>(v[c]);
     o[c] = o[c] * alpha + p * vc;
-    o_dot[c] = o_dot[c] * alpha + p * (s_dot * vc + static_cast<Acc>(v_dot[c]));
+    o_dot[c] = o_dot[c] * alpha + p * (s_dot * vc + cast_to<Acc>(v_dot[c]));
   }
 }
 

@@ -21,51 +21,66 @@ __device__ Acc warp_allsum(Acc v) {
   return v;
 }
 
+// Heads run along grid.y, strided by gridDim.y: batch * heads may exceed grid.y's 65535 limit.
+// The per-lane arrays are indexed only inside loops unrolled over the compile-time VPL (a guard
+// `c < len` inside), so they stay in registers; a run-time bound would put them in local memory.
 template <int VPL, typename T>
 __global__ void forward_kernel(const T* __restrict__ q, const T* __restrict__ q_dot,
                                const T* __restrict__ k, const T* __restrict__ k_dot,
                                const T* __restrict__ v, const T* __restrict__ v_dot,
-                               T* __restrict__ out, T* __restrict__ out_dot, int64_t n, int64_t m,
-                               int d, acc_t<T> scale) {
+                               T* __restrict__ out, T* __restrict__ out_dot, int64_t bh,
+                               int64_t n, int64_t m, int d, acc_t<T> scale) {
   using Acc = acc_t<T>;
   const int lane = threadIdx.x % 32;
   const int64_t i = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
-  const int64_t h = blockIdx.y;
   if (i >= n) return;  // whole warps exit together: i is uniform within a warp
   const int c0 = lane * VPL;
   const int len = c0 >= d ? 0 : (d - c0 < VPL ? d - c0 : VPL);
-  const int64_t row = (h * n + i) * d;
-  Acc qi[VPL], qdi[VPL], o[VPL], od[VPL];
-  L2VSD_UNROLL
-  for (int c = 0; c < VPL; ++c) {
-    qi[c] = c < len ? static_cast<Acc>(q[row + c0 + c]) : Acc(0);
-    qdi[c] = c < len ? static_cast<Acc>(q_dot[row + c0 + c]) : Acc(0);
-    o[c] = od[c] = Acc(0);
-  }
-  const int64_t head = h * m * d;
-  OnlineState<Acc> st = initial_state<Acc>();
-  for (int64_t j = 0; j < m; ++j) {
-    const int64_t kj = head + j * d + c0;
-    Acc s = Acc(0), sd = Acc(0);
+  for (int64_t h = blockIdx.y; h < bh; h += gridDim.y) {
+    const int64_t row = (h * n + i) * d;
+    Acc qi[VPL], qdi[VPL], o[VPL], od[VPL];
+    L2VSD_UNROLL
+    for (int c = 0; c < VPL; ++c) {
+      qi[c] = c < len ? cast_to<Acc>(q[row + c0 + c]) : Acc(0);
+      qdi[c] = c < len ? cast_to<Acc>(q_dot[row + c0 + c]) : Acc(0);
+      o[c] = od[c] = Acc(0);
+    }
+    const int64_t head = h * m * d;
+    OnlineState<Acc> st = initial_state<Acc>();
+    for (int64_t j = 0; j < m; ++j) {
+      const int64_t kj = head + j * d + c0;
+      Acc s = Acc(0), sd = Acc(0);
+      L2VSD_UNROLL
+      for (int c = 0; c < VPL; ++c) {
+        if (c < len) {
+          const Acc kc = cast_to<Acc>(k[kj + c]);
+          s += qi[c] * kc;
+          sd += qdi[c] * kc + qi[c] * cast_to<Acc>(k_dot[kj + c]);
+        }
+      }
+      s = warp_allsum(s) * scale;
+      sd = warp_allsum(sd) * scale;
+      Acc p;
+      const Acc alpha = admit_key<Acc>(&st, s, sd, &p);
+      // accumulate() from attention_jvp.h, unrolled over VPL.
+      L2VSD_UNROLL
+      for (int c = 0; c < VPL; ++c) {
+        if (c < len) {
+          const Acc vc = cast_to<Acc>(v[kj + c]);
+          o[c] = o[c] * alpha + p * vc;
+          od[c] = od[c] * alpha + p * (sd * vc + cast_to<Acc>(v_dot[kj + c]));
+        }
+      }
+    }
     L2VSD_UNROLL
     for (int c = 0; c < VPL; ++c) {
       if (c < len) {
-        const Acc kc = static_cast<Acc>(k[kj + c]);
-        s += qi[c] * kc;
-        sd += qdi[c] * kc + qi[c] * static_cast<Acc>(k_dot[kj + c]);
+        Acc r, rd;
+        finalize<Acc>(st, o[c], od[c], &r, &rd);
+        out[row + c0 + c] = cast_to<T>(r);
+        out_dot[row + c0 + c] = cast_to<T>(rd);
       }
     }
-    s = warp_allsum(s) * scale;
-    sd = warp_allsum(sd) * scale;
-    Acc p;
-    const Acc alpha = admit_key<Acc>(&st, s, sd, &p);
-    if (len > 0) accumulate<Acc>(alpha, p, sd, v + kj, v_dot + kj, len, o, od);
-  }
-  for (int c = 0; c < len; ++c) {
-    Acc r, rd;
-    finalize<Acc>(st, o[c], od[c], &r, &rd);
-    out[row + c0 + c] = static_cast<T>(r);
-    out_dot[row + c0 + c] = static_cast<T>(rd);
   }
 }
 
@@ -73,12 +88,13 @@ template <int VPL, typename T>
 void launch(const void* q, const void* q_dot, const void* k, const void* k_dot, const void* v,
             const void* v_dot, void* out, void* out_dot, int64_t bh, int64_t n, int64_t m, int d,
             double scale, cudaStream_t stream) {
+  constexpr int64_t kMaxGridY = 65535;
   const dim3 grid(static_cast<unsigned>((n + kWarpsPerBlock - 1) / kWarpsPerBlock),
-                  static_cast<unsigned>(bh));
+                  static_cast<unsigned>(bh < kMaxGridY ? bh : kMaxGridY));
   forward_kernel<VPL, T><<<grid, kWarpsPerBlock * 32, 0, stream>>>(
       static_cast<const T*>(q), static_cast<const T*>(q_dot), static_cast<const T*>(k),
       static_cast<const T*>(k_dot), static_cast<const T*>(v), static_cast<const T*>(v_dot),
-      static_cast<T*>(out), static_cast<T*>(out_dot), n, m, d, static_cast<acc_t<T>>(scale));
+      static_cast<T*>(out), static_cast<T*>(out_dot), bh, n, m, d, cast_to<acc_t<T>>(scale));
   check_cuda_launch("attention_jvp", "kernel launch");
 }
 

@@ -114,7 +114,7 @@ template <typename T>
 HD void cell_and_fraction(T x, float scale, bool clamp, uint32_t* cell, T* frac, bool* inside) {
   *inside = (x >= T(0) && x <= T(1));
   if (clamp && !*inside) x = x < T(0) ? T(0) : T(1);
-  const T pos = fused_multiply_add(x, static_cast<T>(scale), T(0.5));  // fmaf, as tiny-cuda-nn
+  const T pos = fused_multiply_add(x, cast_to<T>(scale), T(0.5));  // fmaf, as tiny-cuda-nn
   const T fl = floor_of(pos);
   *cell = static_cast<uint32_t>(static_cast<int>(fl));
   *frac = pos - fl;
@@ -158,13 +158,13 @@ HD void encode_point_level(const X* x, const T* table, const LevelLayout& lv, in
   A frac[D];
   bool inside;
   L2VSD_UNROLL
-  for (int d = 0; d < D; ++d) cell_and_fraction<A>(static_cast<A>(x[d]), lv.scale, clamp, &cell[d], &frac[d], &inside);
-  for (int f = 0; f < F; ++f) out[f] = O(0);
+  for (int d = 0; d < D; ++d) cell_and_fraction<A>(cast_to<A>(x[d]), lv.scale, clamp, &cell[d], &frac[d], &inside);
+  for (int f = 0; f < F; ++f) out[f] = cast_to<O>(0.0f);
   for (int c = 0; c < (1 << D); ++c) {
     const A w = corner_weight<D, A>(frac, c);
     const T* entry = table + static_cast<size_t>(corner_entry<D>(cell, c, lv)) * F;
     for (int f = 0; f < F; ++f)
-      out[f] = static_cast<O>(static_cast<A>(out[f]) + w * static_cast<A>(entry[f]));
+      out[f] = cast_to<O>(cast_to<A>(out[f]) + w * cast_to<A>(entry[f]));
   }
 }
 
@@ -177,11 +177,11 @@ HD void backward_table_point_level(const X* x, const G* dy, const LevelLayout& l
   A frac[D];
   bool inside;
   L2VSD_UNROLL
-  for (int d = 0; d < D; ++d) cell_and_fraction<A>(static_cast<A>(x[d]), lv.scale, clamp, &cell[d], &frac[d], &inside);
+  for (int d = 0; d < D; ++d) cell_and_fraction<A>(cast_to<A>(x[d]), lv.scale, clamp, &cell[d], &frac[d], &inside);
   for (int c = 0; c < (1 << D); ++c) {
     const A w = corner_weight<D, A>(frac, c);
     T* entry = grad_table + static_cast<size_t>(corner_entry<D>(cell, c, lv)) * F;
-    for (int f = 0; f < F; ++f) add(entry + f, w * static_cast<A>(dy[f]));
+    for (int f = 0; f < F; ++f) add(entry + f, w * cast_to<A>(dy[f]));
   }
 }
 
@@ -194,15 +194,15 @@ HD void backward_input_point_level(const X* x, const G* dy, const T* table, cons
   A frac[D];
   bool inside[D];
   L2VSD_UNROLL
-  for (int d = 0; d < D; ++d) cell_and_fraction<A>(static_cast<A>(x[d]), lv.scale, clamp, &cell[d], &frac[d], &inside[d]);
+  for (int d = 0; d < D; ++d) cell_and_fraction<A>(cast_to<A>(x[d]), lv.scale, clamp, &cell[d], &frac[d], &inside[d]);
   for (int c = 0; c < (1 << D); ++c) {
     const T* entry = table + static_cast<size_t>(corner_entry<D>(cell, c, lv)) * F;
     A dot = A(0);
-    for (int f = 0; f < F; ++f) dot += static_cast<A>(dy[f]) * static_cast<A>(entry[f]);
+    for (int f = 0; f < F; ++f) dot += cast_to<A>(dy[f]) * cast_to<A>(entry[f]);
   L2VSD_UNROLL
     for (int d = 0; d < D; ++d) {
       if (clamp && !inside[d]) continue;
-      dx[d] += dot * corner_weight_dfrac<D, A>(frac, c, d) * static_cast<A>(lv.scale);
+      dx[d] += dot * corner_weight_dfrac<D, A>(frac, c, d) * cast_to<A>(lv.scale);
     }
   }
 }
@@ -215,7 +215,9 @@ namespace hashgrid {
 
 // Launchers. x: (N, n_dims) row-major; table: (n_entries, F); out/dy: (N, n_levels*F), level-major.
 // dtype is the table's; x shares it except for float16 tables (CUDA only), whose x is float32.
-// grad_table must be zeroed by the caller; dx is written (not accumulated).
+// grad_table must be zeroed by the caller; dx is written (not accumulated). On CUDA grad_table
+// has grad_dtype: float32 for float16 tables (half atomics lose small terms) or float64 (the
+// deterministic option), which the caller rounds to the table's dtype afterwards.
 void forward_cpu(DType dtype, const void* x, const void* table, void* out, int64_t n,
                  const GridLayout& layout, bool clamp);
 void backward_cpu(DType dtype, const void* x, const void* dy, const void* table, void* grad_table,
@@ -223,9 +225,9 @@ void backward_cpu(DType dtype, const void* x, const void* dy, const void* table,
 
 void forward_cuda(DType dtype, const void* x, const void* table, void* out, int64_t n,
                   const GridLayout& layout, bool clamp, cudaStream_t stream);
-void backward_cuda(DType dtype, const void* x, const void* dy, const void* table,
-                   void* grad_table, void* dx, int64_t n, const GridLayout& layout, bool clamp,
-                   cudaStream_t stream);
+void backward_cuda(DType dtype, DType grad_dtype, const void* x, const void* dy,
+                   const void* table, void* grad_table, void* dx, int64_t n,
+                   const GridLayout& layout, bool clamp, cudaStream_t stream);
 
 }  // namespace hashgrid
 }  // namespace l2vsd

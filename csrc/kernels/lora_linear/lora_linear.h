@@ -22,10 +22,10 @@ HD void down_project_row(const T* x, const T* x_dot, const T* A, const T* A_dot,
     const T* a_dot = A_dot + k * in;
     Acc acc = Acc(0), acc_dot = Acc(0);
     for (int64_t i = 0; i < in; ++i) {
-      const Acc xi = static_cast<Acc>(x[i]);
-      const Acc ai = static_cast<Acc>(a[i]);
+      const Acc xi = cast_to<Acc>(x[i]);
+      const Acc ai = cast_to<Acc>(a[i]);
       acc += ai * xi;
-      acc_dot += static_cast<Acc>(a_dot[i]) * xi + ai * static_cast<Acc>(x_dot[i]);
+      acc_dot += cast_to<Acc>(a_dot[i]) * xi + ai * cast_to<Acc>(x_dot[i]);
     }
     u[k] = acc;
     u_dot[k] = acc_dot;
@@ -40,9 +40,9 @@ HD void up_project_col(const Acc* u, const Acc* u_dot, const T* B, const T* B_do
   const T* b_dot = B_dot + o * r;
   Acc acc = Acc(0), acc_dot = Acc(0);
   for (int k = 0; k < r; ++k) {
-    const Acc bk = static_cast<Acc>(b[k]);
+    const Acc bk = cast_to<Acc>(b[k]);
     acc += bk * u[k];
-    acc_dot += static_cast<Acc>(b_dot[k]) * u[k] + bk * u_dot[k];
+    acc_dot += cast_to<Acc>(b_dot[k]) * u[k] + bk * u_dot[k];
   }
   *y_add = scale * acc;
   *y_dot_add = scale * acc_dot;
@@ -59,7 +59,8 @@ namespace lora_linear {
 void add_lora_cpu(DType dtype, const void* x, const void* x_dot, const void* A,
                   const void* A_dot, const void* B, const void* B_dot, void* y, void* y_dot,
                   int64_t m, int64_t in, int64_t out, int r, double scale);
-void add_lora_cuda(DType dtype, const void* x, const void* x_dot, const void* A,
+// lora_dtype is A/A_dot/B/B_dot's type: dtype itself, or float32 with a float16/bfloat16 dtype.
+void add_lora_cuda(DType dtype, DType lora_dtype, const void* x, const void* x_dot, const void* A,
                    const void* A_dot, const void* B, const void* B_dot, void* y, void* y_dot,
                    int64_t m, int64_t in, int64_t out, int r, double scale, cudaStream_t stream);
 

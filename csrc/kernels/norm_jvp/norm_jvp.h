@@ -23,9 +23,9 @@ HD double inverse_sqrt(double v) { return 1.0 / ::sqrt(v); }
 // rstd and the tangent covariance from the centred sums of a group.
 template <typename Acc>
 HD GroupStats<Acc> finish_stats(GroupStats<Acc> st, Acc var_sum, Acc cov_sum, int64_t n, Acc eps) {
-  const Acc var = var_sum / static_cast<Acc>(n);
+  const Acc var = var_sum / cast_to<Acc>(n);
   st.rstd = inverse_sqrt(var + eps);
-  st.cov = cov_sum / static_cast<Acc>(n) * st.rstd * st.rstd;
+  st.cov = cov_sum / cast_to<Acc>(n) * st.rstd * st.rstd;
   return st;
 }
 
@@ -34,17 +34,17 @@ template <typename Acc, typename T>
 HD GroupStats<Acc> group_stats(const T* x, const T* x_dot, int64_t n, Acc eps) {
   Acc s = Acc(0), s_dot = Acc(0);
   for (int64_t i = 0; i < n; ++i) {
-    s += static_cast<Acc>(x[i]);
-    s_dot += static_cast<Acc>(x_dot[i]);
+    s += cast_to<Acc>(x[i]);
+    s_dot += cast_to<Acc>(x_dot[i]);
   }
   GroupStats<Acc> st;
-  st.mean = s / static_cast<Acc>(n);
-  st.mean_dot = s_dot / static_cast<Acc>(n);
+  st.mean = s / cast_to<Acc>(n);
+  st.mean_dot = s_dot / cast_to<Acc>(n);
   Acc var = Acc(0), cov = Acc(0);
   for (int64_t i = 0; i < n; ++i) {
-    const Acc c = static_cast<Acc>(x[i]) - st.mean;
+    const Acc c = cast_to<Acc>(x[i]) - st.mean;
     var += c * c;
-    cov += c * (static_cast<Acc>(x_dot[i]) - st.mean_dot);
+    cov += c * (cast_to<Acc>(x_dot[i]) - st.mean_dot);
   }
   return finish_stats(st, var, cov, n, eps);
 }
@@ -72,9 +72,24 @@ struct NormShape {
 
 void forward_cpu(DType dtype, const void* x, const void* x_dot, const void* gamma,
                  const void* beta, void* y, void* y_dot, const NormShape& shape, double eps);
+// The CUDA launcher splits each group over cuda_chunks(shape) blocks (about 512 blocks in all,
+// at least ~1024 elements per block) and needs a workspace of cuda_workspace_elements(shape)
+// accumulator values (double for float64 data, float otherwise); it need not be zeroed.
+inline int cuda_chunks(const NormShape& s) {
+  constexpr int64_t kTargetBlocks = 512, kMinPerChunk = 1024, kMaxChunks = 64;
+  int64_t chunks = s.n_groups > 0 ? (kTargetBlocks + s.n_groups - 1) / s.n_groups : 1;
+  const int64_t by_size = (s.group_size + kMinPerChunk - 1) / kMinPerChunk;
+  if (chunks > by_size) chunks = by_size;
+  if (chunks > kMaxChunks) chunks = kMaxChunks;
+  return chunks < 1 ? 1 : static_cast<int>(chunks);
+}
+inline int64_t cuda_workspace_elements(const NormShape& s) {
+  return 4 * s.n_groups * cuda_chunks(s);
+}
+
 void forward_cuda(DType dtype, const void* x, const void* x_dot, const void* gamma,
                   const void* beta, void* y, void* y_dot, const NormShape& shape, double eps,
-                  cudaStream_t stream);
+                  void* workspace, cudaStream_t stream);
 
 }  // namespace norm_jvp
 }  // namespace l2vsd

@@ -15,6 +15,7 @@
 #include <limits>
 #include <stdexcept>
 #include <type_traits>
+#include <vector>
 
 namespace l2vsd {
 namespace composite {
@@ -96,29 +97,35 @@ void weights_forward_ray_chunked(const T* ts, const T* te, const T* sig, int64_t
   }
 }
 
-// weights_backward_ray() in chunks, back to front; kGW/kGT/kGA say which gradients exist.
+// weights_backward_ray(): the per-sample terms front to back into a per-thread scratch (the
+// inputs then stream forwards, which the hardware prefetcher follows; back to front it stalled
+// on every load), then the suffix sum back to front over the cache-resident scratch, in the same
+// order as before. kGW/kGT/kGA say which gradients exist.
 template <bool kGW, bool kGT, bool kGA, typename T>
-void weights_backward_ray_chunked(const T* ts, const T* te, const T* w, const T* tr, const T* al,
+void weights_backward_ray_scratch(const T* ts, const T* te, const T* w, const T* tr, const T* al,
                                   const T* gw, const T* gt, const T* ga, int64_t begin,
-                                  int64_t end, T* gs) {
-  T local[kChunk], term[kChunk], suffix_after[kChunk];
+                                  int64_t end, T* gs, std::vector<T>& scratch) {
+  const int64_t m = end - begin;
+  if (static_cast<int64_t>(scratch.size()) < 3 * m) scratch.resize(3 * m);
+  T* local = scratch.data();
+  T* term = local + m;
+  T* dt = term + m;
+  for (int64_t j = 0; j < m; ++j) {
+    const int64_t i = begin + j;
+    // An absent gradient's terms are left out rather than multiplied by zero, so its saved
+    // tensor is not read at all (the loop is bound by memory traffic).
+    T g_local = kGW ? gw[i] * (tr[i] - w[i]) : T(0);
+    if (kGA) g_local = ga[i] * (T(1) - al[i]) + g_local;
+    local[j] = g_local;
+    T g_term = kGW ? gw[i] * w[i] : T(0);
+    if (kGT) g_term = g_term + gt[i] * tr[i];
+    term[j] = g_term;
+    dt[j] = te[i] - ts[i];
+  }
   T suffix = T(0);
-  for (int64_t stop = end; stop > begin; stop -= kChunk) {
-    const int64_t start = std::max(begin, stop - kChunk), m = stop - start;
-    for (int64_t j = 0; j < m; ++j) {
-      const int64_t i = start + j;
-      const T g_w = kGW ? gw[i] : T(0), g_t = kGT ? gt[i] : T(0), g_a = kGA ? ga[i] : T(0);
-      local[j] = g_a * (T(1) - al[i]) + g_w * (tr[i] - w[i]);
-      term[j] = g_w * w[i] + g_t * tr[i];
-    }
-    for (int64_t j = m - 1; j >= 0; --j) {
-      suffix_after[j] = suffix;
-      suffix += term[j];
-    }
-    for (int64_t j = 0; j < m; ++j) {
-      const int64_t i = start + j;
-      gs[i] = (local[j] - suffix_after[j]) * (te[i] - ts[i]);
-    }
+  for (int64_t j = m - 1; j >= 0; --j) {
+    gs[begin + j] = (local[j] - suffix) * dt[j];
+    suffix += term[j];
   }
 }
 
@@ -135,10 +142,14 @@ template <bool kGW, bool kGT, bool kGA, typename T>
 void weights_backward_rays(const T* ts, const T* te, const T* w, const T* tr, const T* al,
                            const T* gw, const T* gt, const T* ga, const int64_t* off,
                            int64_t n_rays, T* gs) {
-#pragma omp parallel for schedule(dynamic, 64)
-  for (int64_t r = 0; r < n_rays; ++r)
-    weights_backward_ray_chunked<kGW, kGT, kGA>(ts, te, w, tr, al, gw, gt, ga, off[r],
-                                                off[r + 1], gs);
+#pragma omp parallel
+  {
+    std::vector<T> scratch;
+#pragma omp for schedule(dynamic, 64)
+    for (int64_t r = 0; r < n_rays; ++r)
+      weights_backward_ray_scratch<kGW, kGT, kGA>(ts, te, w, tr, al, gw, gt, ga, off[r],
+                                                  off[r + 1], gs, scratch);
+  }
 }
 
 template <typename T>

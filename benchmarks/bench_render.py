@@ -57,7 +57,7 @@ def _composite(weights_fn, accumulate_fn, ray_indices, t_starts, t_ends, sigmas,
 def test_composite_forward_backward(benchmark, packed_samples, impl):
     fns = {"kernel": (render_weight_from_density, accumulate_along_rays),
            "reference": (ref.render_weight_from_density, ref.accumulate_along_rays)}[impl]
-    benchmark.extra_info["n_samples"] = packed_samples[0].numel()
+    benchmark.extra_info.update(n_samples=packed_samples[0].numel(), impl=impl)
     benchmark.pedantic(_composite, args=(*fns, *packed_samples), **ROUNDS)
 
 

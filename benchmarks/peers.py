@@ -8,7 +8,7 @@ On a GPU machine, tiny-cuda-nn's torch bindings and nerfacc built with CUDA (wit
 BUILD_NO_CUDA) enable the CUDA rows."""
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import sys
 import types
 
@@ -22,7 +22,7 @@ NERFACC_INSTALL = "BUILD_NO_CUDA=1 pip install --no-deps --no-build-isolation ne
 def _stub_viser() -> None:
     # nerfstudio's encodings import viser (its web viewer) at module level, only for a transform
     # helper the hash encoding never calls; an empty package stands in when viser is absent.
-    if importlib.util.find_spec("viser") is not None or "viser" in sys.modules:
+    if "viser" in sys.modules or importlib.util.find_spec("viser") is not None:
         return
     viser = types.ModuleType("viser")
     viser.__path__ = []

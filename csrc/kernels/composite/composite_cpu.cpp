@@ -1,11 +1,14 @@
 // CPU launcher for compositing: OpenMP over rays (forward, weight backward) or samples
 // (accumulate backward). Same math and summation order as the per-ray bodies in composite.h,
 // laid out so that the compiler vectorises everything except the one running sum per ray:
-// - each ray is walked in chunks: the per-sample terms of a chunk are computed in one loop
-//   (vectorised), the running sum (optical depth forward, gradient suffix backward) in a short
-//   scalar loop, and the outputs in a third vectorised loop;
-// - float exponentials go 8 at a time through exp_lanes (below) instead of a libm call each;
+// - the weight forward walks a ray in chunks: per-sample terms in one vectorised loop, the
+//   optical depth in a short scalar loop, outputs in a third loop, with float exponentials 4 at
+//   a time through exp_lanes (below) instead of a libm call each;
+// - the weight backward streams a ray's inputs front to back into a per-thread scratch, then
+//   runs the gradient suffix sum back to front over that cache-resident scratch;
 // - absent gradients and the channel count are template parameters, not per-sample branches.
+// Float64 keeps libm's exp and is bit-identical to the per-ray bodies; float32 differs from them
+// only by exp_lanes' rounding (about 1 ulp).
 #include "composite.h"
 
 #include <algorithm>

@@ -33,6 +33,16 @@ def test_float32_weights_over_long_rays_and_extreme_densities_match_reference():
     assert got[1][3 + 1] == got[1][3] * (1 - got[2][3])  # a zero density changes nothing
 
 
+def test_weight_gradient_of_a_ray_longer_than_the_cpu_scratch_matches_reference():
+    # Rays over 2^16 samples take the CPU backward's plain back-to-front path, others the scratch.
+    ri, ts, te, sig = random_packed([70000, 5], seed=9, sigma_scale=1e-3)
+    grad_w = torch.randn(sig.shape, dtype=sig.dtype, generator=torch.Generator().manual_seed(1))
+    got, want = [torch.autograd.grad(fn(ts, te, s, ri, 2)[0], s, grad_w)[0]
+                 for fn, s in ((render_weight_from_density, sig.clone().requires_grad_()),
+                               (ref.render_weight_from_density, sig.clone().requires_grad_()))]
+    torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-10)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_weights_gradcheck(device):
     ri, ts, te, sig = random_packed([4, 0, 6, 1, 2], device=device)

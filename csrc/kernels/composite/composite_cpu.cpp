@@ -104,6 +104,8 @@ void weights_forward_ray_chunked(const T* ts, const T* te, const T* sig, int64_t
 // inputs then stream forwards, which the hardware prefetcher follows; back to front it stalled
 // on every load), then the suffix sum back to front over the cache-resident scratch, in the same
 // order as before. kGW/kGT/kGA say which gradients exist.
+constexpr int64_t kMaxScratchSamples = 1 << 16;  // longer rays skip the scratch (bounded memory)
+
 template <bool kGW, bool kGT, bool kGA, typename T>
 void weights_backward_ray_scratch(const T* ts, const T* te, const T* w, const T* tr, const T* al,
                                   const T* gw, const T* gt, const T* ga, int64_t begin,
@@ -149,9 +151,15 @@ void weights_backward_rays(const T* ts, const T* te, const T* w, const T* tr, co
   {
     std::vector<T> scratch;
 #pragma omp for schedule(dynamic, 64)
-    for (int64_t r = 0; r < n_rays; ++r)
-      weights_backward_ray_scratch<kGW, kGT, kGA>(ts, te, w, tr, al, gw, gt, ga, off[r],
-                                                  off[r + 1], gs, scratch);
+    for (int64_t r = 0; r < n_rays; ++r) {
+      if (off[r + 1] - off[r] <= kMaxScratchSamples) {
+        weights_backward_ray_scratch<kGW, kGT, kGA>(ts, te, w, tr, al, gw, gt, ga, off[r],
+                                                    off[r + 1], gs, scratch);
+      } else {  // a huge ray: the plain back-to-front body, no scratch to allocate
+        weights_backward_ray(ts, te, w, tr, al, kGW ? gw : nullptr, kGT ? gt : nullptr,
+                             kGA ? ga : nullptr, off[r], off[r + 1], gs);
+      }
+    }
   }
 }
 

@@ -1,5 +1,7 @@
-"""Turns a pytest-benchmark JSON file into the README's markdown table: per case (group), the
+"""Turns a pytest-benchmark JSON file into the README's markdown tables: per case (group), the
 median time of each impl and the speed-up of every impl over "reference" measured in that run.
+With --peers, first the table against the peers (rows tagged role="peer" in extra_info: nerfstudio,
+nerfacc, tiny-cuda-nn), with the own-reference ratio beside it as correctness context.
 
     python -m pytest benchmarks --benchmark-json=bench.json && python benchmarks/report.py bench.json
 """
@@ -29,18 +31,59 @@ def ratio_table(results: dict, baseline: str = "reference", time_ratio: bool = F
     return "\n".join(lines)
 
 
+def peer_table(results: dict) -> str:
+    """One row per case that has a peer: ours vs the peer (speed-up = peer median / ours median),
+    and ours vs the pure-PyTorch reference of the same run."""
+    groups = defaultdict(dict)
+    for bench in results["benchmarks"]:
+        info = bench.get("extra_info", {})
+        if "role" in info:
+            groups[bench["group"]][info["role"]] = (info.get("impl", bench["name"]),
+                                                    bench["stats"]["median"])
+    lines = ["| case | ours | median (ms) | peer | peer median (ms) | speed-up vs peer | "
+             "speed-up vs own reference |", "|---|---|---:|---|---:|---:|---:|"]
+    for group in sorted(groups):
+        roles = groups[group]
+        if "ours" not in roles or "peer" not in roles:
+            continue
+        (ours, t_ours), (peer, t_peer) = roles["ours"], roles["peer"]
+        ref = f"{roles['reference'][1] / t_ours:.1f}x" if "reference" in roles else "n/a"
+        lines.append(f"| {group} | {ours} | {t_ours * 1e3:.1f} | {peer} | {t_peer * 1e3:.1f} | "
+                     f"**{t_peer / t_ours:.1f}x** | {ref} |")
+    return "\n".join(lines)
+
+
+def machine_line(results: dict) -> str:
+    machine = results.get("machine_info", {})
+    cpu = machine.get("cpu", {})
+    def seen(key):
+        values = {str(b.get("extra_info", {}).get(key)) for b in results["benchmarks"]
+                  if key in b.get("extra_info", {})}
+        return "/".join(sorted(values)) or "?"
+
+    return (f"machine: {cpu.get('brand_raw', '?')}, {cpu.get('count', '?')} logical CPUs, "
+            f"torch threads {seen('torch_threads')}, OMP_NUM_THREADS {seen('omp_num_threads')}, "
+            f"python {machine.get('python_version', '?')}, "
+            f"{results.get('datetime', '?')[:19]}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("json_file")
     parser.add_argument("--baseline", default="reference")
     parser.add_argument("--time-ratio", action="store_true",
                         help="print impl/baseline time instead of the speed-up")
+    parser.add_argument("--peers", action="store_true",
+                        help="print the table against the peers first")
     args = parser.parse_args(argv)
     with open(args.json_file) as fh:
-        print(ratio_table(json.load(fh), args.baseline, args.time_ratio))
-    machine = json.load(open(args.json_file)).get("machine_info", {})
-    print(f"\n(machine: {machine.get('cpu', {}).get('brand_raw', '?')}, "
-          f"{machine.get('cpu', {}).get('count', '?')} logical CPUs)", file=sys.stderr)
+        results = json.load(fh)
+    if args.peers:
+        print(machine_line(results) + "\n")
+        print(peer_table(results) + "\n")
+    print(ratio_table(results, args.baseline, args.time_ratio))
+    if not args.peers:
+        print("\n(" + machine_line(results) + ")", file=sys.stderr)
 
 
 if __name__ == "__main__":

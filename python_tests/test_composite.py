@@ -19,6 +19,30 @@ def test_weights_match_reference(device, dtype, tol):
         torch.testing.assert_close(g, w, atol=tol, rtol=tol)
 
 
+def test_float32_weights_over_long_rays_and_extreme_densities_match_reference():
+    # The CPU float32 path has its own vectorised exp: check it over a long ray (transmittance
+    # down to underflow), across chunk boundaries (rays of 1..130 samples) and at the extremes.
+    ri, ts, te, sig = random_packed([700, 1, 63, 64, 65, 130], dtype=torch.float32, seed=7,
+                                    sigma_scale=40.0)
+    sig[[3, 70, 200]] = torch.tensor([0.0, 1e30, float("inf")])
+    sig[5] = 1e-30
+    got = render_weight_from_density(ts, te, sig, ri, 6)
+    want = ref.render_weight_from_density(ts, te, sig, ri, 6)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, atol=1e-6, rtol=1e-5)
+    assert got[1][3 + 1] == got[1][3] * (1 - got[2][3])  # a zero density changes nothing
+
+
+def test_weight_gradient_of_a_ray_longer_than_the_cpu_scratch_matches_reference():
+    # Rays over 2^16 samples take the CPU backward's plain back-to-front path, others the scratch.
+    ri, ts, te, sig = random_packed([70000, 5], seed=9, sigma_scale=1e-3)
+    grad_w = torch.randn(sig.shape, dtype=sig.dtype, generator=torch.Generator().manual_seed(1))
+    got, want = [torch.autograd.grad(fn(ts, te, s, ri, 2)[0], s, grad_w)[0]
+                 for fn, s in ((render_weight_from_density, sig.clone().requires_grad_()),
+                               (ref.render_weight_from_density, sig.clone().requires_grad_()))]
+    torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-10)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_weights_gradcheck(device):
     ri, ts, te, sig = random_packed([4, 0, 6, 1, 2], device=device)

@@ -117,7 +117,13 @@ std::tuple<at::Tensor, at::Tensor> hashgrid_backward(
   if (x.is_cuda() && at::globalContext().deterministicAlgorithms()) grad_type = at::kDouble;
   else if (table.scalar_type() == at::kHalf) grad_type = at::kFloat;
   const bool widened = grad_type != table.scalar_type();
-  if (need_table_grad) grad_table = at::zeros(table.sizes(), table.options().dtype(grad_type));
+  // The CPU launcher zeroes the table gradient itself, one level slice at a time, while that
+  // slice is about to be in cache; a separate 50 MB zero-fill would cost as much as the scatter.
+  const bool kernel_zeroes = !x.is_cuda() && n > 0;
+  if (need_table_grad) {
+    const auto options = table.options().dtype(grad_type);
+    grad_table = kernel_zeroes ? at::empty(table.sizes(), options) : at::zeros(table.sizes(), options);
+  }
   if (need_input_grad) grad_x = at::zeros_like(x);
   if (n == 0 || (!need_table_grad && !need_input_grad)) {
     if (widened && grad_table.defined()) grad_table = grad_table.to(table.scalar_type());

@@ -7,18 +7,39 @@ namespace l2vsd {
 
 namespace detail {
 
-// One pass on the host: range, order and offsets together (the separate tensor reductions cost
-// more than the compositing kernels themselves at 2^20 samples). Returns the first bad index,
-// or -1.
+// Exact search for the first bad sample; runs only once the fast pass below has found one.
+inline int64_t first_bad_ray_index(const int64_t* ri, int64_t n_samples, int64_t n_rays,
+                                   bool* out_of_range) {
+  for (int64_t i = 0; i < n_samples; ++i) {
+    if (ri[i] < 0 || ri[i] >= n_rays) { *out_of_range = true; return i; }
+    if (i > 0 && ri[i] < ri[i - 1]) { *out_of_range = false; return i; }
+  }
+  return -1;
+}
+
+// On the host: range, order and offsets (the separate tensor reductions cost more than the
+// compositing kernels themselves at 2^20 samples). Two cheap passes: a branch-free one the
+// compiler vectorises (the sign bit of `bad` collects r < 0, r > n_rays - 1 and r_i < r_{i-1};
+// a wrapped difference only arises with an out-of-range index, which sets it anyway), then the
+// offsets from the ray changes alone, skipping blocks that lie on rays already opened.
+// Returns the first bad index (*out_of_range says which check failed), or -1.
 inline int64_t host_offsets(const int64_t* ri, int64_t n_samples, int64_t n_rays,
                             int64_t* offsets, bool* out_of_range) {
-  int64_t next_ray = 0;  // offsets[0..next_ray] are written
-  offsets[0] = 0;
-  for (int64_t i = 0; i < n_samples; ++i) {
-    const int64_t r = ri[i];
-    if (r < 0 || r >= n_rays) { *out_of_range = true; return i; }
-    if (r < next_ray - 1 && i > 0) { *out_of_range = false; return i; }
-    while (next_ray <= r) offsets[next_ray++] = i;
+  const uint64_t last_ray = static_cast<uint64_t>(n_rays - 1);
+  uint64_t bad = 0;
+  if (n_samples > 0) bad = static_cast<uint64_t>(ri[0]) | (last_ray - static_cast<uint64_t>(ri[0]));
+  for (int64_t i = 1; i < n_samples; ++i) {
+    const uint64_t r = static_cast<uint64_t>(ri[i]);
+    bad |= r | (last_ray - r) | (r - static_cast<uint64_t>(ri[i - 1]));
+  }
+  if (bad >> 63) return first_bad_ray_index(ri, n_samples, n_rays, out_of_range);
+  int64_t next_ray = 0;  // offsets[0..next_ray) are written
+  constexpr int64_t kBlock = 32;
+  for (int64_t start = 0; start < n_samples; start += kBlock) {
+    const int64_t stop = start + kBlock < n_samples ? start + kBlock : n_samples;
+    if (ri[stop - 1] < next_ray) continue;  // sorted: the whole block is on opened rays
+    for (int64_t i = start; i < stop; ++i)
+      while (next_ray <= ri[i]) offsets[next_ray++] = i;
   }
   while (next_ray <= n_rays) offsets[next_ray++] = n_samples;
   return -1;

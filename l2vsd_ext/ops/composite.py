@@ -3,6 +3,7 @@ kernels: `render_weight_from_density` and `accumulate_along_rays` (nerfacc's nam
 order). Samples are sorted by ray; each op also accepts the batched layout (n_rays, n_samples)."""
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -17,7 +18,14 @@ def _require_tensor(value, op: str, name: str) -> None:
 
 
 def _batched_ray_indices(shape: torch.Size, device) -> torch.Tensor:
-    n_rays, n_samples = shape
+    return _cached_batched_ray_indices(int(shape[0]), int(shape[1]), torch.device(device))
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_batched_ray_indices(n_rays: int, n_samples: int, device: torch.device) -> torch.Tensor:
+    # Every call of a training step has the same batched shape; rebuilding the (n_rays *
+    # n_samples) int64 indices twice per step cost about as much as a compositing kernel. The
+    # tensor never leaves this module (ops read it and autograd saves it), so sharing it is safe.
     return torch.arange(n_rays, device=device).repeat_interleave(n_samples)
 
 

@@ -50,12 +50,17 @@ def load_checkpoint(path: str) -> dict:
     """The checkpoint at `path` as a dict; any unreadable, truncated, foreign or unsafe file is one
     ConfigError naming it. Nothing in the file is executed."""
     import pickle
+    import warnings
     import zipfile
 
     from .config import ConfigError
 
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # A foreign file starting with a PROTO opcode makes torch warn about the pickle protocol
+            # on stderr; the one-line error below says all there is to say.
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         # torch's message is a paragraph; keep its one line that says what the file holds.
         lines = [line.strip() for line in str(err).splitlines()]

@@ -16,7 +16,7 @@ def build_tiny_clip(root: str, seed: int = 0) -> str:
     vocab_size = write_tokenizer(os.path.join(root, "_tokenizer"))
     config = CLIPConfig(
         text_config=dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64,
-                         num_attention_heads=4, num_hidden_layers=2, max_position_embeddings=16,
+                         num_attention_heads=4, num_hidden_layers=2, max_position_embeddings=77,
                          bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
                          pad_token_id=vocab_size - 1),
         vision_config=dict(hidden_size=32, intermediate_size=64, num_attention_heads=4,

@@ -40,7 +40,7 @@ def write_tokenizer(folder: str) -> int:
     with open(os.path.join(folder, "merges.txt"), "w", encoding="utf-8") as fh:
         fh.write("#version: 0.2\n" + "\n".join(merges) + "\n")
     tokenizer = CLIPTokenizer(os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt"),
-                              model_max_length=16)
+                              model_max_length=77)
     tokenizer.save_pretrained(folder)
     return len(vocab)
 
@@ -55,7 +55,7 @@ def build_tiny_sd(root: str, seed: int = 0, unet_overrides: dict | None = None) 
     vocab_size = write_tokenizer(os.path.join(root, "tokenizer"))
     text_encoder = CLIPTextModel(CLIPTextConfig(
         vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_attention_heads=4,
-        num_hidden_layers=2, max_position_embeddings=16, projection_dim=32,
+        num_hidden_layers=2, max_position_embeddings=77, projection_dim=32,
         bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1))
     text_encoder.save_pretrained(os.path.join(root, "text_encoder"))
     unet_config = dict(
@@ -84,7 +84,8 @@ TINY_RANDOM_ID = "tiny-random"
 def tiny_random_path() -> str:
     """The tiny pipeline in the user cache, built on first use."""
     cache = os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache"))
-    root = os.path.join(cache, "l2vsd_ext", TINY_RANDOM_ID)
+    # v2: 77 text positions as in Stable Diffusion (16 cut every prompt to one letter plus the view).
+    root = os.path.join(cache, "l2vsd_ext", TINY_RANDOM_ID + "-v2")
     if not os.path.isfile(os.path.join(root, "model_index.json")):
         build_tiny_sd(root)  # model_index.json is written last, so a torn build is rebuilt
     return root

@@ -170,19 +170,21 @@ def test_attention_jvp_heads_matches_reference(batch, heads, n, m, d, strided, m
     assert_close(out_dot, want[1], torch.float64)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_attention_jvp_heads_stable_diffusion_layout(dtype):
+def test_attention_jvp_heads_stable_diffusion_layout(device, dtype):
     """SD 2.1's heads (5 of 64 channels) on enough queries for full vector blocks and key tiles,
-    self- and cross-attention (77 keys), against the (B * heads, N, d) kernel path."""
+    self- and cross-attention (77 keys), against the reference (CUDA: the head-split path)."""
     gen = torch.Generator().manual_seed(5)
     for m in (300, 77):
-        q, q_dot = (rand(2, 300, 320, gen=gen, dtype=dtype) for _ in range(2))
-        k, k_dot, v, v_dot = (rand(2, m, 320, gen=gen, dtype=dtype) for _ in range(4))
-        want = heads_reference(*(t.double() for t in (q, q_dot, k, k_dot, v, v_dot)), 5, 0.125)
-        out, out_dot = attention_jvp_heads(q, q_dot, k, k_dot, v, v_dot, 5, 0.125)
-        assert out.dtype == dtype
-        assert_close(out, want[0], dtype)
-        assert_close(out_dot, want[1], dtype)
+        q, q_dot = (rand(2, 300, 320, gen=gen) for _ in range(2))
+        k, k_dot, v, v_dot = (rand(2, m, 320, gen=gen) for _ in range(4))
+        want = heads_reference(q, q_dot, k, k_dot, v, v_dot, 5, 0.125)
+        out, out_dot = attention_jvp_heads(*(t.to(dtype).to(device) for t in (q, q_dot, k, k_dot, v, v_dot)),
+                                           5, 0.125)
+        assert out.dtype == dtype and out.device.type == device
+        assert_close(out.cpu(), want[0], dtype)
+        assert_close(out_dot.cpu(), want[1], dtype)
 
 
 def test_attention_jvp_heads_bad_inputs():

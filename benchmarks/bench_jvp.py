@@ -4,6 +4,12 @@ forward-mode AD, next to the plain forward they are measured against.
     pytest benchmarks/bench_jvp.py               # pytest-benchmark, tiny and 64x64 configs
     python benchmarks/bench_jvp.py [--rounds 3]  # the markdown table of docs/jvp.md (interleaved
                                                  # rounds, min time, peak RSS per variant)
+
+The Stable Diffusion 2.1-base case (its UNet architecture with random weights, 64x64 latent) takes
+minutes on a CPU, so it is left out unless asked for: L2VSD_BENCH_SD=1 adds it to the pytest run,
+`--cases sd21-base-64` to the table (e.g. `python benchmarks/bench_jvp.py --cpu-time --rounds 3
+--cases sd21-base-64`). It runs the forward and the engine only: stock forward AD would take
+minutes per call and tens of GiB there.
 """
 from __future__ import annotations
 
@@ -21,14 +27,23 @@ import torch.autograd.forward_ad as fwAD
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from l2vsd_ext.jvp import lora_jvp  # noqa: E402
-from l2vsd_ext.jvp.tiny_unets import (BENCHMARK_CONFIG, TINY_CONFIGS, lora_parameters,  # noqa: E402
-                                      make_lora_unet, random_direction, random_inputs)
+from l2vsd_ext.jvp.tiny_unets import (BENCHMARK_CONFIG, SD21_BASE_CONFIG, TINY_CONFIGS,  # noqa: E402
+                                      lora_parameters, make_lora_unet, random_direction,
+                                      random_inputs)
 
 CASES = {  # name -> (config, latent size, text tokens)
     "tiny": (TINY_CONFIGS["cross_attention"], 16, 8),
     "sd-like-64": (BENCHMARK_CONFIG, 64, 77),
+    "sd21-base-64": (SD21_BASE_CONFIG, 64, 77),
 }
+SLOW_CASES = ("sd21-base-64",)  # skipped unless asked for (module docstring)
+DEFAULT_CASES = tuple(c for c in CASES if c not in SLOW_CASES)
 VARIANTS = ("forward", "func_jvp_math_attn", "forward_ad_math_attn", "engine", "engine_last_layer")
+ENGINE_VARIANTS = ("forward", "engine", "engine_last_layer")
+
+
+def variants_of(case):
+    return ENGINE_VARIANTS if case in SLOW_CASES else VARIANTS
 
 
 def build(case):
@@ -86,7 +101,12 @@ def make_runner(variant, unet, direction, inputs):
 
 # --- pytest-benchmark ----------------------------------------------------------------------------
 
-@pytest.fixture(scope="module", params=list(CASES))
+_SKIP_SLOW = pytest.mark.skipif(os.environ.get("L2VSD_BENCH_SD") != "1",
+                                reason="Stable Diffusion scale takes minutes: set L2VSD_BENCH_SD=1")
+
+
+@pytest.fixture(scope="module", params=[pytest.param(c, marks=_SKIP_SLOW) if c in SLOW_CASES else c
+                                        for c in CASES])
 def case(request):
     return request.param, build(request.param)
 
@@ -94,11 +114,13 @@ def case(request):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_jvp(benchmark, case, variant):
     name, (unet, direction, inputs) = case
+    if variant not in variants_of(name):
+        pytest.skip(f"{variant} is not run at {name}'s scale")
     from diffusers.models.attention_processor import AttnProcessor2_0
     unet.set_attn_processor(AttnProcessor2_0())  # the default; the stock variants switch to math
     run = make_runner(variant, unet, direction, inputs)
     benchmark.group = f"jvp-{name}"
-    rounds = 2 if name == "sd-like-64" else 5
+    rounds = 5 if name == "tiny" else 2
     benchmark.pedantic(run, rounds=rounds, iterations=1, warmup_rounds=1)
 
 
@@ -176,7 +198,7 @@ def attention_table(rounds):
     print()
 
 
-def table(rounds, cases=tuple(CASES), memory=True, clock=time.perf_counter):
+def table(rounds, cases=DEFAULT_CASES, memory=True, clock=time.perf_counter):
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{'CPU time' if clock is time.process_time else 'wall time'}\n")
     if memory:
@@ -186,8 +208,9 @@ def table(rounds, cases=tuple(CASES), memory=True, clock=time.perf_counter):
     for case in cases:
         unet, direction, inputs = build(case)
         best = {}
+        variants = variants_of(case)
         for round_ in range(rounds):  # interleaved, so load from other jobs hits all variants alike
-            for variant in VARIANTS:
+            for variant in variants:
                 from diffusers.models.attention_processor import AttnProcessor2_0
                 unet.set_attn_processor(AttnProcessor2_0())
                 run = make_runner(variant, unet, direction, inputs)
@@ -196,7 +219,7 @@ def table(rounds, cases=tuple(CASES), memory=True, clock=time.perf_counter):
                 t0 = clock()
                 run()
                 best[variant] = min(best.get(variant, float("inf")), clock() - t0)
-        for variant in VARIANTS:
+        for variant in variants:
             mem = _peak_rss_child(case, variant) if memory else float("nan")
             print(f"| {case} | {variant} | {best[variant]:.3f} | {best[variant] / best['forward']:.2f} "
                   f"| {mem:.0f} |", flush=True)
@@ -208,7 +231,8 @@ if __name__ == "__main__":
     parser.add_argument("--memory-child", nargs=2)
     parser.add_argument("--cpu-time", action="store_true",
                         help="one thread, process CPU time: robust on a machine shared with other jobs")
-    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), choices=list(CASES),
+                        help="default: all but the Stable Diffusion one (minutes on a CPU)")
     args = parser.parse_args()
     if args.memory_child:
         _memory_child(*args.memory_child)

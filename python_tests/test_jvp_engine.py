@@ -201,20 +201,33 @@ def test_lora_on_conv_layers_takes_the_generic_path():
 
 
 @pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "circular"])
-def test_affine_rules_match_forward_ad(padding_mode):
+@pytest.mark.parametrize("size", [6, 34])
+def test_affine_rules_match_forward_ad(padding_mode, size):
     """The linear/conv rules on their own: tangent = the layer without its bias applied to the
-    input tangent, for every padding mode; the primal is the module's own output bit for bit."""
+    input tangent, for every padding mode. A large image runs the module's own forward (the primal
+    bit for bit); a small one (at most STACK_MAX_PIXELS) convolves [x; x_dot] as one batch."""
     import torch.autograd.forward_ad as fwAD
+    from l2vsd_ext.jvp.affine_rules import STACK_MAX_PIXELS
     from l2vsd_ext.jvp.scope import engine_scope
     gen = torch.Generator().manual_seed(int(torch.randint(0, 10**6, (1,))))
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3, padding=1, padding_mode=padding_mode),
-                              torch.nn.Flatten(1), torch.nn.Linear(5 * 6 * 6, 4)).double()
-    x, x_dot = (torch.randn(2, 3, 6, 6, generator=gen, dtype=torch.float64) for _ in range(2))
+                              torch.nn.Flatten(1), torch.nn.Linear(5 * size * size, 4)).double()
+    x, x_dot = (torch.randn(2, 3, size, size, generator=gen, dtype=torch.float64) for _ in range(2))
+    stacked = 2 * size * size <= STACK_MAX_PIXELS
+    calls = []  # batch sizes reaching the convolution
+    conv_forward = net[0]._conv_forward
+    net[0]._conv_forward = lambda inp, *a: calls.append(inp.shape[0]) or conv_forward(inp, *a)
     with torch.no_grad():
         want, want_dot = torch.func.jvp(net, (x,), (x_dot,))
+        calls.clear()
         with engine_scope(net, {}), fwAD.dual_level():
             out = fwAD.unpack_dual(net(fwAD.make_dual(x, x_dot)))
-        assert torch.equal(out.primal, net(x))
+        if stacked:
+            assert calls == [4]  # one convolution of [x; x_dot]
+            assert rel_err(out.primal, net(x)) <= 1e-12
+        else:
+            assert calls == [2, 2]  # the module's own forward on x, then x_dot
+            assert torch.equal(out.primal, net(x))
     assert "forward" not in net[0].__dict__ and "forward" not in net[2].__dict__  # restored
     assert rel_err(out.tangent, want_dot) <= 1e-12
 

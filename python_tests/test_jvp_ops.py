@@ -5,9 +5,10 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from l2vsd_ext._ext import cuda_kernels_available
-from l2vsd_ext.ops import (attention, attention_jvp, group_norm_jvp, layer_norm_jvp, lora_linear,
-                           lora_linear_jvp, reference)
-from l2vsd_ext.ops.attention_jvp import attention_jvp_blocked, attention_jvp_kernel
+from l2vsd_ext.ops import (attention, attention_jvp, attention_jvp_heads, group_norm_jvp,
+                           layer_norm_jvp, lora_linear, lora_linear_jvp, reference)
+from l2vsd_ext.ops.attention_jvp import (attention_jvp_blocked, attention_jvp_kernel, merge_heads,
+                                        split_heads)
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not (torch.cuda.is_available() and cuda_kernels_available()), reason="needs a CUDA build and GPU"))]
@@ -46,6 +47,17 @@ def test_lora_linear_jvp_matches_reference(m, n_in, n_out, r, with_bias, seed):
     y_ref, y_dot_ref = reference.lora_linear_jvp(*args, 0.7)
     assert_close(y, y_ref, torch.float64)
     assert_close(y_dot, y_dot_ref, torch.float64)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("m,n_in,n_out,r", [(300, 320, 320, 4), (77, 1024, 1280, 4), (9, 1283, 67, 16)])
+def test_lora_linear_jvp_stable_diffusion_sizes(dtype, m, n_in, n_out, r):
+    """Widths of SD 2.1's projections (full SIMD blocks and remainders in both projections)."""
+    args64 = lora_case(m, n_in, n_out, r, torch.float64, "cpu", n_in, with_bias=n_out != 320)
+    y_ref, y_dot_ref = reference.lora_linear_jvp(*args64, 0.25)
+    y, y_dot = lora_linear_jvp(*(None if t is None else t.to(dtype) for t in args64), 0.25)
+    assert_close(y, y_ref, dtype)
+    assert_close(y_dot, y_dot_ref, dtype)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -124,6 +136,71 @@ def test_attention_jvp_matches_reference(bh, n, m, d, seed):
         out, out_dot = impl(*args, scale)
         assert_close(out, ref[0], torch.float64)
         assert_close(out_dot, ref[1], torch.float64)
+
+
+def heads_reference(q, q_dot, k, k_dot, v, v_dot, heads, scale):
+    ref = reference.attention_jvp(*(None if t is None else split_heads(t, heads)
+                                    for t in (q, q_dot, k, k_dot, v, v_dot)), scale)
+    return merge_heads(ref[0], q.shape[0]), merge_heads(ref[1], q.shape[0])
+
+
+@HYP
+@given(batch=st.integers(1, 3), heads=st.integers(1, 5), n=st.integers(1, 37), m=st.integers(1, 30),
+       d=st.sampled_from([1, 5, 8, 64]), strided=st.booleans(), missing=st.booleans(),
+       seed=st.integers(0, 10**6))
+def test_attention_jvp_heads_matches_reference(batch, heads, n, m, d, strided, missing, seed):
+    """(B, N, heads * d) tensors read in place: contiguous, or (strided) slices of wider rows as
+    a fused projection would give, with a transposed batch; tangents may be absent."""
+    gen = torch.Generator().manual_seed(seed)
+    w = heads * d
+
+    def make(tokens):
+        if not strided:
+            return rand(batch, tokens, w, gen=gen)
+        wide = rand(tokens, batch, 3 * w, gen=gen).transpose(0, 1)  # row stride 3w, batch stride 3w
+        return wide[..., w:2 * w]
+    q, q_dot, k, k_dot, v, v_dot = make(n), make(n), make(m), make(m), make(m), make(m)
+    if missing:
+        q_dot = v_dot = None
+    scale = d ** -0.5
+    want = heads_reference(q, q_dot, k, k_dot, v, v_dot, heads, scale)
+    out, out_dot = attention_jvp_heads(q, q_dot, k, k_dot, v, v_dot, heads, scale)
+    assert out.shape == out_dot.shape == (batch, n, w)
+    assert_close(out, want[0], torch.float64)
+    assert_close(out_dot, want[1], torch.float64)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_attention_jvp_heads_stable_diffusion_layout(device, dtype):
+    """SD 2.1's heads (5 of 64 channels) on enough queries for full vector blocks and key tiles,
+    self- and cross-attention (77 keys), against the reference (CUDA: the head-split path)."""
+    gen = torch.Generator().manual_seed(5)
+    for m in (300, 77):
+        q, q_dot = (rand(2, 300, 320, gen=gen) for _ in range(2))
+        k, k_dot, v, v_dot = (rand(2, m, 320, gen=gen) for _ in range(4))
+        want = heads_reference(q, q_dot, k, k_dot, v, v_dot, 5, 0.125)
+        out, out_dot = attention_jvp_heads(*(t.to(dtype).to(device) for t in (q, q_dot, k, k_dot, v, v_dot)),
+                                           5, 0.125)
+        assert out.dtype == dtype and out.device.type == device
+        assert_close(out.cpu(), want[0], dtype)
+        assert_close(out_dot.cpu(), want[1], dtype)
+
+
+def test_attention_jvp_heads_bad_inputs():
+    q = torch.randn(2, 4, 12, dtype=torch.float64)
+    with pytest.raises(ValueError, match="heads"):
+        attention_jvp_heads(q, None, q, None, q, None, 5, 1.0)
+    with pytest.raises(ValueError, match="'v'"):
+        attention_jvp_heads(q, None, q, None, q[:, :3], None, 3, 1.0)
+    with pytest.raises(ValueError, match="'k'"):
+        attention_jvp_heads(q, None, q[:1], None, q[:1], None, 3, 1.0)
+    with pytest.raises(ValueError, match="q_dot"):
+        attention_jvp_heads(q, q[:, :2], q, None, q, None, 3, 1.0)
+    with pytest.raises(ValueError, match="'q'"):
+        attention_jvp_heads(q[0], None, q, None, q, None, 3, 1.0)
+    with pytest.raises(TypeError, match="'k'"):
+        attention_jvp_heads(q, None, q.float(), None, q, None, 3, 1.0)
 
 
 def test_attention_jvp_blocked_small_blocks_and_missing_tangents():
@@ -219,6 +296,29 @@ def test_norms_dtypes(device, dtype):
     want = reference.layer_norm_jvp(xl, xl_dot, (320,), None, None, 1e-5)
     got = layer_norm_jvp(xl.to(dtype).to(device), xl_dot.to(dtype).to(device), 320)
     assert_close(got[1].cpu(), want[1], dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_norms_stable_diffusion_sizes(dtype):
+    """SD 2.1's group norm (32 groups, 17x17 so runs are not a multiple of the SIMD width) and
+    layer norm over 320 / 1280 channels, with and without affine parameters."""
+    gen = torch.Generator().manual_seed(11)
+    x, x_dot = rand(2, 320, 17, 17, gen=gen), rand(2, 320, 17, 17, gen=gen)
+    w, b = rand(320, gen=gen), rand(320, gen=gen)
+    for affine in ((w, b), (None, None)):
+        want = reference.group_norm_jvp(x, x_dot, 32, *affine, 1e-5)
+        got = group_norm_jvp(x.to(dtype), x_dot.to(dtype), 32,
+                             *(None if t is None else t.to(dtype) for t in affine), 1e-5)
+        assert_close(got[0], want[0], dtype)
+        assert_close(got[1], want[1], dtype)
+    for c in (320, 1280):
+        xl, xl_dot, wl, bl = rand(3, 19, c, gen=gen), rand(3, 19, c, gen=gen), rand(c, gen=gen), rand(c, gen=gen)
+        for affine in ((wl, bl), (wl, None), (None, None)):
+            want = reference.layer_norm_jvp(xl, xl_dot, (c,), *affine, 1e-5)
+            got = layer_norm_jvp(xl.to(dtype), xl_dot.to(dtype), (c,),
+                                 *(None if t is None else t.to(dtype) for t in affine), 1e-5)
+            assert_close(got[0], want[0], dtype)
+            assert_close(got[1], want[1], dtype)
 
 
 def test_norm_bad_inputs():

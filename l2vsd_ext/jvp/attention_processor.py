@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..ops.attention_jvp import attention_jvp
+from ..ops.attention_jvp import attention_jvp_heads
 from ..ops.jvp_support import kernels_support
 from .dual import join, split
 
@@ -19,16 +19,6 @@ REPLACEABLE = frozenset({
     "AttnProcessor", "AttnProcessor2_0", "XFormersAttnProcessor", "SlicedAttnProcessor",
     "AttnProcessorNPU",
 })
-
-
-def _to_heads(t, batch, heads):
-    return t.view(batch, -1, heads, t.shape[-1] // heads).transpose(1, 2).reshape(
-        batch * heads, -1, t.shape[-1] // heads)
-
-
-def _from_heads(t, batch, heads):
-    bh, n, d = t.shape
-    return t.view(batch, heads, n, d).transpose(1, 2).reshape(batch, n, heads * d)
 
 
 def _core(attn, query, key, value, attention_mask, batch):
@@ -44,11 +34,9 @@ def _core(attn, query, key, value, attention_mask, batch):
     fused = (attention_mask is None and kernels_support(q_p, "attention_jvp")
              and q_p.dtype == k_p.dtype == v_p.dtype)
     if fused:
-        tangents = [None if t is None else _to_heads(t, batch, heads) for t in (q_t, k_t, v_t)]
-        out, out_dot = attention_jvp(_to_heads(q_p, batch, heads), tangents[0],
-                                     _to_heads(k_p, batch, heads), tangents[1],
-                                     _to_heads(v_p, batch, heads), tangents[2], attn.scale)
-        return join(_from_heads(out, batch, heads), _from_heads(out_dot, batch, heads))
+        # (B, N, heads * d) as the projections give them: no head-split copies on CPU.
+        out, out_dot = attention_jvp_heads(q_p, q_t, k_p, k_t, v_p, v_t, heads, attn.scale)
+        return join(out, out_dot)
     # Masked attention: AttnProcessor's math, differentiated by forward AD.
     q, k, v = (attn.head_to_batch_dim(t) for t in (query, key, value))
     probs = attn.get_attention_scores(q, k, attention_mask)

@@ -1,5 +1,6 @@
 """UNet2DConditionModel configurations with peft LoRA adapters, built from configs (no weights):
-the tiny ones the tests use and the benchmark one (block_out_channels (64, 128, 256))."""
+the tiny ones the tests use, the benchmark one (block_out_channels (64, 128, 256)) and Stable
+Diffusion 2.1-base's architecture."""
 from __future__ import annotations
 
 import torch
@@ -31,6 +32,15 @@ BENCHMARK_CONFIG = dict(
     down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
     up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"))
 
+# Stable Diffusion 2.1-base's UNet (its config.json, without weights). diffusers' attention_head_dim
+# is the number of heads here (5, 10, 20, 20), so every head has 64 channels.
+SD21_BASE_CONFIG = dict(
+    sample_size=64, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
+    attention_head_dim=(5, 10, 20, 20), cross_attention_dim=1024, use_linear_projection=True,
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
+                      "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"))
+
 
 def make_lora_unet(config: dict, rank: int = 4, seed: int = 0, dtype=torch.float32,
                    random_lora: bool = True):
@@ -40,7 +50,7 @@ def make_lora_unet(config: dict, rank: int = 4, seed: int = 0, dtype=torch.float
     from peft import LoraConfig
 
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(in_channels=4, out_channels=4, sample_size=8, **config)
+    unet = UNet2DConditionModel(**{"in_channels": 4, "out_channels": 4, "sample_size": 8, **config})
     unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=LORA_TARGETS,
                                 init_lora_weights="gaussian"))
     if random_lora:

@@ -1,5 +1,5 @@
 """Differentiable ops over the compiled kernels; `reference` holds their pure-PyTorch twins."""
-from .attention_jvp import attention, attention_jvp
+from .attention_jvp import attention, attention_jvp, attention_jvp_heads
 from .composite import accumulate_along_rays, render_weight_from_density
 from .hashgrid import HashGridEncoding, hashgrid_encode, hashgrid_layout
 from .lora_linear import lora_linear, lora_linear_jvp
@@ -8,5 +8,5 @@ from .occupancy import OccupancyGrid
 from .raymarch import ray_aabb_intersect
 
 __all__ = ["HashGridEncoding", "OccupancyGrid", "accumulate_along_rays", "attention",
-           "attention_jvp", "group_norm_jvp", "hashgrid_encode", "hashgrid_layout", "layer_norm_jvp",
-           "lora_linear", "lora_linear_jvp", "ray_aabb_intersect", "render_weight_from_density"]
+           "attention_jvp", "attention_jvp_heads", "group_norm_jvp", "hashgrid_encode",
+           "hashgrid_layout", "layer_norm_jvp", "lora_linear", "lora_linear_jvp", "ray_aabb_intersect", "render_weight_from_density"]

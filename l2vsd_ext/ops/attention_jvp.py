@@ -21,6 +21,35 @@ def attention_jvp_kernel(q, q_dot, k, k_dot, v, v_dot, scale):
     return load_extension().attention_jvp(q, q_dot, k, k_dot, v, v_dot, float(scale))
 
 
+def split_heads(t, heads):
+    """(B, N, heads * d) -> (B * heads, N, d), contiguous."""
+    batch, n, width = t.shape
+    return t.view(batch, n, heads, width // heads).transpose(1, 2).reshape(batch * heads, n, -1)
+
+
+def merge_heads(t, batch):
+    """(B * heads, N, d) -> (B, N, heads * d), contiguous."""
+    bh, n, d = t.shape
+    return t.view(batch, bh // batch, n, d).transpose(1, 2).reshape(batch, n, -1)
+
+
+def attention_jvp_heads(q, q_dot, k, k_dot, v, v_dot, heads, scale):
+    """(O, O_dot) for q (B, N, heads * d), k and v (B, M, heads * d), the layout the projections
+    produce; outputs (B, N, heads * d). On CPU the kernel reads the tensors in place (entries of a
+    row contiguous, any row/batch strides), saving the head-split copies; elsewhere the heads are
+    split into (B * heads, N, d) copies for attention_jvp. A None tangent is zero."""
+    if q.device.type == "cpu" and kernels_support(q, "attention_jvp_heads"):
+        return load_extension().attention_jvp_heads(q, q_dot, k, k_dot, v, v_dot, int(heads),
+                                                    float(scale))
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor) or t.dim() != 3 or t.shape[-1] % heads:
+            raise ValueError(f"attention_jvp_heads: argument '{name}' must be a 3-D tensor "
+                             f"(batch, tokens, heads * head_dim) with heads={heads}")
+    out, out_dot = attention_jvp(*(None if t is None else split_heads(t, heads)
+                                   for t in (q, q_dot, k, k_dot, v, v_dot)), scale)
+    return merge_heads(out, q.shape[0]), merge_heads(out_dot, q.shape[0])
+
+
 def attention_jvp_blocked(q, q_dot, k, k_dot, v, v_dot, scale, block_elements=_BLOCK_ELEMENTS):
     """The same formula through ATen bmm, one block of queries at a time (all heads at once)."""
     q_dot = torch.zeros_like(q) if q_dot is None else q_dot

@@ -75,6 +75,21 @@ constexpr int kMaxHeadDim = 256;
 void forward_cpu(DType dtype, const void* q, const void* q_dot, const void* k, const void* k_dot,
                  const void* v, const void* v_dot, void* out, void* out_dot, int64_t bh, int64_t n,
                  int64_t m, int d, double scale);
+// CPU only: heads packed along the last dimension, q-like tensors (B, N, heads * d) and k-like
+// (B, M, heads * d), each with its own batch and row strides (in elements; entries within a row
+// contiguous). Head h of a row starts at entry h * d.
+struct RowStrides {
+  int64_t q, q_dot, k, k_dot, v, v_dot, out, out_dot;
+};
+struct HeadsLayout {
+  int64_t batch, heads, n, m;
+  int d;
+  RowStrides row;
+  RowStrides batch_stride;
+};
+void forward_cpu_heads(DType dtype, const void* q, const void* q_dot, const void* k,
+                       const void* k_dot, const void* v, const void* v_dot, void* out,
+                       void* out_dot, const HeadsLayout& layout, double scale);
 void forward_cuda(DType dtype, const void* q, const void* q_dot, const void* k,
                   const void* k_dot, const void* v, const void* v_dot, void* out, void* out_dot,
                   int64_t bh, int64_t n, int64_t m, int d, double scale, cudaStream_t stream);

@@ -1,29 +1,98 @@
-// CPU launcher for the fused LoRA rank-r part: one OpenMP iteration per row.
+// CPU launcher for the fused LoRA rank-r part (the math of lora_linear.h), vectorised: per row, the
+// down projection u = A x, u_dot = A_dot x + A x_dot is r dot products over in_features (SIMD
+// reductions), and the up projection adds s u_k B[:, k] and s (u_k B_dot[:, k] + u_dot_k B[:, k])
+// over contiguous output columns, with B and B_dot transposed to (r, out) once per call. The
+// per-column form of lora_linear.h (r-long dot products per output) does not vectorise and was
+// ~40% of the rule's time on SD 2.1's 4096-token layers. Compiled for AVX-512, AVX2+FMA and the
+// baseline, picked at run time (cpu_isa.h).
 #include "lora_linear.h"
 
+#include "../cpu_isa.h"
+
 #include <stdexcept>
+#include <vector>
 
 namespace l2vsd {
 namespace lora_linear {
 namespace {
 
 template <typename T>
+__attribute__((always_inline)) inline void add_lora_rows(const T* x, const T* x_dot, const T* A,
+                                                         const T* A_dot, const T* Bt,
+                                                         const T* Bt_dot, T* y, T* y_dot, int64_t m,
+                                                         int64_t in, int64_t out, int r, T scale) {
+#pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < m; ++row) {
+    const T* xr = x + row * in;
+    const T* xdr = x_dot + row * in;
+    T u[kMaxRank], u_dot[kMaxRank];
+    for (int k = 0; k < r; ++k) {
+      const T* a = A + k * in;
+      const T* ad = A_dot + k * in;
+      T acc = T(0), acc_dot = T(0);
+#pragma omp simd reduction(+ : acc, acc_dot)
+      for (int64_t i = 0; i < in; ++i) {
+        acc += a[i] * xr[i];
+        acc_dot += ad[i] * xr[i] + a[i] * xdr[i];
+      }
+      u[k] = scale * acc;
+      u_dot[k] = scale * acc_dot;
+    }
+    T* yr = y + row * out;
+    T* ydr = y_dot + row * out;
+    for (int k = 0; k < r; ++k) {
+      const T* b = Bt + k * out;
+      const T* bd = Bt_dot + k * out;
+      const T uk = u[k], udk = u_dot[k];
+#pragma omp simd
+      for (int64_t o = 0; o < out; ++o) {
+        yr[o] += uk * b[o];
+        ydr[o] += uk * bd[o] + udk * b[o];
+      }
+    }
+  }
+}
+
+template <typename T>
+using RowsFn = void (*)(const T*, const T*, const T*, const T*, const T*, const T*, T*, T*, int64_t,
+                        int64_t, int64_t, int, T);
+
+#define L2VSD_LORA_ENTRY(NAME, TARGET, T)                                                         \
+  TARGET void NAME(const T* x, const T* xd, const T* a, const T* ad, const T* bt, const T* btd,  \
+                   T* y, T* yd, int64_t m, int64_t in, int64_t out, int r, T scale) {             \
+    add_lora_rows<T>(x, xd, a, ad, bt, btd, y, yd, m, in, out, r, scale);                         \
+  }
+L2VSD_LORA_ENTRY(rows_f32_avx512, L2VSD_TARGET_AVX512, float)
+L2VSD_LORA_ENTRY(rows_f32_avx2, L2VSD_TARGET_AVX2, float)
+L2VSD_LORA_ENTRY(rows_f32_base, , float)
+L2VSD_LORA_ENTRY(rows_f64_avx512, L2VSD_TARGET_AVX512, double)
+L2VSD_LORA_ENTRY(rows_f64_avx2, L2VSD_TARGET_AVX2, double)
+L2VSD_LORA_ENTRY(rows_f64_base, , double)
+#undef L2VSD_LORA_ENTRY
+
+RowsFn<float> rows_for(cpu_isa::Isa isa, float) {
+  return isa == cpu_isa::Isa::kAvx512 ? rows_f32_avx512
+         : isa == cpu_isa::Isa::kAvx2 ? rows_f32_avx2 : rows_f32_base;
+}
+RowsFn<double> rows_for(cpu_isa::Isa isa, double) {
+  return isa == cpu_isa::Isa::kAvx512 ? rows_f64_avx512
+         : isa == cpu_isa::Isa::kAvx2 ? rows_f64_avx2 : rows_f64_base;
+}
+
+template <typename T>
 void add_lora_impl(const T* x, const T* x_dot, const T* A, const T* A_dot, const T* B,
                    const T* B_dot, T* y, T* y_dot, int64_t m, int64_t in, int64_t out, int r,
                    T scale) {
-#pragma omp parallel for schedule(static)
-  for (int64_t row = 0; row < m; ++row) {
-    T u[kMaxRank], u_dot[kMaxRank];
-    down_project_row<T>(x + row * in, x_dot + row * in, A, A_dot, in, r, u, u_dot);
-    T* yr = y + row * out;
-    T* ydr = y_dot + row * out;
-    for (int64_t o = 0; o < out; ++o) {
-      T add, add_dot;
-      up_project_col<T>(u, u_dot, B, B_dot, r, o, scale, &add, &add_dot);
-      yr[o] += add;
-      ydr[o] += add_dot;
+  // (out, r) -> (r, out): the up projection then walks contiguous columns.
+  std::vector<T> bt(static_cast<size_t>(r) * out), bt_dot(bt.size());
+  for (int64_t o = 0; o < out; ++o) {
+    for (int k = 0; k < r; ++k) {
+      bt[k * out + o] = B[o * r + k];
+      bt_dot[k * out + o] = B_dot[o * r + k];
     }
   }
+  rows_for(cpu_isa::current(), T{})(x, x_dot, A, A_dot, bt.data(), bt_dot.data(), y, y_dot, m,
+                                    in, out, r, scale);
 }
 
 }  // namespace

@@ -71,6 +71,21 @@ class RunConfig:
         return cls(**values)
 
 
+# Defaults a run needs on a given prior, applied only to settings the user did not give.
+# 'shapes' (the shipped ground-truth prior): its native 32 px images, and a field and step count
+# sized for a CPU run of a few minutes.
+PRETRAINED_DEFAULTS = {
+    "shapes": dict(resolution=32, encode_resolution=32, steps=1200, log2_hashmap_size=16,
+                   occupancy_resolution=32, max_samples_per_ray=256, val_every=100,
+                   ckpt_every=200),
+}
+
+
+def with_pretrained_defaults(values: dict) -> dict:
+    """values (the settings given) completed with the defaults of the prior they name."""
+    return {**PRETRAINED_DEFAULTS.get(values.get("pretrained"), {}), **values}
+
+
 def load_yaml(path: str) -> dict:
     import yaml
 

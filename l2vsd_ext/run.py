@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import DTYPES, MODES, ConfigError, RunConfig, load_yaml, validate
+from .config import (DTYPES, MODES, ConfigError, RunConfig, load_yaml, validate,
+                     with_pretrained_defaults)
 
 _DEFAULTS = RunConfig()
 
@@ -31,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda if available)")
     p.add_argument("--dtype", choices=DTYPES, help="prior weights (default: float16 on CUDA, float32 on CPU)")
-    p.add_argument("--pretrained", help=f"diffusers model id or local folder (default: {_DEFAULTS.pretrained})")
+    p.add_argument("--pretrained", help=f"diffusers model id or local folder; 'shapes': the shipped "
+                   f"ground-truth prior, with its own defaults (default: {_DEFAULTS.pretrained})")
     p.add_argument("--guidance-scale", type=float, help=f"prior CFG scale (default: {_DEFAULTS.guidance_scale})")
     p.add_argument("--eta", type=float, help=f"L²-VSD lookahead step η (default: {_DEFAULTS.eta})")
     p.add_argument("--last-layer", action="store_true", help="L²-VSD: tangent on the last LoRA layer only")
@@ -51,7 +53,7 @@ def resolve_config(argv=None) -> RunConfig:
     values = load_yaml(args.pop("config")) if "config" in args else {}
     values.update(args)
     try:
-        return RunConfig.from_dict(values)
+        return RunConfig.from_dict(with_pretrained_defaults(values))
     except TypeError as err:
         raise ConfigError(str(err)) from err
 

@@ -32,8 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vae-channels", type=int, nargs="+", default=[16, 32, 32])
     p.add_argument("--unet-channels", type=int, nargs="+", default=[64, 128])
     p.add_argument("--text-width", type=int, default=64)
-    p.add_argument("--vae-steps", type=int, default=600)
-    p.add_argument("--unet-steps", type=int, default=3000)
+    p.add_argument("--vae-steps", type=int, default=800)
+    p.add_argument("--unet-steps", type=int, default=2400)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--vae-lr", type=float, default=1e-3)
     p.add_argument("--unet-lr", type=float, default=5e-4)
@@ -109,6 +109,9 @@ def train(args) -> str:
     sizes = PriorSizes(resolution=args.resolution, vae_channels=tuple(args.vae_channels),
                        unet_channels=tuple(args.unet_channels), text_width=args.text_width)
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "ckpt_every", "threads")}
+    # A resumed run may be lengthened (trained in several sittings): the step counts may change,
+    # the learning-rate schedule then follows the new length. Nothing else may.
+    fixed = {k: v for k, v in settings.items() if k not in ("vae_steps", "unet_steps")}
 
     torch.manual_seed(args.seed)
     tokenizer = build_tokenizer(os.path.join(args.out, "tokenizer"))
@@ -124,8 +127,9 @@ def train(args) -> str:
     state = {"phase": "vae", "step": 0, "scaling_factor": None}
     if os.path.isfile(ckpt_path):
         saved = load_checkpoint(ckpt_path)
-        if saved["settings"] != settings:
-            changed = sorted(k for k in settings if saved["settings"].get(k) != settings[k])
+        saved_fixed = {k: v for k, v in saved["settings"].items() if k in fixed}
+        if saved_fixed != fixed:
+            changed = sorted(k for k in fixed if saved_fixed.get(k) != fixed[k])
             raise SystemExit(f"l2vsd_ext.shapes.train: error: '{ckpt_path}' was trained with other "
                              f"settings ({', '.join(changed)}); use another --out")
         vae.load_state_dict(saved["vae"])

@@ -72,12 +72,12 @@ class RunConfig:
 
 
 # Defaults a run needs on a given prior, applied only to settings the user did not give.
-# 'shapes' (the shipped ground-truth prior): its native 32 px images, and a field and step count
-# sized for a CPU run of a few minutes.
+# 'shapes' (the shipped ground-truth prior): its native 32 px images, and a field, sample budget
+# and step count sized for a CPU run of minutes (64 samples per ray reach past an opaque front).
 PRETRAINED_DEFAULTS = {
-    "shapes": dict(resolution=32, encode_resolution=32, steps=1200, log2_hashmap_size=16,
-                   occupancy_resolution=32, max_samples_per_ray=256, val_every=100,
-                   ckpt_every=200),
+    "shapes": dict(resolution=32, encode_resolution=32, steps=600, n_levels=8, log2_hashmap_size=15,
+                   occupancy_resolution=32, max_samples_per_ray=64, val_every=100,
+                   ckpt_every=100),
 }
 
 

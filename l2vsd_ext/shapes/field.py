@@ -4,6 +4,7 @@ step), albedo from the nearest part, normals from the SDF's gradient. Rendered w
 renderer, background and cameras, it gives images of the kind a NeRF run can produce."""
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -45,19 +46,27 @@ class AnalyticField(nn.Module):
         return out
 
 
+@functools.lru_cache(maxsize=16)
+def _shell_cells(obj: ShapeObject, aabb: tuple, resolution: int) -> torch.Tensor:
+    from ..ops import OccupancyGrid
+
+    grid = OccupancyGrid(aabb, resolution=resolution)
+    centers = grid.cell_centers(torch.arange(grid.n_cells))
+    diagonal = float((grid.aabb[3:] - grid.aabb[:3]).norm()) / resolution
+    sdf = torch.cat([obj.sdf(chunk) for chunk in centers.split(1 << 18)])
+    return sdf.abs() < diagonal
+
+
 @torch.no_grad()
 def surface_shell_grid(field: AnalyticField, resolution: int = 128):
     """An occupancy grid marking the cells within a cell diagonal of the surface: the renderer
-    skips the empty space and the deep interior (which the opaque shell hides anyway)."""
+    skips the empty space and the deep interior (which the opaque shell hides anyway). The cells
+    are cached per object (they cost millions of SDF evaluations)."""
     from ..ops import OccupancyGrid
-
-    grid = OccupancyGrid(field.aabb, resolution=resolution)
-    centers = grid.cell_centers(torch.arange(grid.n_cells))
-    diagonal = float((field.aabb[3:] - field.aabb[:3]).norm()) / resolution
-    sdf = torch.cat([field.obj.sdf(chunk) for chunk in centers.split(1 << 18)])
-    grid.binary.copy_(sdf.abs() < diagonal)
     from ..ops.occupancy import pack_bits
 
+    grid = OccupancyGrid(field.aabb, resolution=resolution)
+    grid.binary.copy_(_shell_cells(field.obj, tuple(field.aabb.tolist()), resolution))
     grid.bitfield.copy_(pack_bits(grid.binary))
     return grid
 

@@ -22,6 +22,10 @@ from .models import (PriorSizes, build_scheduler, build_text_encoder, build_toke
                      build_vae, save_pipeline)
 
 
+class TrainError(ValueError):
+    """A bad setting: printed as one line, exit code 2."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m l2vsd_ext.shapes.train",
                                 description="Train the shapes prior (resumes from DIR/checkpoint.pt).")
@@ -130,8 +134,8 @@ def train(args) -> str:
         saved_fixed = {k: v for k, v in saved["settings"].items() if k in fixed}
         if saved_fixed != fixed:
             changed = sorted(k for k in fixed if saved_fixed.get(k) != fixed[k])
-            raise SystemExit(f"l2vsd_ext.shapes.train: error: '{ckpt_path}' was trained with other "
-                             f"settings ({', '.join(changed)}); use another --out")
+            raise TrainError(f"'{ckpt_path}' was trained with other settings "
+                             f"({', '.join(changed)}); use another --out")
         vae.load_state_dict(saved["vae"])
         vae_opt.load_state_dict(saved["vae_opt"])
         unet.load_state_dict(saved["unet"])
@@ -239,7 +243,11 @@ def main(argv=None) -> int:
             print(f"l2vsd_ext.shapes.train: error: --{name.replace('_', '-')} must be >= 1",
                   file=sys.stderr)
             return 2
-    folder = train(args)
+    try:
+        folder = train(args)
+    except TrainError as err:
+        print(f"l2vsd_ext.shapes.train: error: {err}", file=sys.stderr)
+        return 2
     print(f"prior written to {folder}")
     return 0
 

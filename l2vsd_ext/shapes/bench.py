@@ -243,9 +243,10 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
         check_prior(args.pretrained)
         results = []
-        for obj in objects:
-            for spec, flags in cases.items():
-                for seed in args.seeds:
+        # Seed-major, then object, then case: a partial table already compares every case.
+        for seed in args.seeds:
+            for obj in objects:
+                for spec, flags in cases.items():
                     run_dir = os.path.join(args.out, "runs", obj, spec, f"seed{seed}")
                     eval_path = os.path.join(run_dir, EVAL_FILE)
                     if not os.path.isfile(eval_path):

@@ -36,7 +36,8 @@ class RunConfig:
     device: str | None = _f(None, "cpu, cuda or cuda:N (default: cuda if available)")
     dtype: str | None = _f(None, "prior weights: " + ", ".join(DTYPES) + " (default: float16 on CUDA, float32 on CPU)")
     pretrained: str = _f("stabilityai/stable-diffusion-2-1-base",
-                         "diffusers model id or local folder; tiny-random: a small random model for smoke tests")
+                         "diffusers model id or local folder; tiny-random: a small random model for smoke tests; "
+                         "shapes: the shipped ground-truth prior, with its own defaults")
     # guidance
     guidance_scale: float = _f(7.5, "prior classifier-free guidance scale")
     eta: float = _f(1e-2, "L²-VSD lookahead step η (l2vsd)")
@@ -145,6 +146,21 @@ def coerce(name: str, value, type_name: str):
     if isinstance(value, (dict, list)):
         raise bad
     return str(value)
+
+
+# Defaults a run needs on a given prior, applied only to settings the user did not give.
+# 'shapes' (the shipped ground-truth prior): its native 32 px images, and a field, sample budget
+# and step count sized for a CPU run of minutes (64 samples per ray reach past an opaque front).
+PRETRAINED_DEFAULTS = {
+    "shapes": dict(resolution=32, encode_resolution=32, steps=600, n_levels=8, log2_hashmap_size=15,
+                   occupancy_resolution=32, max_samples_per_ray=64, val_every=100,
+                   ckpt_every=100),
+}
+
+
+def with_pretrained_defaults(values: dict) -> dict:
+    """values (the settings given) completed with the defaults of the prior they name."""
+    return {**PRETRAINED_DEFAULTS.get(values.get("pretrained"), {}), **values}
 
 
 def load_yaml(path: str) -> dict:

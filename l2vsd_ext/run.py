@@ -14,7 +14,8 @@ import dataclasses
 import os
 import sys
 
-from .config import DTYPES, LOGGERS, MODES, ConfigError, RunConfig, load_yaml, validate
+from .config import (DTYPES, LOGGERS, MODES, ConfigError, RunConfig, load_yaml, validate,
+                     with_pretrained_defaults)
 
 PROG = "python -m l2vsd_ext.run"
 _DEFAULTS = RunConfig()
@@ -80,6 +81,8 @@ def given_settings(argv=None) -> dict:
             raise ConfigError(f"--set {key}: also given as --{key.replace('_', '-')} with another value")
     values.update(args)
     values.update(overrides)
+    # A shipped prior (--pretrained shapes) brings its own defaults for what was not given.
+    values = with_pretrained_defaults(values)
     RunConfig.from_dict(values)  # unknown keys and bad types fail here, naming the field
     types = {f.name: f.type for f in dataclasses.fields(RunConfig)}
     from .config import coerce

@@ -18,6 +18,15 @@ EXPECTED_FILES = (
 )
 
 
+# `--pretrained shapes`: the small prior of the ground-truth benchmark, shipped in the package
+# (l2vsd_ext/shapes/weights). Found by path, so this module does not import the shapes package.
+SHAPES_ID = "shapes"
+
+
+def shapes_weights_path() -> str:
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "shapes", "weights")
+
+
 class PriorWeightsUnavailable(RuntimeError):
     """The prior's weights could not be loaded (offline, missing or corrupt files)."""
 
@@ -36,6 +45,12 @@ def _explain(id_or_path: str, cause: BaseException, offline: str | None = None) 
         f"or try the pipeline without weights with --pretrained tiny-random")
 
 
+try:  # a corrupt .safetensors file raises this, not an OSError
+    from safetensors import SafetensorError as _SafetensorError
+except ImportError:  # pragma: no cover - older safetensors
+    _SafetensorError = OSError
+
+
 def load_components(id_or_path: str, dtype: torch.dtype):
     """Returns (unet, vae, text_encoder, tokenizer, scheduler), weights in `dtype`."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
@@ -45,6 +60,12 @@ def load_components(id_or_path: str, dtype: torch.dtype):
         from .tiny import tiny_random_path
 
         id_or_path = tiny_random_path()
+    elif id_or_path == SHAPES_ID:
+        id_or_path = shapes_weights_path()
+        if not os.path.isfile(os.path.join(id_or_path, "model_index.json")):
+            raise PriorWeightsUnavailable(
+                f"the shipped shapes prior is missing from '{id_or_path}' (no model_index.json); "
+                "reinstall the package or train it with `python -m l2vsd_ext.shapes.train`")
     local = os.path.isdir(id_or_path)
     if not local and os.path.sep in id_or_path and id_or_path.startswith((".", os.path.sep)):
         raise PriorWeightsUnavailable(f"--pretrained '{id_or_path}' looks like a path but is not a folder")
@@ -59,6 +80,6 @@ def load_components(id_or_path: str, dtype: torch.dtype):
         text_encoder = CLIPTextModel.from_pretrained(id_or_path, subfolder="text_encoder", dtype=dtype, **kwargs)
         tokenizer = CLIPTokenizer.from_pretrained(id_or_path, subfolder="tokenizer", **kwargs)
         scheduler = DDPMScheduler.from_pretrained(id_or_path, subfolder="scheduler", **kwargs)
-    except (OSError, ValueError, EnvironmentError) as err:
+    except (OSError, ValueError, EnvironmentError, _SafetensorError) as err:
         raise _explain(id_or_path, err, offline) from err
     return unet, vae, text_encoder, tokenizer, scheduler

@@ -1,0 +1,62 @@
+"""The prior's quality figures for its model card: python -m l2vsd_ext.shapes.prior_report
+[--pretrained shapes] --out DIR. Writes DIR/prior_quality.json (per-sample rows and the summary of
+shapes.quality) and DIR/prior_samples.png (per object: a true front and back view, then samples
+for the front, side, back and overhead prompts)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+
+
+def main(argv=None) -> int:
+    from ..prior import DiffusionPrior
+    from ..prior.loading import PriorWeightsUnavailable
+    from ..prior.prompts import VIEW_LABELS
+    from ..trainer import save_png
+    from .dataset import view_text
+    from .objects import OBJECTS
+    from .quality import evaluate_prior, summarize
+    from .sample import sample_images
+    from .score import fixed_cameras, render_over_white
+    from .field import truth_renderer
+
+    p = argparse.ArgumentParser(prog="python -m l2vsd_ext.shapes.prior_report")
+    p.add_argument("--pretrained", default="shapes")
+    p.add_argument("--out", required=True)
+    p.add_argument("--samples", type=int, default=4, help="samples per (object, view) case")
+    p.add_argument("--steps", type=int, default=50, help="DDIM steps")
+    p.add_argument("--guidance-scale", type=float, default=3.0)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    try:
+        prior = DiffusionPrior.from_pretrained(args.pretrained, device="cpu")
+    except PriorWeightsUnavailable as err:
+        print(f"l2vsd_ext.shapes.prior_report: error: {err}", file=sys.stderr)
+        return 2
+    os.makedirs(args.out, exist_ok=True)
+    rows, _ = evaluate_prior(prior, samples_per_case=args.samples, steps=args.steps,
+                             guidance_scale=args.guidance_scale, seed=args.seed)
+    summary = summarize(rows)
+    with open(os.path.join(args.out, "prior_quality.json"), "w") as fh:
+        json.dump({"settings": vars(args), "summary": summary, "rows": rows}, fh, indent=2)
+
+    resolution = prior.unet.config.sample_size * prior.vae_scale_factor
+    cams = fixed_cameras([15, 15], [0, 180], resolution)
+    tiles = []
+    for obj in OBJECTS.values():
+        tiles.append(render_over_white(truth_renderer(obj), cams)["rgb"])
+        tiles.append(sample_images(prior, [view_text(obj.prompt, v) for v in VIEW_LABELS],
+                                   steps=args.steps, guidance_scale=args.guidance_scale,
+                                   seed=args.seed + 1))
+    save_png(torch.cat(tiles), os.path.join(args.out, "prior_samples.png"), columns=6)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

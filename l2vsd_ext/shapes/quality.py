@@ -1,0 +1,72 @@
+"""The prior's own quality: samples for each prompt and view, scored by nearest-view PSNR against
+dense sets of true renders (random cameras from the run's distribution, a seed the training set
+did not use). A good prior's sample is closer to its own object than to any other, and a
+"back view" sample is closer to the object's true back views than to its front views."""
+from __future__ import annotations
+
+import torch
+
+from ..prior.prompts import VIEW_LABELS
+from ..scene import CameraSampler
+from .dataset import render_views, view_text
+from .metrics import psnr
+from .objects import OBJECTS
+
+REFERENCE_SEED = 12345  # the training set uses the training seed (0 by default)
+
+
+def reference_renders(n_views: int = 256, resolution: int = 32, seed: int = REFERENCE_SEED) -> dict:
+    """{object key: (images (n, 3, H, W), view labels)} from random run cameras."""
+    generator = torch.Generator().manual_seed(seed)
+    sampler = CameraSampler(height=resolution, width=resolution, batch_size=n_views)
+    out = {}
+    for key, obj in OBJECTS.items():
+        cams = sampler.sample(generator)
+        out[key] = (render_views(obj, cams), list(cams.view_labels))
+    return out
+
+
+def nearest_psnr(sample: torch.Tensor, references: torch.Tensor) -> float:
+    """The best PSNR of one (3, H, W) sample against any of the (n, 3, H, W) references."""
+    return float(psnr(sample[None].expand_as(references), references).max())
+
+
+def evaluate_prior(prior, samples_per_case: int = 2, views=("front", "back"), steps: int = 30,
+                   guidance_scale: float = 3.0, seed: int = 0, references: dict | None = None):
+    """Samples every (object, view) case and scores it. Returns (rows, images): one row per
+    sample with the nearest-view PSNR to its own object, the best other object, and to its own
+    object's front / back views; images (N, 3, H, W) in row order."""
+    from .sample import sample_images
+
+    references = references or reference_renders(resolution=prior.unet.config.sample_size *
+                                                 prior.vae_scale_factor)
+    cases = [(key, view) for key in OBJECTS for view in views for _ in range(samples_per_case)]
+    images = sample_images(prior, [view_text(OBJECTS[k].prompt, v) for k, v in cases],
+                           steps=steps, guidance_scale=guidance_scale, seed=seed)
+    rows = []
+    for (key, view), image in zip(cases, images):
+        to_object = {other: nearest_psnr(image, refs) for other, (refs, _) in references.items()}
+        refs, labels = references[key]
+        by_view = {}
+        for label in VIEW_LABELS:
+            chosen = [i for i, v in enumerate(labels) if v == label]
+            by_view[label] = nearest_psnr(image, refs[chosen])
+        best_other = max(v for k, v in to_object.items() if k != key)
+        rows.append({"object": key, "view": view, "psnr_own": to_object[key],
+                     "psnr_best_other": best_other,
+                     "nearest_object": max(to_object, key=to_object.get),
+                     "psnr_front_views": by_view["front"], "psnr_back_views": by_view["back"]})
+    return rows, images
+
+
+def summarize(rows: list[dict]) -> dict:
+    """The closeness relations as fractions of samples."""
+    own = [r["nearest_object"] == r["object"] for r in rows]
+    back = [r["psnr_back_views"] > r["psnr_front_views"] for r in rows if r["view"] == "back"]
+    front = [r["psnr_front_views"] > r["psnr_back_views"] for r in rows if r["view"] == "front"]
+    mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")
+    return {"samples": len(rows), "own_object_nearest": mean(own),
+            "back_sample_nearer_back_views": mean(back),
+            "front_sample_nearer_front_views": mean(front),
+            "mean_psnr_own": mean([r["psnr_own"] for r in rows]),
+            "mean_psnr_best_other": mean([r["psnr_best_other"] for r in rows])}

@@ -1,0 +1,256 @@
+"""Trains the shapes prior: python -m l2vsd_ext.shapes.train --out DIR
+
+Renders the data set (cached in DIR/dataset.pt), trains the VAE, then the UNet together with the
+small text encoder (text dropout for classifier-free guidance), and writes the diffusers folder
+DIR/pipeline. Deterministic for a seed; an atomic checkpoint (DIR/checkpoint.pt) is written every
+--ckpt-every steps, and rerunning the same command resumes from it."""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+
+from ..checkpoint import atomic_write_bytes, load_checkpoint
+from .dataset import load_or_build_dataset
+from .models import (PriorSizes, build_scheduler, build_text_encoder, build_tokenizer, build_unet,
+                     build_vae, save_pipeline)
+
+
+class TrainError(ValueError):
+    """A bad setting: printed as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m l2vsd_ext.shapes.train",
+                                description="Train the shapes prior (resumes from DIR/checkpoint.pt).")
+    p.add_argument("--out", required=True, help="working folder: data set, checkpoint, pipeline/")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--views-per-object", type=int, default=384)
+    p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("--vae-channels", type=int, nargs="+", default=[16, 32, 32])
+    p.add_argument("--unet-channels", type=int, nargs="+", default=[64, 128])
+    p.add_argument("--text-width", type=int, default=64)
+    p.add_argument("--vae-steps", type=int, default=800)
+    p.add_argument("--unet-steps", type=int, default=2400)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--vae-lr", type=float, default=1e-3)
+    p.add_argument("--unet-lr", type=float, default=5e-4)
+    p.add_argument("--kl-weight", type=float, default=1e-4)
+    p.add_argument("--text-dropout", type=float, default=0.1)
+    p.add_argument("--ema-decay", type=float, default=0.999)
+    p.add_argument("--ckpt-every", type=int, default=100)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (1: on a shared, busy CPU more threads are far slower)")
+    return p
+
+
+def _save(state: dict, path: str) -> None:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _lr_factor(step: int, total: int, warmup: int = 100) -> float:
+    """Linear warm-up, then cosine decay to 10%."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def _flip(images: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    # The objects are mirror-symmetric in y and a mirrored camera keeps its view label, so a
+    # horizontal flip is an exact augmentation.
+    return torch.where(flips.view(-1, 1, 1, 1), images.flip(-1), images)
+
+
+@torch.no_grad()
+def encode_dataset(vae, images_uint8: torch.Tensor, chunk: int = 256):
+    """Posterior mean and std of every image and of its mirror: (2, N, 4, h, w) each."""
+    means, stds = [], []
+    for flipped in (False, True):
+        m, s = [], []
+        for batch in images_uint8.split(chunk):
+            x = batch.float() / 255
+            x = x.flip(-1) if flipped else x
+            dist = vae.encode(x * 2 - 1).latent_dist
+            m.append(dist.mean)
+            s.append(dist.std)
+        means.append(torch.cat(m))
+        stds.append(torch.cat(s))
+    return torch.stack(means), torch.stack(stds)
+
+
+class EMA:
+    """Exponential moving average of parameters, with the usual warm-up of the decay."""
+
+    def __init__(self, module, decay: float):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, module, step: int):
+        decay = min(self.decay, (1 + step) / (10 + step))
+        for k, v in module.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.shadow[k].mul_(decay).add_(v.detach(), alpha=1 - decay)
+            else:
+                self.shadow[k].copy_(v)
+
+
+def train(args) -> str:
+    from tqdm import tqdm
+
+    torch.set_num_threads(args.threads)
+    os.makedirs(args.out, exist_ok=True)
+    ckpt_path = os.path.join(args.out, "checkpoint.pt")
+    sizes = PriorSizes(resolution=args.resolution, vae_channels=tuple(args.vae_channels),
+                       unet_channels=tuple(args.unet_channels), text_width=args.text_width)
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "ckpt_every", "threads")}
+    # A resumed run may be lengthened (trained in several sittings): the step counts may change,
+    # the learning-rate schedule then follows the new length. Nothing else may.
+    fixed = {k: v for k, v in settings.items() if k not in ("vae_steps", "unet_steps")}
+
+    torch.manual_seed(args.seed)
+    tokenizer = build_tokenizer(os.path.join(args.out, "tokenizer"))
+    vae = build_vae(sizes)
+    text_encoder = build_text_encoder(sizes, len(tokenizer))
+    unet = build_unet(sizes)
+    scheduler = build_scheduler()
+    generator = torch.Generator().manual_seed(args.seed + 1)
+    vae_opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
+    unet_params = list(unet.parameters()) + list(text_encoder.parameters())
+    unet_opt = torch.optim.AdamW(unet_params, lr=args.unet_lr, weight_decay=1e-4)
+    unet_ema, text_ema = EMA(unet, args.ema_decay), EMA(text_encoder, args.ema_decay)
+    state = {"phase": "vae", "step": 0, "scaling_factor": None}
+    if os.path.isfile(ckpt_path):
+        saved = load_checkpoint(ckpt_path)
+        saved_fixed = {k: v for k, v in saved["settings"].items() if k in fixed}
+        if saved_fixed != fixed:
+            changed = sorted(k for k in fixed if saved_fixed.get(k) != fixed[k])
+            raise TrainError(f"'{ckpt_path}' was trained with other settings "
+                             f"({', '.join(changed)}); use another --out")
+        vae.load_state_dict(saved["vae"])
+        vae_opt.load_state_dict(saved["vae_opt"])
+        unet.load_state_dict(saved["unet"])
+        text_encoder.load_state_dict(saved["text_encoder"])
+        unet_opt.load_state_dict(saved["unet_opt"])
+        unet_ema.shadow, text_ema.shadow = saved["unet_ema"], saved["text_ema"]
+        generator.set_state(saved["generator"])
+        state = {k: saved[k] for k in ("phase", "step", "scaling_factor")}
+
+    def checkpoint():
+        _save({**state, "settings": settings, "vae": vae.state_dict(),
+               "vae_opt": vae_opt.state_dict(), "unet": unet.state_dict(),
+               "text_encoder": text_encoder.state_dict(), "unet_opt": unet_opt.state_dict(),
+               "unet_ema": unet_ema.shadow, "text_ema": text_ema.shadow,
+               "generator": generator.get_state()}, ckpt_path)
+
+    n_views = args.views_per_object
+    render_bar = tqdm(total=8 * 16 * -(-n_views // 16), desc="render", unit="img", dynamic_ncols=True,
+                      leave=False)
+    data = load_or_build_dataset(os.path.join(args.out, "dataset.pt"), n_views, args.resolution,
+                                 args.seed, progress=render_bar.update)
+    render_bar.close()
+    images, text_index = data["images"], data["text_index"]
+    n_images, uncond_index = images.shape[0], len(data["texts"]) - 1
+    tokens = tokenizer(data["texts"], padding="max_length", max_length=tokenizer.model_max_length,
+                       truncation=True, return_tensors="pt").input_ids
+
+    total = args.vae_steps + args.unet_steps
+    done = state["step"] + (args.vae_steps if state["phase"] == "unet" else 0)
+    bar = tqdm(total=total, initial=min(done, total), unit="step", dynamic_ncols=True)
+
+    if state["phase"] == "vae":
+        vae.train()
+        while state["step"] < args.vae_steps:
+            for group in vae_opt.param_groups:
+                group["lr"] = args.vae_lr * _lr_factor(state["step"], args.vae_steps)
+            idx = torch.randint(n_images, (args.batch_size,), generator=generator)
+            flips = torch.rand(args.batch_size, generator=generator) < 0.5
+            x = _flip(images[idx].float() / 255, flips) * 2 - 1
+            posterior = vae.encode(x).latent_dist
+            recon = vae.decode(posterior.sample(generator=generator)).sample
+            rec = F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x)
+            kl = posterior.kl().mean() / posterior.mean[0].numel()
+            loss = rec + args.kl_weight * kl
+            vae_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            vae_opt.step()
+            state["step"] += 1
+            bar.update(1)
+            bar.set_postfix(phase="vae", rec=f"{float(rec):.4f}", kl=f"{float(kl):.3g}")
+            if state["step"] % args.ckpt_every == 0 or state["step"] == args.vae_steps:
+                checkpoint()
+        state.update(phase="unet", step=0)
+
+    vae.eval()
+    means, stds = encode_dataset(vae, images)
+    if state["scaling_factor"] is None:
+        state["scaling_factor"] = float(1.0 / means.std())  # unit-variance latents, as SD's 0.18215
+        checkpoint()
+    scale = state["scaling_factor"]
+
+    unet.train()
+    text_encoder.train()
+    while state["step"] < args.unet_steps:
+        for group in unet_opt.param_groups:
+            group["lr"] = args.unet_lr * _lr_factor(state["step"], args.unet_steps)
+        idx = torch.randint(n_images, (args.batch_size,), generator=generator)
+        flips = (torch.rand(args.batch_size, generator=generator) < 0.5).long()
+        mean, std = means[flips, idx], stds[flips, idx]
+        latents = (mean + std * torch.randn(mean.shape, generator=generator)) * scale
+        noise = torch.randn(latents.shape, generator=generator)
+        t = torch.randint(scheduler.config.num_train_timesteps, (args.batch_size,), generator=generator)
+        drop = torch.rand(args.batch_size, generator=generator) < args.text_dropout
+        which = torch.where(drop, torch.full_like(idx, uncond_index), text_index[idx])
+        hidden = text_encoder(tokens)[0][which]
+        noisy = scheduler.add_noise(latents, noise, t)
+        loss = F.mse_loss(unet(noisy, t, encoder_hidden_states=hidden).sample, noise)
+        unet_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet_params, 1.0)
+        unet_opt.step()
+        unet_ema.update(unet, state["step"])
+        text_ema.update(text_encoder, state["step"])
+        state["step"] += 1
+        bar.update(1)
+        bar.set_postfix(phase="unet", loss=f"{float(loss):.4f}")
+        if state["step"] % args.ckpt_every == 0 or state["step"] == args.unet_steps:
+            checkpoint()
+    bar.close()
+
+    unet.load_state_dict(unet_ema.shadow)
+    text_encoder.load_state_dict(text_ema.shadow)
+    vae.register_to_config(scaling_factor=scale)
+    folder = save_pipeline(os.path.join(args.out, "pipeline"), unet.eval(), vae, text_encoder.eval(),
+                           tokenizer, scheduler)
+    with open(os.path.join(folder, "training_args.json"), "w") as fh:
+        json.dump(settings, fh, indent=2)
+    return folder
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    for name in ("views_per_object", "vae_steps", "unet_steps", "batch_size", "ckpt_every", "threads"):
+        if getattr(args, name) < 1 and not (name.endswith("_steps") and getattr(args, name) == 0):
+            print(f"l2vsd_ext.shapes.train: error: --{name.replace('_', '-')} must be >= 1",
+                  file=sys.stderr)
+            return 2
+    try:
+        folder = train(args)
+    except TrainError as err:
+        print(f"l2vsd_ext.shapes.train: error: {err}", file=sys.stderr)
+        return 2
+    print(f"prior written to {folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""The whole loop against a known answer: a short SDS distillation on the shipped shapes prior
+moves the field from the initial blob towards the true object; and the benchmark CLI end to end."""
+import json
+
+from l2vsd_ext.config import RunConfig, with_pretrained_defaults
+from l2vsd_ext.shapes.field import truth_renderer
+from l2vsd_ext.shapes.metrics import silhouette_iou
+from l2vsd_ext.shapes.objects import OBJECTS
+from l2vsd_ext.shapes.score import held_out_cameras, render_over_white
+
+CONVERGENCE_OBJECT, CONVERGENCE_STEPS = "snowman", 300
+
+
+def _silhouette_iou(renderer, truth_opacity, cams):
+    return silhouette_iou(render_over_white(renderer, cams)["opacity"], truth_opacity)
+
+
+def test_short_sds_run_moves_towards_the_true_object(tmp_path):
+    from l2vsd_ext.trainer import Trainer, run_training
+
+    obj = OBJECTS[CONVERGENCE_OBJECT]
+    config = RunConfig(**with_pretrained_defaults(dict(
+        prompt=obj.prompt, pretrained="shapes", mode="sds", steps=CONVERGENCE_STEPS,
+        out=str(tmp_path / "run"), export_at_end=False, turntable_views=0,
+        val_every=10**6, ckpt_every=10**6)))
+    cams = held_out_cameras(resolution=32)
+    truth = render_over_white(truth_renderer(obj), cams)["opacity"]
+    initial = _silhouette_iou(Trainer(config).renderer, truth, cams)
+    trainer = run_training(config, progress=False)
+    final = _silhouette_iou(trainer.renderer, truth, cams)
+    assert final > initial + 0.15, (initial, final)
+
+
+def test_bench_end_to_end_and_resume(tmp_path, capsys):
+    from l2vsd_ext.shapes.bench import main
+
+    out = tmp_path / "bench"
+    argv = ["--modes", "sds", "--objects", "duck", "--seeds", "0", "--steps", "2", "--out", str(out)]
+    assert main(argv) == 0
+    run = out / "runs" / "duck" / "sds" / "seed0"
+    result = json.loads((run / "shapes_eval.json").read_text())
+    for key in ("psnr", "ssim", "silhouette_iou", "depth_error", "chamfer", "janus", "seconds_per_it"):
+        assert key in result
+    assert result["held_out_views"] >= 32 and result["steps"] == 2 and result["mode"] == "sds"
+    assert 0 <= result["silhouette_iou"] <= 1 and 0 <= result["janus"] <= 1
+    assert (out / "results.csv").read_text().startswith("object,case,seeds,psnr_mean,psnr_std")
+    assert "| sds | 1 | 1 |" in (out / "results.md").read_text()
+    assert (out / "comparison.png").stat().st_size > 0
+    lines = (run / "metrics.jsonl").read_text()
+    capsys.readouterr()
+    assert main(argv) == 0  # scored runs are skipped, not retrained
+    assert (run / "metrics.jsonl").read_text() == lines
+    assert "duck sds seed 0" in capsys.readouterr().out

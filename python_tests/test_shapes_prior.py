@@ -1,0 +1,115 @@
+"""The shipped shapes prior: both loaders accept it, `--pretrained shapes` selects it with its run
+defaults, its samples are closest to their own object and view, and bad input fails with one line."""
+import os
+import shutil
+
+import pytest
+import torch
+
+from l2vsd_ext.prior import DiffusionPrior
+from l2vsd_ext.prior.loading import PriorWeightsUnavailable, shapes_weights_path
+
+WEIGHTS = shapes_weights_path()
+
+
+@pytest.fixture(scope="module")
+def prior():
+    return DiffusionPrior.from_pretrained("shapes", device="cpu", dtype=torch.float32)
+
+
+def test_shipped_prior_loads_with_both_loaders(prior):
+    from diffusers import StableDiffusionPipeline
+
+    assert prior.vae_scale_factor == 4 and prior.unet.config.sample_size == 8
+    assert prior.unet.config.cross_attention_dim == prior.text_encoder.config.hidden_size
+    pipe = StableDiffusionPipeline.from_pretrained(WEIGHTS)
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe("a snowman with an orange carrot nose, front view", num_inference_steps=3,
+               output_type="np", generator=torch.Generator().manual_seed(0)).images
+    assert out.shape == (1, 32, 32, 3) and (out >= 0).all() and (out <= 1).all()
+
+
+def test_shipped_weights_are_safetensors_and_small():
+    total, tensors = 0, 0
+    for root, _, files in os.walk(WEIGHTS):
+        for name in files:
+            total += os.path.getsize(os.path.join(root, name))
+            tensors += name.endswith(".safetensors")
+            assert not name.endswith((".bin", ".pt", ".ckpt")), name
+    assert tensors == 3 and total <= 25 * 2**20
+
+
+def test_samples_are_nearest_their_own_object_and_view(prior):
+    """Two samples per object for its front and its back prompt (fixed seed), scored by
+    nearest-view PSNR against true renders from cameras the training set did not use.
+
+    What the shipped prior achieves (MODEL_CARD.md): most samples are nearest their own object
+    (chance: 1/8) and back-view samples are nearer the true back views; front-view samples are NOT
+    reliably nearer the front views (the blurry samples lack the small front features), so that
+    relation is reported in the model card, not asserted."""
+    from l2vsd_ext.shapes.quality import evaluate_prior, reference_renders, summarize
+
+    references = reference_renders(n_views=128)
+    rows, _ = evaluate_prior(prior, samples_per_case=2, steps=30, seed=0, references=references)
+    summary = summarize(rows)
+    assert summary["own_object_nearest"] >= 0.7, rows
+    assert summary["mean_psnr_own"] > summary["mean_psnr_best_other"] + 1.0
+    assert summary["back_sample_nearer_back_views"] >= 0.6, rows
+
+
+def test_pretrained_shapes_applies_its_defaults_only_where_not_given():
+    from l2vsd_ext.run import resolve_config
+
+    config = resolve_config(["--prompt", "a duck", "--pretrained", "shapes"])
+    assert (config.resolution, config.encode_resolution, config.steps) == (32, 32, 600)
+    config = resolve_config(["--prompt", "a duck", "--pretrained", "shapes", "--resolution", "64",
+                             "--steps", "7"])
+    assert (config.resolution, config.encode_resolution, config.steps) == (64, 32, 7)
+    assert resolve_config(["--prompt", "a duck"]).resolution == 64  # other priors: unchanged
+
+
+def test_missing_shipped_weights_is_a_clear_error(monkeypatch, tmp_path):
+    import l2vsd_ext.prior.loading as loading
+
+    monkeypatch.setattr(loading, "shapes_weights_path", lambda: str(tmp_path / "weights"))
+    with pytest.raises(PriorWeightsUnavailable, match="shipped shapes prior is missing"):
+        DiffusionPrior.from_pretrained("shapes", device="cpu")
+
+
+def _one_error_line(capsys, code):
+    out = capsys.readouterr()
+    lines = out.err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, out.err
+    return lines[0]
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--objects", "hamburger"], "unknown object(s) hamburger"),
+    (["--modes", "dreamfusion"], "unknown mode 'dreamfusion'"),
+    (["--modes", "l2vsd+eta=big"], "needs a number"),
+    (["--modes", "vsd+wings"], "unknown variant 'wings'"),
+    (["--pretrained", "/nonexistent/shapes_prior"], "is not a folder"),
+])
+def test_bench_bad_input(tmp_path, capsys, argv, expected):
+    from l2vsd_ext.shapes.bench import main
+
+    line = _one_error_line(capsys, main(argv + ["--out", str(tmp_path / "bench")]))
+    assert expected in line
+    assert not (tmp_path / "bench" / "runs").exists()
+
+
+def test_corrupt_safetensors_fail_with_one_line(tmp_path, capsys):
+    from l2vsd_ext.run import main as run_main
+    from l2vsd_ext.shapes.bench import main as bench_main
+
+    broken = tmp_path / "broken"
+    shutil.copytree(WEIGHTS, broken)
+    target = broken / "unet" / "diffusion_pytorch_model.safetensors"
+    data = target.read_bytes()
+    target.write_bytes(data[:len(data) // 3])
+    line = _one_error_line(capsys, bench_main(["--pretrained", str(broken), "--objects", "duck",
+                                               "--out", str(tmp_path / "bench")]))
+    assert "could not load the diffusion prior" in line and "unet" in line
+    line = _one_error_line(capsys, run_main(["--prompt", "a duck", "--pretrained", str(broken),
+                                             "--out", str(tmp_path / "run")]))
+    assert "could not load the diffusion prior" in line

@@ -26,6 +26,12 @@ inline Isa current() {
   return isa;
 }
 
+// The build of an entry point (one per instruction set) that `isa` runs.
+template <typename Fn>
+inline Fn pick(Isa isa, Fn avx512, Fn avx2, Fn base) {
+  return isa == Isa::kAvx512 ? avx512 : isa == Isa::kAvx2 ? avx2 : base;
+}
+
 }  // namespace cpu_isa
 }  // namespace l2vsd
 

@@ -202,10 +202,10 @@ using cpu_isa::Isa;
 int vector_bytes(Isa isa) { return isa == Isa::kAvx512 ? 64 : isa == Isa::kAvx2 ? 32 : 16; }
 
 BlockFn<float> block_for(Isa isa, float) {
-  return isa == Isa::kAvx512 ? block_f32_avx512 : isa == Isa::kAvx2 ? block_f32_avx2 : block_f32_base;
+  return cpu_isa::pick<BlockFn<float>>(isa, block_f32_avx512, block_f32_avx2, block_f32_base);
 }
 BlockFn<double> block_for(Isa isa, double) {
-  return isa == Isa::kAvx512 ? block_f64_avx512 : isa == Isa::kAvx2 ? block_f64_avx2 : block_f64_base;
+  return cpu_isa::pick<BlockFn<double>>(isa, block_f64_avx512, block_f64_avx2, block_f64_base);
 }
 
 template <typename T>

@@ -71,12 +71,10 @@ L2VSD_LORA_ENTRY(rows_f64_base, , double)
 #undef L2VSD_LORA_ENTRY
 
 RowsFn<float> rows_for(cpu_isa::Isa isa, float) {
-  return isa == cpu_isa::Isa::kAvx512 ? rows_f32_avx512
-         : isa == cpu_isa::Isa::kAvx2 ? rows_f32_avx2 : rows_f32_base;
+  return cpu_isa::pick<RowsFn<float>>(isa, rows_f32_avx512, rows_f32_avx2, rows_f32_base);
 }
 RowsFn<double> rows_for(cpu_isa::Isa isa, double) {
-  return isa == cpu_isa::Isa::kAvx512 ? rows_f64_avx512
-         : isa == cpu_isa::Isa::kAvx2 ? rows_f64_avx2 : rows_f64_base;
+  return cpu_isa::pick<RowsFn<double>>(isa, rows_f64_avx512, rows_f64_avx2, rows_f64_base);
 }
 
 template <typename T>

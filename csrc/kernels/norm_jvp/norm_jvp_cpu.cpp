@@ -106,12 +106,10 @@ L2VSD_NORM_ENTRY(groups_f64_base, , double)
 #undef L2VSD_NORM_ENTRY
 
 GroupsFn<float> groups_for(cpu_isa::Isa isa, float) {
-  return isa == cpu_isa::Isa::kAvx512 ? groups_f32_avx512
-         : isa == cpu_isa::Isa::kAvx2 ? groups_f32_avx2 : groups_f32_base;
+  return cpu_isa::pick<GroupsFn<float>>(isa, groups_f32_avx512, groups_f32_avx2, groups_f32_base);
 }
 GroupsFn<double> groups_for(cpu_isa::Isa isa, double) {
-  return isa == cpu_isa::Isa::kAvx512 ? groups_f64_avx512
-         : isa == cpu_isa::Isa::kAvx2 ? groups_f64_avx2 : groups_f64_base;
+  return cpu_isa::pick<GroupsFn<double>>(isa, groups_f64_avx512, groups_f64_avx2, groups_f64_base);
 }
 
 }  // namespace

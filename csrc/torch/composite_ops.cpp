@@ -13,6 +13,7 @@
 #endif
 
 #include <optional>
+#include <string>
 #include <tuple>
 
 namespace l2vsd {
@@ -46,15 +47,16 @@ at::Tensor optional_grad(const std::optional<at::Tensor>& g, const at::Tensor& l
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> weights_forward(
     const at::Tensor& t_starts, const at::Tensor& t_ends, const at::Tensor& sigmas,
-    const at::Tensor& ray_indices, int64_t n_rays, bool validate) {
+    const at::Tensor& ray_indices, int64_t n_rays, bool validate,
+    const std::optional<at::Tensor>& layout) {
   check_float_tensor(sigmas, kWeightsOp, "sigmas");
   check_dim(sigmas, kWeightsOp, "sigmas", 1, "(n_samples,)");
   check_sample_tensor(t_starts, sigmas, kWeightsOp, "t_starts", "sigmas");
   check_sample_tensor(t_ends, sigmas, kWeightsOp, "t_ends", "sigmas");
   check_same_device(sigmas, "sigmas", ray_indices, "ray_indices", kWeightsOp);
   const int64_t n = sigmas.size(0);
-  at::Tensor offsets;
-  checked_ray_indices(ray_indices, n_rays, n, kWeightsOp, &offsets, validate);
+  const at::Tensor offsets = layout_offsets(ray_indices, n_rays, n, layout, sigmas, "sigmas",
+                                            kWeightsOp, validate);
   const at::Tensor ts = t_starts.contiguous(), te = t_ends.contiguous(), sg = sigmas.contiguous();
   // Validated indices put every sample in exactly one ray, so the kernel writes every slot.
   auto weights = at::empty_like(sg), trans = at::empty_like(sg), alphas = at::empty_like(sg);
@@ -81,16 +83,16 @@ at::Tensor weights_backward(const std::optional<at::Tensor>& grad_weights,
                             const at::Tensor& t_starts, const at::Tensor& t_ends,
                             const at::Tensor& ray_indices, int64_t n_rays,
                             const at::Tensor& weights, const at::Tensor& transmittance,
-                            const at::Tensor& alphas) {
+                            const at::Tensor& alphas, const std::optional<at::Tensor>& layout) {
   check_float_tensor(weights, kWeightsOp, "weights");
   check_dim(weights, kWeightsOp, "weights", 1, "(n_samples,)");
   for (auto* pair : {&t_starts, &t_ends, &transmittance, &alphas})
     check_sample_tensor(*pair, weights, kWeightsOp, "saved tensor", "weights");
   check_same_device(weights, "weights", ray_indices, "ray_indices", kWeightsOp);
   const int64_t n = weights.size(0);
-  at::Tensor offsets;
   // The forward pass validated these very indices (or they were valid by construction).
-  checked_ray_indices(ray_indices, n_rays, n, kWeightsOp, &offsets, /*validate=*/false);
+  const at::Tensor offsets = layout_offsets(ray_indices, n_rays, n, layout, weights, "weights",
+                                            kWeightsOp, /*validate=*/false);
   const at::Tensor gw = optional_grad(grad_weights, weights, "grad_weights");
   const at::Tensor gt = optional_grad(grad_transmittance, weights, "grad_transmittance");
   const at::Tensor ga = optional_grad(grad_alphas, weights, "grad_alphas");
@@ -127,14 +129,15 @@ int64_t check_values(const at::Tensor& weights, const std::optional<at::Tensor>&
 }
 
 at::Tensor accumulate_forward(const at::Tensor& weights, const std::optional<at::Tensor>& values,
-                              const at::Tensor& ray_indices, int64_t n_rays, bool validate) {
+                              const at::Tensor& ray_indices, int64_t n_rays, bool validate,
+                              const std::optional<at::Tensor>& layout) {
   check_float_tensor(weights, kAccumulateOp, "weights");
   check_dim(weights, kAccumulateOp, "weights", 1, "(n_samples,)");
   check_same_device(weights, "weights", ray_indices, "ray_indices", kAccumulateOp);
   const int64_t c = check_values(weights, values);
   const int64_t n = weights.size(0);
-  at::Tensor offsets;
-  checked_ray_indices(ray_indices, n_rays, n, kAccumulateOp, &offsets, validate);
+  const at::Tensor offsets = layout_offsets(ray_indices, n_rays, n, layout, weights, "weights",
+                                            kAccumulateOp, validate);
   const at::Tensor w = weights.contiguous();
   const at::Tensor v = (values.has_value() && values->defined()) ? values->contiguous() : at::Tensor();
   // Each ray's row is written by its thread, zero for rays without samples.
@@ -157,16 +160,16 @@ at::Tensor accumulate_forward(const at::Tensor& weights, const std::optional<at:
 
 std::tuple<at::Tensor, at::Tensor> accumulate_backward(
     const at::Tensor& grad_out, const at::Tensor& weights, const std::optional<at::Tensor>& values,
-    const at::Tensor& ray_indices, int64_t n_rays, bool need_weights, bool need_values) {
+    const at::Tensor& ray_indices, int64_t n_rays, bool need_weights, bool need_values,
+    const std::optional<at::Tensor>& layout) {
   check_float_tensor(weights, kAccumulateOp, "weights");
   check_dim(weights, kAccumulateOp, "weights", 1, "(n_samples,)");
   check_same_device(weights, "weights", ray_indices, "ray_indices", kAccumulateOp);
   const int64_t c = check_values(weights, values);
   const int64_t n = weights.size(0);
-  at::Tensor offsets;
   // The forward pass validated these very indices (or they were valid by construction).
-  const at::Tensor ri = checked_ray_indices(ray_indices, n_rays, n, kAccumulateOp, &offsets,
-                                            /*validate=*/false);
+  const at::Tensor offsets = layout_offsets(ray_indices, n_rays, n, layout, weights, "weights",
+                                            kAccumulateOp, /*validate=*/false);
   check_dim(grad_out, kAccumulateOp, "grad_out", 2, "(n_rays, C)");
   check_size(grad_out, kAccumulateOp, "grad_out", 0, n_rays, "(n_rays, C)");
   check_size(grad_out, kAccumulateOp, "grad_out", 1, c, "(n_rays, C)");
@@ -182,6 +185,8 @@ std::tuple<at::Tensor, at::Tensor> accumulate_backward(
   if (w.is_cuda()) {
 #ifdef WITH_CUDA
     const c10::cuda::CUDAGuard guard(w.device());
+    // One thread per sample on the GPU: it needs each sample's ray.
+    const at::Tensor ri = ray_indices.to(at::kLong).contiguous();
     composite::accumulate_backward_cuda(kernel_dtype(w), w.data_ptr(), ptr_or_null(v),
                                         g.data_ptr(), c, ri.data_ptr<int64_t>(), n,
                                         ptr_or_null(gw) ? gw.data_ptr() : nullptr,
@@ -190,7 +195,7 @@ std::tuple<at::Tensor, at::Tensor> accumulate_backward(
 #endif
   } else {
     composite::accumulate_backward_cpu(kernel_dtype(w), w.data_ptr(), ptr_or_null(v),
-                                       g.data_ptr(), c, ri.data_ptr<int64_t>(), n,
+                                       g.data_ptr(), c, offsets.data_ptr<int64_t>(), n_rays,
                                        gw.defined() ? gw.data_ptr() : nullptr,
                                        gv.defined() ? gv.data_ptr() : nullptr);
   }
@@ -201,19 +206,37 @@ std::tuple<at::Tensor, at::Tensor> accumulate_backward(
 
 void register_composite(pybind11::module& m) {
   namespace py = pybind11;
+  m.def("packed_offsets",
+        [](const at::Tensor& ray_indices, int64_t n_rays, bool validate, const std::string& op) {
+          return packed_offsets(ray_indices, n_rays, ray_indices.dim() == 1 ? ray_indices.size(0) : -1,
+                                op.c_str(), validate);
+        },
+        "Per-ray offsets (n_rays + 1,) of sorted ray_indices, checked (range, order) on CPU and, "
+        "with validate=True, on CUDA (host syncs). Errors name `op`. The ops take them back as "
+        "`offsets=`, so one layout is checked once.",
+        py::arg("ray_indices"), py::arg("n_rays"), py::arg("validate") = true,
+        py::arg("op") = "packed_offsets");
   m.def("render_weights_forward", &weights_forward,
         "Packed compositing: (weights, transmittance, alphas) from densities. validate=False skips "
-        "the CUDA range/order check of ray_indices (a host sync) for layouts valid by construction.",
+        "the CUDA range/order check of ray_indices (a host sync) for layouts valid by construction; "
+        "offsets (from packed_offsets) skip the layout pass altogether.",
         py::arg("t_starts"), py::arg("t_ends"), py::arg("sigmas"), py::arg("ray_indices"),
-        py::arg("n_rays"), py::arg("validate") = true);
+        py::arg("n_rays"), py::arg("validate") = true, py::arg("offsets") = py::none());
   m.def("render_weights_backward", &weights_backward,
-        "Gradient w.r.t. sigmas from the gradients of (weights, transmittance, alphas).");
+        "Gradient w.r.t. sigmas from the gradients of (weights, transmittance, alphas).",
+        py::arg("grad_weights"), py::arg("grad_transmittance"), py::arg("grad_alphas"),
+        py::arg("t_starts"), py::arg("t_ends"), py::arg("ray_indices"), py::arg("n_rays"),
+        py::arg("weights"), py::arg("transmittance"), py::arg("alphas"),
+        py::arg("offsets") = py::none());
   m.def("accumulate_forward", &accumulate_forward,
-        "Per-ray weighted sum of per-sample values (validate: as for render_weights_forward).",
+        "Per-ray weighted sum of per-sample values (validate, offsets: as for "
+        "render_weights_forward).",
         py::arg("weights"), py::arg("values"), py::arg("ray_indices"), py::arg("n_rays"),
-        py::arg("validate") = true);
+        py::arg("validate") = true, py::arg("offsets") = py::none());
   m.def("accumulate_backward", &accumulate_backward,
-        "Gradients of accumulate_forward w.r.t. (weights, values).");
+        "Gradients of accumulate_forward w.r.t. (weights, values).", py::arg("grad_out"),
+        py::arg("weights"), py::arg("values"), py::arg("ray_indices"), py::arg("n_rays"),
+        py::arg("need_weights"), py::arg("need_values"), py::arg("offsets") = py::none());
 }
 
 }  // namespace l2vsd

@@ -4,6 +4,8 @@ order). Samples are sorted by ray; each op also accepts the batched layout (n_ra
 from __future__ import annotations
 
 import functools
+import threading
+import weakref
 from typing import Optional
 
 import torch
@@ -17,16 +19,62 @@ def _require_tensor(value, op: str, name: str) -> None:
         raise TypeError(f"{op}: argument '{name}' must be a torch.Tensor, got {type(value).__name__}")
 
 
-def _batched_ray_indices(shape: torch.Size, device) -> torch.Tensor:
-    return _cached_batched_ray_indices(int(shape[0]), int(shape[1]), torch.device(device))
+def _batched_layout(shape: torch.Size, device):
+    """(ray_indices, offsets) of the batched layout (n_rays, n_samples): valid by construction."""
+    return _cached_batched_layout(int(shape[0]), int(shape[1]), torch.device(device))
 
 
 @functools.lru_cache(maxsize=2)
-def _cached_batched_ray_indices(n_rays: int, n_samples: int, device: torch.device) -> torch.Tensor:
+def _cached_batched_layout(n_rays: int, n_samples: int, device: torch.device):
     # Every call of a training step has the same batched shape; rebuilding the (n_rays *
     # n_samples) int64 indices twice per step cost about as much as a compositing kernel. The
-    # tensor never leaves this module (ops read it and autograd saves it), so sharing it is safe.
-    return torch.arange(n_rays, device=device).repeat_interleave(n_samples)
+    # tensors never leave this module (ops read them and autograd saves them), so sharing is safe.
+    ray_indices = torch.arange(n_rays, device=device).repeat_interleave(n_samples)
+    offsets = torch.arange(0, n_rays * n_samples + 1, max(n_samples, 1), device=device)
+    if n_samples == 0:
+        offsets = torch.zeros(n_rays + 1, dtype=torch.long, device=device)
+    return ray_indices, offsets
+
+
+class _PackedLayoutCache:
+    """The offsets of the last packed layout seen. A render step passes the same ray_indices to
+    render_weight_from_density and then accumulate_along_rays; checking them and finding the ray
+    offsets is a pass over every sample, so the second call reuses the first one's result. A hit
+    needs the very same tensor object, unchanged (autograd's version counter, data pointer, size),
+    and the same n_rays; a layout checked without validation never serves a validating call."""
+
+    def __init__(self):
+        self._key = None
+        self._ray_indices = None  # weak reference: the cache never keeps a layout alive
+        self._offsets = None
+
+    def offsets(self, ray_indices: torch.Tensor, n_rays: int, validate: bool, op: str):
+        key = (ray_indices._version, ray_indices.data_ptr(), ray_indices.numel(),
+               ray_indices.device, n_rays)
+        cached = self._ray_indices() if self._ray_indices is not None else None
+        if cached is ray_indices and self._key[:-1] == key and (self._key[-1] or not validate):
+            return self._offsets
+        offsets = load_extension().packed_offsets(ray_indices, n_rays, validate, op)
+        self._key = key + (validate or ray_indices.device.type == "cpu",)
+        self._ray_indices = weakref.ref(ray_indices)
+        self._offsets = offsets
+        return offsets
+
+
+_packed_layouts = threading.local()
+
+
+def _packed_offsets(ray_indices: torch.Tensor, n_rays: int, validate: bool, op: str):
+    if not hasattr(_packed_layouts, "cache"):
+        _packed_layouts.cache = _PackedLayoutCache()
+    return _packed_layouts.cache.offsets(ray_indices, n_rays, validate, op)
+
+
+def _require_same_count(ray_indices: torch.Tensor, like: torch.Tensor, op: str, name: str) -> None:
+    # Before the layout pass, so a mismatch is reported against the samples, not as a bad layout.
+    if like.dim() >= 1 and ray_indices.dim() == 1 and ray_indices.shape[0] != like.shape[0]:
+        raise ValueError(f"{op}: argument 'ray_indices' must have shape (n_samples,) with "
+                         f"n_samples={like.shape[0]} (from '{name}'), got {tuple(ray_indices.shape)}")
 
 
 def _infer_n_rays(ray_indices: torch.Tensor, n_rays: Optional[int]) -> int:
@@ -37,16 +85,16 @@ def _infer_n_rays(ray_indices: torch.Tensor, n_rays: Optional[int]) -> int:
 
 
 class _RenderWeightFunction(torch.autograd.Function):
+    # offsets: the checked per-ray layout (_packed_offsets / _batched_layout), reused by backward.
     @staticmethod
-    def forward(t_starts, t_ends, sigmas, ray_indices, n_rays, check_layout):
-        return tuple(load_extension().render_weights_forward(t_starts, t_ends, sigmas, ray_indices,
-                                                             n_rays, check_layout))
+    def forward(t_starts, t_ends, sigmas, ray_indices, offsets):
+        return tuple(load_extension().render_weights_forward(
+            t_starts, t_ends, sigmas, ray_indices, offsets.numel() - 1, False, offsets))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        t_starts, t_ends, _, ray_indices, n_rays, _ = inputs
-        ctx.save_for_backward(t_starts, t_ends, ray_indices, *output)
-        ctx.n_rays = n_rays
+        t_starts, t_ends, _, ray_indices, offsets = inputs
+        ctx.save_for_backward(t_starts, t_ends, ray_indices, offsets, *output)
         # Unused outputs (usually transmittance and alphas) then arrive as None, which the kernel
         # reads as zero, instead of as materialised zero tensors.
         ctx.set_materialize_grads(False)
@@ -54,14 +102,14 @@ class _RenderWeightFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_weights, grad_transmittance, grad_alphas):
-        t_starts, t_ends, ray_indices, weights, transmittance, alphas = ctx.saved_tensors
+        t_starts, t_ends, ray_indices, offsets, weights, transmittance, alphas = ctx.saved_tensors
         grad_sigmas = None
         if ctx.needs_input_grad[2] and not (grad_weights is None and grad_transmittance is None
                                             and grad_alphas is None):
             grad_sigmas = load_extension().render_weights_backward(
                 grad_weights, grad_transmittance, grad_alphas, t_starts, t_ends, ray_indices,
-                ctx.n_rays, weights, transmittance, alphas)
-        return None, None, grad_sigmas, None, None, None
+                offsets.numel() - 1, weights, transmittance, alphas, offsets)
+        return None, None, grad_sigmas, None, None
 
 
 def render_weight_from_density(t_starts: torch.Tensor, t_ends: torch.Tensor, sigmas: torch.Tensor,
@@ -84,35 +132,36 @@ def render_weight_from_density(t_starts: torch.Tensor, t_ends: torch.Tensor, sig
         if t_starts.shape != shape or t_ends.shape != shape:
             raise ValueError(f"{op}: 't_starts', 't_ends' and 'sigmas' must share one shape, got "
                              f"{tuple(t_starts.shape)}, {tuple(t_ends.shape)}, {tuple(shape)}")
-        indices = _batched_ray_indices(shape, sigmas.device)
+        indices, offsets = _batched_layout(shape, sigmas.device)
         outputs = _RenderWeightFunction.apply(t_starts.reshape(-1), t_ends.reshape(-1),
-                                              sigmas.reshape(-1), indices, shape[0], False)
+                                              sigmas.reshape(-1), indices, offsets)
         return tuple(o.view(shape) for o in outputs)
     _require_tensor(ray_indices, op, "ray_indices")
-    return _RenderWeightFunction.apply(t_starts, t_ends, sigmas, ray_indices,
-                                       _infer_n_rays(ray_indices, n_rays), bool(check_layout))
+    _require_same_count(ray_indices, sigmas, op, "sigmas")
+    offsets = _packed_offsets(ray_indices, _infer_n_rays(ray_indices, n_rays), bool(check_layout),
+                              op)
+    return _RenderWeightFunction.apply(t_starts, t_ends, sigmas, ray_indices, offsets)
 
 
 class _AccumulateFunction(torch.autograd.Function):
     @staticmethod
-    def forward(weights, values, ray_indices, n_rays, check_layout):
-        return load_extension().accumulate_forward(weights, values, ray_indices, n_rays,
-                                                   check_layout)
+    def forward(weights, values, ray_indices, offsets):
+        return load_extension().accumulate_forward(weights, values, ray_indices,
+                                                   offsets.numel() - 1, False, offsets)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        weights, values, ray_indices, n_rays, _ = inputs
-        ctx.save_for_backward(weights, values, ray_indices)
-        ctx.n_rays = n_rays
+        weights, values, ray_indices, offsets = inputs
+        ctx.save_for_backward(weights, values, ray_indices, offsets)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        weights, values, ray_indices = ctx.saved_tensors
+        weights, values, ray_indices, offsets = ctx.saved_tensors
         need_w, need_v = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_w, grad_v = load_extension().accumulate_backward(
-            grad_out, weights, values, ray_indices, ctx.n_rays, need_w, need_v)
-        return grad_w, grad_v, None, None, None
+            grad_out, weights, values, ray_indices, offsets.numel() - 1, need_w, need_v, offsets)
+        return grad_w, grad_v, None, None
 
 
 def accumulate_along_rays(weights: torch.Tensor, values: Optional[torch.Tensor] = None,
@@ -133,10 +182,11 @@ def accumulate_along_rays(weights: torch.Tensor, values: Optional[torch.Tensor] 
         if values is not None and (values.dim() != 3 or values.shape[:2] != weights.shape):
             raise ValueError(f"{op}: batched 'values' must have shape (n_rays, n_samples, C) "
                              f"matching weights {tuple(weights.shape)}, got {tuple(values.shape)}")
-        indices = _batched_ray_indices(weights.shape, weights.device)
+        indices, offsets = _batched_layout(weights.shape, weights.device)
         flat_values = None if values is None else values.reshape(-1, values.shape[-1])
-        return _AccumulateFunction.apply(weights.reshape(-1), flat_values, indices,
-                                         weights.shape[0], False)
+        return _AccumulateFunction.apply(weights.reshape(-1), flat_values, indices, offsets)
     _require_tensor(ray_indices, op, "ray_indices")
-    return _AccumulateFunction.apply(weights, values, ray_indices,
-                                     _infer_n_rays(ray_indices, n_rays), bool(check_layout))
+    _require_same_count(ray_indices, weights, op, "weights")
+    offsets = _packed_offsets(ray_indices, _infer_n_rays(ray_indices, n_rays), bool(check_layout),
+                              op)
+    return _AccumulateFunction.apply(weights, values, ray_indices, offsets)

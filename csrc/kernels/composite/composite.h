@@ -87,8 +87,9 @@ namespace l2vsd {
 namespace composite {
 
 // Launchers. offsets: (n_rays + 1) int64, non-decreasing; samples outside [offsets[0],
-// offsets[n_rays]) belong to no ray: their outputs and gradients are written as zero by the
-// caller's zero-initialised buffers. ray_of_sample: (n_samples) int64, the owning ray or -1.
+// offsets[n_rays]) belong to no ray and are not written (the glue only passes offsets that cover
+// every sample). ray_of_sample: (n_samples) int64, the owning ray (the CUDA backward of the
+// accumulation runs a thread per sample; the CPU one walks rays by their offsets).
 void weights_forward_cpu(DType dtype, const void* t_starts, const void* t_ends,
                          const void* sigmas, const int64_t* offsets, int64_t n_rays,
                          void* weights, void* transmittance, void* alphas);
@@ -101,9 +102,8 @@ void accumulate_forward_cpu(DType dtype, const void* weights, const void* values
                             int64_t n_channels, const int64_t* offsets, int64_t n_rays,
                             void* out);
 void accumulate_backward_cpu(DType dtype, const void* weights, const void* values,
-                             const void* grad_out, int64_t n_channels,
-                             const int64_t* ray_of_sample, int64_t n_samples,
-                             void* grad_weights, void* grad_values);
+                             const void* grad_out, int64_t n_channels, const int64_t* offsets,
+                             int64_t n_rays, void* grad_weights, void* grad_values);
 
 void weights_forward_cuda(DType dtype, const void* t_starts, const void* t_ends,
                           const void* sigmas, const int64_t* offsets, int64_t n_rays,

@@ -1,166 +1,308 @@
-// CPU launcher for compositing: OpenMP over rays (forward, weight backward) or samples
-// (accumulate backward). Same math and summation order as the per-ray bodies in composite.h,
-// laid out so that the compiler vectorises everything except the one running sum per ray:
-// - the weight forward walks a ray in chunks: per-sample terms in one vectorised loop, the
-//   optical depth in a short scalar loop, outputs in a third loop, with float exponentials 4 at
-//   a time through exp_lanes (below) instead of a libm call each;
-// - the weight backward streams a ray's inputs front to back into a per-thread scratch, then
-//   runs the gradient suffix sum back to front over that cache-resident scratch;
-// - absent gradients and the channel count are template parameters, not per-sample branches.
-// Float64 keeps libm's exp and is bit-identical to the per-ray bodies; float32 differs from them
-// only by exp_lanes' rounding (about 1 ulp).
+// CPU launcher for compositing: OpenMP over tasks of consecutive rays (dynamic: rays differ wildly
+// in sample count after empty-space skipping), one ray at a time in SIMD blocks of W samples
+// (lanes.h). Same math as the per-ray bodies in composite.h; what differs is the summation order:
+// - the running sums along a ray (optical depth in the forward, the gradient's suffix sum in the
+//   backward) are in-register prefix/suffix sums per block plus one carry per block, so the
+//   dependency chain is one add per W samples instead of one per sample (it bound both passes);
+// - the per-ray channel sums keep W-lane partial sums, reduced once per ray.
+// Each order is fixed, so results are deterministic (bit-identical run to run and across thread
+// counts). float32 exponentials are lanes::exp_of (about 1 ulp); float64 keeps libm's exp.
+// Compiled for AVX-512, AVX2+FMA and the SSE2 baseline (cpu_isa.h), picked at run time; the
+// per-ray bodies are always_inline'd into each per-instruction-set entry point.
 #include "composite.h"
 
+#include "lanes.h"
+#include "../cpu_isa.h"
+
 #include <algorithm>
-#include <bit>
 #include <cstdint>
-#include <cstring>
-#include <limits>
 #include <stdexcept>
-#include <type_traits>
-#include <vector>
+#include <utility>
+
+#pragma GCC diagnostic ignored "-Wpsabi"  // wide vectors never cross a non-inlined call
 
 namespace l2vsd {
 namespace composite {
 namespace {
 
-constexpr int64_t kChunk = 64;  // samples per chunk; the scratch lives on the stack
+using lanes::load;
+using lanes::load_n;
+using lanes::store;
+using lanes::store_n;
 
-// exp(x) for 4 floats at once (GCC/Clang vector extensions, one SSE register):
-// x = k ln2 + r with |r| <= ln2/2 (Cody-Waite split of ln2), exp(r) by Cephes' degree-6
-// polynomial (about 1 ulp), times 2^k built in the exponent bits (k in [-126, 127]). Below -87.3
-// (results under FLT_MIN) it returns 0, above 88 infinity (true values above 1.6e38); NaN stays
-// NaN. libm's expf is a call per sample, which no loop around it can vectorise.
-typedef float f32x4 __attribute__((vector_size(16)));
-typedef int32_t i32x4 __attribute__((vector_size(16)));
-constexpr int kLanes = 4;
+template <typename T, int Bytes> using VecOf = typename lanes::Vec<T, Bytes>::type;
+template <typename T, int Bytes> constexpr int kLanesOf = lanes::Vec<T, Bytes>::kLanes;
 
-__attribute__((always_inline)) inline f32x4 splat(float v) { return f32x4{} + v; }
+constexpr int64_t kRaysPerTask = 32;  // a few thousand samples: scheduling overhead stays small
+constexpr int kMaxVectorChannels = 8;  // wider values take the scalar per-ray bodies
 
-__attribute__((always_inline)) inline f32x4 exp_lanes(f32x4 x) {
-  const f32x4 lo = splat(-87.3365447f), hi = splat(88.0f);
-  const i32x4 below = x < lo, above = x > hi;
-  const f32x4 xc = below ? lo : (above ? hi : x);
-  const f32x4 magic = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
-  const f32x4 shifted = xc * splat(1.44269504088896341f) + magic;
-  const i32x4 k = std::bit_cast<i32x4>(shifted) - std::bit_cast<i32x4>(magic);
-  const f32x4 kf = shifted - magic;
-  f32x4 r = xc - kf * splat(0.693359375f);
-  r = r - kf * splat(-2.12194440e-4f);
-  const f32x4 r2 = r * r;
-  f32x4 p = splat(1.9875691500e-4f);
-  p = p * r + splat(1.3981999507e-3f);
-  p = p * r + splat(8.3334519073e-3f);
-  p = p * r + splat(4.1665795894e-2f);
-  p = p * r + splat(1.6666665459e-1f);
-  p = p * r + splat(5.0000001201e-1f);
-  p = p * r2 + r + splat(1.0f);
-  const i32x4 scale_bits = (k + 127) << 23;
-  const f32x4 v = p * std::bit_cast<f32x4>(scale_bits);
-  return below ? splat(0.0f) : (above ? splat(std::numeric_limits<float>::infinity()) : v);
+// Kernel::ray<Bytes>(args, r) for every ray, compiled once per instruction set.
+template <typename Kernel> struct PerIsa {
+  using Args = typename Kernel::Args;
+  L2VSD_TARGET_AVX512 static void avx512(const Args& a, int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) Kernel::template ray<64>(a, r);
+  }
+  L2VSD_TARGET_AVX2 static void avx2(const Args& a, int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) Kernel::template ray<32>(a, r);
+  }
+  static void base(const Args& a, int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) Kernel::template ray<16>(a, r);
+  }
+};
+
+template <typename Kernel> void for_each_ray(const typename Kernel::Args& args, int64_t n_rays) {
+  const auto rays = cpu_isa::pick(cpu_isa::current(), &PerIsa<Kernel>::avx512,
+                                  &PerIsa<Kernel>::avx2, &PerIsa<Kernel>::base);
+  const int64_t tasks = (n_rays + kRaysPerTask - 1) / kRaysPerTask;
+#pragma omp parallel for schedule(dynamic, 1) if (tasks > 1)
+  for (int64_t t = 0; t < tasks; ++t)
+    rays(args, t * kRaysPerTask, std::min(n_rays, (t + 1) * kRaysPerTask));
 }
 
-// weights_forward_ray() in chunks.
-template <typename T>
-void weights_forward_ray_chunked(const T* ts, const T* te, const T* sig, int64_t begin,
-                                 int64_t end, T* w, T* tr, T* al) {
-  alignas(32) T tau[kChunk], depth_before[kChunk], w_s[kChunk], tr_s[kChunk], al_s[kChunk];
-  T depth = T(0);
-  for (int64_t start = begin; start < end; start += kChunk) {
-    const int64_t m = std::min(kChunk, end - start);
-    for (int64_t j = 0; j < m; ++j) tau[j] = sig[start + j] * (te[start + j] - ts[start + j]);
-    for (int64_t j = 0; j < m; ++j) {
-      depth_before[j] = depth;
-      depth += tau[j];
+// weights_forward_ray(): the optical depth in front of each sample is the carry of the blocks
+// before plus an in-register exclusive prefix sum of tau.
+template <typename T> struct WeightsForward {
+  struct Args {
+    const T *ts, *te, *sig;
+    const int64_t* off;
+    T *w, *tr, *al;
+  };
+  template <int Bytes> L2VSD_LANES_INLINE static void ray(const Args& a, int64_t r) {
+    using V = VecOf<T, Bytes>;
+    constexpr int W = kLanesOf<T, Bytes>;
+    const int64_t begin = a.off[r], end = a.off[r + 1];
+    V depth{};  // optical depth in front of the block, in every lane
+    for (int64_t s = begin; s < end; s += W) {
+      const int m = static_cast<int>(std::min<int64_t>(W, end - s));
+      const V tau = load_n<V, W>(a.sig + s, m) *
+                    (load_n<V, W>(a.te + s, m) - load_n<V, W>(a.ts + s, m));
+      const V through = lanes::prefix_sum<W>(tau);  // depth behind each sample, within the block
+      const V trans = lanes::exp_of<V>(-(depth + lanes::shift_up_one<W>(through)));
+      const V alpha = T(1) - lanes::exp_of<V>(-tau);
+      store_n<V, W>(a.w + s, trans * alpha, m);
+      store_n<V, W>(a.tr + s, trans, m);
+      store_n<V, W>(a.al + s, alpha, m);
+      depth = lanes::broadcast<W, W - 1>(depth + through);
     }
-    if constexpr (std::is_same_v<T, float>) {
-      const int64_t padded = (m + kLanes - 1) / kLanes * kLanes;
-      for (int64_t j = m; j < padded; ++j) tau[j] = depth_before[j] = 0.0f;
-      for (int64_t j = 0; j < padded; j += kLanes) {
-        f32x4 depth_j, tau_j;
-        std::memcpy(&depth_j, depth_before + j, sizeof(f32x4));
-        std::memcpy(&tau_j, tau + j, sizeof(f32x4));
-        const f32x4 trans = exp_lanes(-depth_j);
-        const f32x4 alpha = splat(1.0f) - exp_lanes(-tau_j);
-        const f32x4 weight = trans * alpha;
-        std::memcpy(w_s + j, &weight, sizeof(f32x4));
-        std::memcpy(tr_s + j, &trans, sizeof(f32x4));
-        std::memcpy(al_s + j, &alpha, sizeof(f32x4));
+  }
+};
+
+// weights_backward_ray(): the suffix sum of (g_w w + g_T T) behind each sample is an
+// in-register exclusive suffix sum per block plus the carry of the blocks behind. A ray is walked
+// in segments of kSegmentBlocks blocks, the last segment first; within a segment (1) the
+// per-sample terms are computed front to back into a stack scratch (inputs streamed forwards,
+// which the hardware prefetcher follows: read back to front, every load stalled), (2) the carries
+// run back to front over the scratch, (3) the gradients are written front to back.
+// kGW/kGT/kGA say which gradients exist; an absent one's saved tensors are not read at all (the
+// pass is bound by memory traffic).
+constexpr int kSegmentBlocks = 32;
+
+template <bool kGW, bool kGT, bool kGA, typename T> struct WeightsBackward {
+  struct Args {
+    const T *ts, *te, *w, *tr, *al, *gw, *gt, *ga;
+    const int64_t* off;
+    T* gs;
+  };
+  template <int Bytes> L2VSD_LANES_INLINE static void ray(const Args& a, int64_t r) {
+    using V = VecOf<T, Bytes>;
+    constexpr int W = kLanesOf<T, Bytes>;
+    const int64_t begin = a.off[r], end = a.off[r + 1];
+    const int64_t blocks = (end - begin + W - 1) / W;
+    V local[kSegmentBlocks], behind[kSegmentBlocks], dt[kSegmentBlocks];
+    V after{};  // sum of the terms of the samples behind the segment, in every lane
+    for (int64_t first = (blocks - 1) / kSegmentBlocks * kSegmentBlocks; first >= 0;
+         first -= kSegmentBlocks) {
+      const int n_blocks = static_cast<int>(std::min<int64_t>(kSegmentBlocks, blocks - first));
+      for (int b = 0; b < n_blocks; ++b) {
+        const int64_t s = begin + (first + b) * W;
+        const int m = static_cast<int>(std::min<int64_t>(W, end - s));
+        V loc{}, term{}, trans{};
+        if constexpr (kGW || kGT) trans = load_n<V, W>(a.tr + s, m);
+        if constexpr (kGW) {
+          const V g = load_n<V, W>(a.gw + s, m), w = load_n<V, W>(a.w + s, m);
+          loc = g * (trans - w);  // g_w T_{i+1}
+          term = g * w;
+        }
+        if constexpr (kGA) loc = load_n<V, W>(a.ga + s, m) * (T(1) - load_n<V, W>(a.al + s, m)) + loc;
+        if constexpr (kGT) term = term + load_n<V, W>(a.gt + s, m) * trans;
+        local[b] = loc;
+        behind[b] = lanes::suffix_sum<W>(term);
+        dt[b] = load_n<V, W>(a.te + s, m) - load_n<V, W>(a.ts + s, m);
       }
-    } else {
-      for (int64_t j = 0; j < m; ++j) {
-        tr_s[j] = exp_of(-depth_before[j]);
-        al_s[j] = T(1) - exp_of(-tau[j]);
-        w_s[j] = tr_s[j] * al_s[j];
+      for (int b = n_blocks - 1; b >= 0; --b) {
+        const V through = after + behind[b];
+        behind[b] = after + lanes::shift_down_one<W>(behind[b]);
+        after = lanes::broadcast<W, 0>(through);
+      }
+      for (int b = 0; b < n_blocks; ++b) {
+        const int64_t s = begin + (first + b) * W;
+        const int m = static_cast<int>(std::min<int64_t>(W, end - s));
+        store_n<V, W>(a.gs + s, (local[b] - behind[b]) * dt[b], m);
       }
     }
-    std::memcpy(w + start, w_s, m * sizeof(T));
-    std::memcpy(tr + start, tr_s, m * sizeof(T));
-    std::memcpy(al + start, al_s, m * sizeof(T));
+  }
+};
+
+// The interleaved (n_samples, C) values of one block of W samples: C vectors, vector k holding
+// flat elements [k W, (k + 1) W) (lanes.h). The last block of a ray goes through a zeroed copy.
+template <int C, typename V, int W, typename T>
+L2VSD_LANES_INLINE void load_values(const T* v, int m, V (&out)[C]) {
+  if (m == W) {
+    for (int k = 0; k < C; ++k) out[k] = load<V>(v + k * W);
+    return;
+  }
+  alignas(64) T buf[C * W] = {};
+  for (int e = 0; e < m * C; ++e) buf[e] = v[e];
+  for (int k = 0; k < C; ++k) out[k] = load<V>(buf + k * W);
+}
+
+template <int C, typename V, int W, typename T>
+L2VSD_LANES_INLINE void store_values(T* v, int m, const V (&in)[C]) {
+  if (m == W) {
+    for (int k = 0; k < C; ++k) store(v + k * W, in[k]);
+    return;
+  }
+  alignas(64) T buf[C * W];
+  for (int k = 0; k < C; ++k) store(buf + k * W, in[k]);
+  for (int e = 0; e < m * C; ++e) v[e] = buf[e];
+}
+
+// f(std::integral_constant<int, K>) for K = 0..N-1 (compile-time channel/vector indices).
+template <int N, typename F> L2VSD_LANES_INLINE void static_for(F&& f) {
+  [&]<int... K>(std::integer_sequence<int, K...>) {
+    (f(std::integral_constant<int, K>{}), ...);
+  }(std::make_integer_sequence<int, N>{});
+}
+
+// accumulate_forward_ray() for C <= kMaxVectorChannels channels (kValues = false: the weights
+// alone, C = 1): W-lane partial sums per vector of the interleaved block, reduced once per ray.
+template <int C, bool kValues, typename T> struct AccumulateForward {
+  struct Args {
+    const T *w, *v;
+    const int64_t* off;
+    T* out;
+  };
+  template <int Bytes> L2VSD_LANES_INLINE static void ray(const Args& a, int64_t r) {
+    using V = VecOf<T, Bytes>;
+    constexpr int W = kLanesOf<T, Bytes>;
+    const int64_t begin = a.off[r], end = a.off[r + 1];
+    V acc[C] = {};
+    for (int64_t s = begin; s < end; s += W) {
+      const int m = static_cast<int>(std::min<int64_t>(W, end - s));
+      const V w = load_n<V, W>(a.w + s, m);
+      if constexpr (!kValues) {
+        acc[0] += w;
+      } else {
+        V v[C];
+        load_values<C, V, W>(a.v + s * C, m, v);
+        static_for<C>([&](auto k) {
+          constexpr int K = decltype(k)::value;
+          acc[K] += lanes::spread<W, C, K>(w) * v[K];
+        });
+      }
+    }
+    T sums[C] = {};
+    for (int k = 0; k < C; ++k)
+      for (int j = 0; j < W; ++j) sums[(k * W + j) % C] += acc[k][j];
+    for (int c = 0; c < C; ++c) a.out[r * C + c] = sums[c];
+  }
+};
+
+// Channel Cc of every sample of a block, from the interleaved vectors p (sample j's element
+// j C + Cc sits in vector (j C + Cc) / W): two-source shuffles that merge one vector at a time.
+template <int W, int C, int Cc> struct FromFirstTwo {
+  static constexpr int at(int j) { return j * C + Cc < 2 * W ? j * C + Cc : 0; }
+};
+template <int W, int C, int Cc, int K> struct FromVector {
+  static constexpr int at(int j) { return (j * C + Cc) / W == K ? W + (j * C + Cc) % W : j; }
+};
+template <int W, int C, int Cc, typename V>
+L2VSD_LANES_INLINE V channel_of(const V (&p)[C]) {
+  if constexpr (C == 1) {
+    return p[0];
+  } else {
+    V x = lanes::shuffle<W, FromFirstTwo<W, C, Cc>>(p[0], p[1]);
+    static_for<C - 2>([&](auto k) {
+      constexpr int K = decltype(k)::value + 2;
+      x = lanes::shuffle<W, FromVector<W, C, Cc, K>>(x, p[K]);
+    });
+    return x;
   }
 }
 
-// weights_backward_ray(): the per-sample terms front to back into a per-thread scratch (the
-// inputs then stream forwards, which the hardware prefetcher follows; back to front it stalled
-// on every load), then the suffix sum back to front over the cache-resident scratch, in the same
-// order as before. kGW/kGT/kGA say which gradients exist.
-constexpr int64_t kMaxScratchSamples = 1 << 16;  // longer rays skip the scratch (bounded memory)
-
-template <bool kGW, bool kGT, bool kGA, typename T>
-void weights_backward_ray_scratch(const T* ts, const T* te, const T* w, const T* tr, const T* al,
-                                  const T* gw, const T* gt, const T* ga, int64_t begin,
-                                  int64_t end, T* gs, std::vector<T>& scratch) {
-  const int64_t m = end - begin;
-  if (static_cast<int64_t>(scratch.size()) < 3 * m) scratch.resize(3 * m);
-  T* local = scratch.data();
-  T* term = local + m;
-  T* dt = term + m;
-  for (int64_t j = 0; j < m; ++j) {
-    const int64_t i = begin + j;
-    // An absent gradient's terms are left out rather than multiplied by zero, so its saved
-    // tensor is not read at all (the loop is bound by memory traffic).
-    T g_local = kGW ? gw[i] * (tr[i] - w[i]) : T(0);
-    if (kGA) g_local = ga[i] * (T(1) - al[i]) + g_local;
-    local[j] = g_local;
-    T g_term = kGW ? gw[i] * w[i] : T(0);
-    if (kGT) g_term = g_term + gt[i] * tr[i];
-    term[j] = g_term;
-    dt[j] = te[i] - ts[i];
-  }
-  T suffix = T(0);
-  for (int64_t j = m - 1; j >= 0; --j) {
-    gs[begin + j] = (local[j] - suffix) * dt[j];
-    suffix += term[j];
-  }
+// The gradient of each channel of ray r laid out like its values: lane j of vector k gets
+// g[(k W + j) % C].
+template <int C, typename V, int W, typename T>
+L2VSD_LANES_INLINE void grad_pattern(const T* g, V (&out)[C]) {
+  alignas(64) T buf[C * W];
+  for (int e = 0; e < C * W; ++e) buf[e] = g[e % C];
+  for (int k = 0; k < C; ++k) out[k] = load<V>(buf + k * W);
 }
 
-// Rays differ wildly in sample count (empty space is skipped), hence dynamic scheduling.
+// accumulate_backward_sample() for the samples of one ray: dL/dv[i] = w_i g_r, and
+// dL/dw_i = sum_c v[i, c] g_r[c] (summed in channel order, as the per-sample body does).
+// Either output may be null.
+template <int C, bool kValues, typename T> struct AccumulateBackward {
+  struct Args {
+    const T *w, *v, *g;
+    const int64_t* off;
+    T *gw, *gv;
+  };
+  template <int Bytes> L2VSD_LANES_INLINE static void ray(const Args& a, int64_t r) {
+    using V = VecOf<T, Bytes>;
+    constexpr int W = kLanesOf<T, Bytes>;
+    const int64_t begin = a.off[r], end = a.off[r + 1];
+    if (end <= begin) return;
+    const T* g = a.g + r * C;
+    V pattern[C];
+    grad_pattern<C, V, W>(g, pattern);
+    for (int64_t s = begin; s < end; s += W) {
+      const int m = static_cast<int>(std::min<int64_t>(W, end - s));
+      if (kValues && a.gv) {
+        const V w = load_n<V, W>(a.w + s, m);
+        V out[C];
+        static_for<C>([&](auto k) {
+          constexpr int K = decltype(k)::value;
+          out[K] = lanes::spread<W, C, K>(w) * pattern[K];
+        });
+        store_values<C, V, W>(a.gv + s * C, m, out);
+      }
+      if (a.gw) {
+        if constexpr (!kValues) {
+          store_n<V, W>(a.gw + s, pattern[0], m);  // values = 1: dL/dw_i = g_r
+        } else {
+          V p[C];
+          load_values<C, V, W>(a.v + s * C, m, p);
+          for (int k = 0; k < C; ++k) p[k] *= pattern[k];
+          V dot = channel_of<W, C, 0>(p);
+          static_for<C - 1>([&](auto c) { dot += channel_of<W, C, decltype(c)::value + 1>(p); });
+          store_n<V, W>(a.gw + s, dot, m);
+        }
+      }
+    }
+  }
+};
+
+// Any channel count: the scalar per-ray bodies of composite.h.
+template <typename T> void accumulate_forward_scalar(const T* w, const T* v, int64_t c,
+                                                     const int64_t* off, int64_t n_rays, T* out) {
+#pragma omp parallel for schedule(dynamic, 64)
+  for (int64_t r = 0; r < n_rays; ++r) accumulate_forward_ray(w, v, c, off[r], off[r + 1], out + r * c);
+}
+
 template <typename T>
-void weights_forward_impl(const T* ts, const T* te, const T* sig, const int64_t* off, int64_t n_rays,
-                          T* w, T* tr, T* al) {
+void accumulate_backward_scalar(const T* w, const T* v, const T* g, int64_t c, const int64_t* off,
+                                int64_t n_rays, T* gw, T* gv) {
 #pragma omp parallel for schedule(dynamic, 64)
   for (int64_t r = 0; r < n_rays; ++r)
-    weights_forward_ray_chunked(ts, te, sig, off[r], off[r + 1], w, tr, al);
+    for (int64_t i = off[r]; i < off[r + 1]; ++i)
+      accumulate_backward_sample(w, v, g + r * c, c, i, gw, gv);
 }
 
-template <bool kGW, bool kGT, bool kGA, typename T>
-void weights_backward_rays(const T* ts, const T* te, const T* w, const T* tr, const T* al,
-                           const T* gw, const T* gt, const T* ga, const int64_t* off,
-                           int64_t n_rays, T* gs) {
-#pragma omp parallel
-  {
-    std::vector<T> scratch;
-#pragma omp for schedule(dynamic, 64)
-    for (int64_t r = 0; r < n_rays; ++r) {
-      if (off[r + 1] - off[r] <= kMaxScratchSamples) {
-        weights_backward_ray_scratch<kGW, kGT, kGA>(ts, te, w, tr, al, gw, gt, ga, off[r],
-                                                    off[r + 1], gs, scratch);
-      } else {  // a huge ray: the plain back-to-front body, no scratch to allocate
-        weights_backward_ray(ts, te, w, tr, al, kGW ? gw : nullptr, kGT ? gt : nullptr,
-                             kGA ? ga : nullptr, off[r], off[r + 1], gs);
-      }
-    }
-  }
+template <typename T>
+void weights_forward_impl(const T* ts, const T* te, const T* sig, const int64_t* off,
+                          int64_t n_rays, T* w, T* tr, T* al) {
+  for_each_ray<WeightsForward<T>>({ts, te, sig, off, w, tr, al}, n_rays);
 }
 
 template <typename T>
@@ -169,10 +311,10 @@ void weights_backward_impl(const T* ts, const T* te, const T* w, const T* tr, co
                            int64_t n_rays, T* gs) {
   const int which = (gw ? 4 : 0) | (gt ? 2 : 0) | (ga ? 1 : 0);
   switch (which) {
-#define L2VSD_WEIGHTS_BACKWARD_CASE(BITS)                                                   \
-    case BITS:                                                                              \
-      weights_backward_rays<(BITS & 4) != 0, (BITS & 2) != 0, (BITS & 1) != 0>(             \
-          ts, te, w, tr, al, gw, gt, ga, off, n_rays, gs);                                  \
+#define L2VSD_WEIGHTS_BACKWARD_CASE(BITS)                                                    \
+    case BITS:                                                                               \
+      for_each_ray<WeightsBackward<(BITS & 4) != 0, (BITS & 2) != 0, (BITS & 1) != 0, T>>(  \
+          {ts, te, w, tr, al, gw, gt, ga, off, gs}, n_rays);                                 \
       break;
     L2VSD_WEIGHTS_BACKWARD_CASE(0) L2VSD_WEIGHTS_BACKWARD_CASE(1)
     L2VSD_WEIGHTS_BACKWARD_CASE(2) L2VSD_WEIGHTS_BACKWARD_CASE(3)
@@ -182,78 +324,38 @@ void weights_backward_impl(const T* ts, const T* te, const T* w, const T* tr, co
   }
 }
 
-// kC > 0: channel count fixed at compile time; kC == 0: runtime c. values == nullptr: ones.
-template <int kC, bool kValues, typename T>
-void accumulate_forward_rays(const T* w, const T* v, int64_t c_runtime, const int64_t* off,
-                             int64_t n_rays, T* out) {
-  const int64_t c = kC > 0 ? kC : c_runtime;
-#pragma omp parallel for schedule(dynamic, 64)
-  for (int64_t r = 0; r < n_rays; ++r) {
-    T* o = out + r * c;
-    if (kC > 0) {
-      T acc[kC > 0 ? kC : 1];
-      for (int k = 0; k < kC; ++k) acc[k] = T(0);
-      for (int64_t i = off[r]; i < off[r + 1]; ++i)
-        for (int k = 0; k < kC; ++k) acc[k] += w[i] * (kValues ? v[i * kC + k] : T(1));
-      for (int k = 0; k < kC; ++k) o[k] = acc[k];
-    } else {
-      accumulate_forward_ray(w, kValues ? v : nullptr, c, off[r], off[r + 1], o);
+// Calls f(std::integral_constant<int, C>) for the runtime c in [1, kMaxVectorChannels]; false
+// when c is out of that range.
+template <typename F> bool with_channel_count(int64_t c, F&& f) {
+  bool found = false;
+  static_for<kMaxVectorChannels>([&](auto k) {
+    constexpr int kC = decltype(k)::value + 1;
+    if (c == kC) {
+      f(std::integral_constant<int, kC>{});
+      found = true;
     }
-  }
+  });
+  return found;
 }
 
 template <typename T>
 void accumulate_forward_impl(const T* w, const T* v, int64_t c, const int64_t* off, int64_t n_rays,
                              T* out) {
-  if (!v) return accumulate_forward_rays<1, false>(w, v, c, off, n_rays, out);
-  switch (c) {
-    case 1: return accumulate_forward_rays<1, true>(w, v, c, off, n_rays, out);
-    case 3: return accumulate_forward_rays<3, true>(w, v, c, off, n_rays, out);
-    case 4: return accumulate_forward_rays<4, true>(w, v, c, off, n_rays, out);
-    default: return accumulate_forward_rays<0, true>(w, v, c, off, n_rays, out);
-  }
-}
-
-template <int kC, bool kValues, bool kGW, bool kGV, typename T>
-void accumulate_backward_samples(const T* w, const T* v, const T* g, int64_t c_runtime,
-                                 const int64_t* ray, int64_t n, T* gw, T* gv) {
-  const int64_t c = kC > 0 ? kC : c_runtime;
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    if (ray[i] < 0) continue;
-    const T* g_ray = g + ray[i] * c;
-    if (kC > 0) {
-      T dot = T(0);
-      for (int k = 0; k < kC; ++k) {
-        dot += (kValues ? v[i * kC + k] : T(1)) * g_ray[k];
-        if (kGV) gv[i * kC + k] = w[i] * g_ray[k];
-      }
-      if (kGW) gw[i] = dot;
-    } else {
-      accumulate_backward_sample(w, kValues ? v : nullptr, g_ray, c, i, kGW ? gw : nullptr,
-                                 kGV ? gv : nullptr);
-    }
-  }
-}
-
-template <int kC, bool kValues, typename T>
-void accumulate_backward_by_outputs(const T* w, const T* v, const T* g, int64_t c,
-                                    const int64_t* ray, int64_t n, T* gw, T* gv) {
-  if (gw && gv) return accumulate_backward_samples<kC, kValues, true, true>(w, v, g, c, ray, n, gw, gv);
-  if (gw) return accumulate_backward_samples<kC, kValues, true, false>(w, v, g, c, ray, n, gw, gv);
-  if (gv) return accumulate_backward_samples<kC, kValues, false, true>(w, v, g, c, ray, n, gw, gv);
+  if (!v) return for_each_ray<AccumulateForward<1, false, T>>({w, v, off, out}, n_rays);
+  const bool vectorised = with_channel_count(c, [&](auto C) {
+    for_each_ray<AccumulateForward<decltype(C)::value, true, T>>({w, v, off, out}, n_rays);
+  });
+  if (!vectorised) accumulate_forward_scalar(w, v, c, off, n_rays, out);
 }
 
 template <typename T>
-void accumulate_backward_impl(const T* w, const T* v, const T* g, int64_t c, const int64_t* ray,
-                              int64_t n, T* gw, T* gv) {
-  if (!v) return accumulate_backward_by_outputs<1, false>(w, v, g, c, ray, n, gw, static_cast<T*>(nullptr));
-  switch (c) {
-    case 1: return accumulate_backward_by_outputs<1, true>(w, v, g, c, ray, n, gw, gv);
-    case 3: return accumulate_backward_by_outputs<3, true>(w, v, g, c, ray, n, gw, gv);
-    case 4: return accumulate_backward_by_outputs<4, true>(w, v, g, c, ray, n, gw, gv);
-    default: return accumulate_backward_by_outputs<0, true>(w, v, g, c, ray, n, gw, gv);
-  }
+void accumulate_backward_impl(const T* w, const T* v, const T* g, int64_t c, const int64_t* off,
+                              int64_t n_rays, T* gw, T* gv) {
+  if (!v) return for_each_ray<AccumulateBackward<1, false, T>>({w, v, g, off, gw, nullptr}, n_rays);
+  const bool vectorised = with_channel_count(c, [&](auto C) {
+    for_each_ray<AccumulateBackward<decltype(C)::value, true, T>>({w, v, g, off, gw, gv}, n_rays);
+  });
+  if (!vectorised) accumulate_backward_scalar(w, v, g, c, off, n_rays, gw, gv);
 }
 
 }  // namespace
@@ -292,12 +394,11 @@ void accumulate_forward_cpu(DType dtype, const void* weights, const void* values
 }
 
 void accumulate_backward_cpu(DType dtype, const void* weights, const void* values,
-                             const void* grad_out, int64_t n_channels,
-                             const int64_t* ray_of_sample, int64_t n_samples,
-                             void* grad_weights, void* grad_values) {
+                             const void* grad_out, int64_t n_channels, const int64_t* offsets,
+                             int64_t n_rays, void* grad_weights, void* grad_values) {
   L2VSD_COMPOSITE_DISPATCH(dtype, accumulate_backward_impl<T>(
       static_cast<const T*>(weights), static_cast<const T*>(values),
-      static_cast<const T*>(grad_out), n_channels, ray_of_sample, n_samples,
+      static_cast<const T*>(grad_out), n_channels, offsets, n_rays,
       static_cast<T*>(grad_weights), static_cast<T*>(grad_values)));
 }
 

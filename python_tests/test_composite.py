@@ -1,9 +1,18 @@
 """Compositing ops (render_weight_from_density, accumulate_along_rays) against the pure-PyTorch
 references: packed and batched layouts, float64 gradchecks, rays without samples, bad inputs."""
+import os
+import pathlib
+import subprocess
+import sys
+
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
+import composite_parity
+import l2vsd_ext
+from l2vsd_ext import build_info
+from l2vsd_ext._ext import load_extension
 from l2vsd_ext.ops import accumulate_along_rays, render_weight_from_density
 from l2vsd_ext.ops import reference as ref
 from render_helpers import DEVICES, random_packed
@@ -165,3 +174,71 @@ def test_mismatched_devices_raise():
     ri, ts, te, sig = random_packed([3, 2], seed=8)
     with pytest.raises(ValueError, match="device|meta"):
         render_weight_from_density(ts.to("meta"), te, sig, ri, 2)
+
+
+def test_compiled_matches_reference_over_ragged_rays_and_channel_counts():
+    composite_parity.check(seed=int(torch.randint(0, 2**30, ())))
+
+
+@pytest.mark.parametrize("isa", ["avx2", "base"])
+def test_every_cpu_build_matches_reference(isa):
+    # The CPU kernels are compiled per instruction set and picked at run time; L2VSD_CPU_ISA caps
+    # the pick, so this machine runs the builds it would not choose itself.
+    order = ["base", "avx2", "avx512"]
+    if order.index(build_info()["cpu_isa"]) < order.index(isa):
+        pytest.skip(f"this CPU does not support {isa}")
+    script = pathlib.Path(__file__).with_name("composite_parity.py")
+    seed = str(int(torch.randint(0, 2**30, ())))
+    package_parent = str(pathlib.Path(l2vsd_ext.__file__).resolve().parents[1])
+    env = dict(os.environ, L2VSD_CPU_ISA=isa, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([package_parent, os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, str(script), seed], env=env, capture_output=True,
+                          text=True, cwd=package_parent)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[-1] == isa  # the capped build really ran
+
+
+def test_layout_offsets_are_reused_only_for_the_unchanged_tensor():
+    ri, ts, te, sig = random_packed([3, 2, 4], seed=10)
+    w, _, _ = render_weight_from_density(ts, te, sig, ri, 3)  # validates and caches ri's layout
+    torch.testing.assert_close(accumulate_along_rays(w, None, ri, 3),
+                               ref.accumulate_along_rays(w, None, ri, 3))
+    ri[0], ri[-1] = 2, 0  # in place: the version counter moves, so the layout is checked again
+    with pytest.raises(ValueError, match="sorted"):
+        accumulate_along_rays(w, None, ri, 3)
+    with pytest.raises(ValueError, match=r"\[0, n_rays"):
+        accumulate_along_rays(w, None, ri.clone().fill_(5), 3)  # another tensor: checked too
+
+
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+def test_packed_offsets_over_many_samples_match_searchsorted_and_find_the_bad_sample(index_dtype):
+    # Over 2^17 samples the host pass splits the samples between threads: the offsets of rays
+    # starting at a split and the first bad sample must not depend on it.
+    g = torch.Generator().manual_seed(int(torch.randint(0, 2**30, ())))
+    counts = torch.randint(0, 80, (5000,), generator=g)
+    counts[::7] = 0
+    ri = torch.repeat_interleave(torch.arange(5000), counts).to(index_dtype)
+    ext = load_extension()
+    want = torch.searchsorted(ri.long(), torch.arange(5001))
+    assert torch.equal(ext.packed_offsets(ri, 5000), want)
+    bad = ri.clone()
+    at = bad.numel() * 3 // 4
+    bad[at] = bad[at - 1] - 1 if bad[at - 1] > 0 else 4999
+    with pytest.raises(ValueError, match=f"sample {at}"):
+        ext.packed_offsets(bad, 5000)
+    with pytest.raises(ValueError, match=r"\[0, n_rays=4000\)"):
+        ext.packed_offsets(ri, 4000)
+
+
+def test_glue_rejects_offsets_that_do_not_partition_the_samples():
+    ri, ts, te, sig = random_packed([3, 2], seed=11)
+    ext = load_extension()
+    good = ext.packed_offsets(ri, 2)
+    for bad, match in [(torch.tensor([0, 4, 3]), "non-decreasing"),
+                       (torch.tensor([0, 2, 4]), "non-decreasing"),
+                       (torch.tensor([0, 5]), r"offsets.*\(n_rays \+ 1,\)"),
+                       (good.int(), "offsets")]:
+        with pytest.raises((ValueError, TypeError), match=match):
+            ext.render_weights_forward(ts, te, sig, ri, 2, True, bad)
+    w, t, a = ext.render_weights_forward(ts, te, sig, ri, 2, True, good)
+    torch.testing.assert_close(w, ref.render_weight_from_density(ts, te, sig, ri, 2)[0])

@@ -4,6 +4,9 @@
 // time. CPU-only header: no CUDA, no torch.
 #pragma once
 
+#include <cstdlib>
+#include <string_view>
+
 namespace l2vsd {
 namespace cpu_isa {
 
@@ -20,9 +23,20 @@ inline Isa detect() {
   return Isa::kBase;
 }
 
+// L2VSD_CPU_ISA=avx2 or base caps the choice (tests run every build on one machine); a value
+// above what the CPU supports, or any other value, leaves the detected one.
+inline Isa capped_by_environment(Isa detected) {
+  const char* want = std::getenv("L2VSD_CPU_ISA");
+  if (!want) return detected;
+  const std::string_view w(want);
+  if (w == "base") return Isa::kBase;
+  if (w == "avx2" && detected == Isa::kAvx512) return Isa::kAvx2;
+  return detected;
+}
+
 // Detected once per process.
 inline Isa current() {
-  static const Isa isa = detect();
+  static const Isa isa = capped_by_environment(detect());
   return isa;
 }
 

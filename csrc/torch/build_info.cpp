@@ -10,6 +10,8 @@
 #include "../kernels/device_check/device_check.h"
 #endif
 
+#include "../kernels/cpu_isa.h"
+
 #include <array>
 #include <atomic>
 
@@ -79,6 +81,9 @@ static pybind11::dict build_info() {
   info["openmp"] = false;
   info["omp_threads"] = 1;
 #endif
+  // The instruction set the vectorised CPU kernels run (detected; L2VSD_CPU_ISA caps it).
+  const cpu_isa::Isa isa = cpu_isa::current();
+  info["cpu_isa"] = isa == cpu_isa::Isa::kAvx512 ? "avx512" : isa == cpu_isa::Isa::kAvx2 ? "avx2" : "base";
 #if defined(__clang__)
   info["compiler"] = std::string("clang ") + __clang_version__;
 #elif defined(__GNUC__)

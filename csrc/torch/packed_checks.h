@@ -31,6 +31,7 @@ int64_t first_bad_ray_index(const Index* ri, int64_t n_samples, int64_t n_rays,
 // Samples [begin, end) of a valid layout: offsets[r] = i for every ray r that starts at sample i
 // (ri[i - 1] < r <= ri[i], with ri[-1] = -1), so each offset is written by exactly one range.
 // Blocks lying on one ray (sorted: first == last) are skipped after a single compare.
+// Needs every index in [0, n_rays) and sorted, which each block checks before it writes.
 template <typename Index>
 bool offsets_of_range(const Index* ri, int64_t begin, int64_t end, int64_t n_rays,
                       int64_t* offsets) {
@@ -53,12 +54,20 @@ bool offsets_of_range(const Index* ri, int64_t begin, int64_t end, int64_t n_ray
       bad |= r | (last_ray - r) | (r - as_u64(ri[i - 1]));
     }
     if (bad >> 63) return false;
-    if (static_cast<int64_t>(ri[stop - 1]) == prev) continue;  // the whole block is on ray `prev`
-    for (int64_t i = start; i < stop; ++i) {
-      const int64_t r = static_cast<int64_t>(ri[i]);
-      for (int64_t open = prev + 1; open <= r; ++open) offsets[open] = i;
-      prev = r;
+    const int64_t last = static_cast<int64_t>(ri[stop - 1]);
+    if (last == prev) continue;  // the whole block is on ray `prev`
+    // Rays prev + 1 .. last start in this (sorted) block: a binary search each, not a scalar
+    // walk over every sample.
+    int64_t from = start;
+    for (int64_t open = prev + 1; open <= last; ++open) {
+      int64_t lo = from, hi = stop - 1;  // ri[stop - 1] = last >= open: the answer is <= hi
+      while (lo < hi) {
+        const int64_t mid = lo + (hi - lo) / 2;
+        if (static_cast<int64_t>(ri[mid]) < open) lo = mid + 1; else hi = mid;
+      }
+      offsets[open] = from = lo;
     }
+    prev = last;
   }
   return true;
 }

@@ -242,3 +242,11 @@ def test_glue_rejects_offsets_that_do_not_partition_the_samples():
             ext.render_weights_forward(ts, te, sig, ri, 2, True, bad)
     w, t, a = ext.render_weights_forward(ts, te, sig, ri, 2, True, good)
     torch.testing.assert_close(w, ref.render_weight_from_density(ts, te, sig, ri, 2)[0])
+
+
+def test_ray_indices_on_another_device_raise_before_any_layout_pass():
+    ri, ts, te, sig = random_packed([3, 2], seed=12)
+    with pytest.raises(ValueError, match="'ray_indices' is on meta"):
+        render_weight_from_density(ts, te, sig, ri.to("meta"), 2)
+    with pytest.raises(ValueError, match="'ray_indices' is on meta"):
+        accumulate_along_rays(sig, None, ri.to("meta"), 2)

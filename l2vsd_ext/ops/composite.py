@@ -70,8 +70,11 @@ def _packed_offsets(ray_indices: torch.Tensor, n_rays: int, validate: bool, op: 
     return _packed_layouts.cache.offsets(ray_indices, n_rays, validate, op)
 
 
-def _require_same_count(ray_indices: torch.Tensor, like: torch.Tensor, op: str, name: str) -> None:
+def _require_same_layout(ray_indices: torch.Tensor, like: torch.Tensor, op: str, name: str) -> None:
     # Before the layout pass, so a mismatch is reported against the samples, not as a bad layout.
+    if ray_indices.device != like.device:
+        raise ValueError(f"{op}: argument 'ray_indices' is on {ray_indices.device} but '{name}' is "
+                         f"on {like.device}; move them to one device")
     if like.dim() >= 1 and ray_indices.dim() == 1 and ray_indices.shape[0] != like.shape[0]:
         raise ValueError(f"{op}: argument 'ray_indices' must have shape (n_samples,) with "
                          f"n_samples={like.shape[0]} (from '{name}'), got {tuple(ray_indices.shape)}")
@@ -137,7 +140,7 @@ def render_weight_from_density(t_starts: torch.Tensor, t_ends: torch.Tensor, sig
                                               sigmas.reshape(-1), indices, offsets)
         return tuple(o.view(shape) for o in outputs)
     _require_tensor(ray_indices, op, "ray_indices")
-    _require_same_count(ray_indices, sigmas, op, "sigmas")
+    _require_same_layout(ray_indices, sigmas, op, "sigmas")
     offsets = _packed_offsets(ray_indices, _infer_n_rays(ray_indices, n_rays), bool(check_layout),
                               op)
     return _RenderWeightFunction.apply(t_starts, t_ends, sigmas, ray_indices, offsets)
@@ -186,7 +189,7 @@ def accumulate_along_rays(weights: torch.Tensor, values: Optional[torch.Tensor] 
         flat_values = None if values is None else values.reshape(-1, values.shape[-1])
         return _AccumulateFunction.apply(weights.reshape(-1), flat_values, indices, offsets)
     _require_tensor(ray_indices, op, "ray_indices")
-    _require_same_count(ray_indices, weights, op, "weights")
+    _require_same_layout(ray_indices, weights, op, "weights")
     offsets = _packed_offsets(ray_indices, _infer_n_rays(ray_indices, n_rays), bool(check_layout),
                               op)
     return _AccumulateFunction.apply(weights, values, ray_indices, offsets)

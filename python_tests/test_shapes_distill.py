@@ -6,38 +6,51 @@ import pytest
 
 from l2vsd_ext.config import RunConfig, with_pretrained_defaults
 from l2vsd_ext.shapes.field import truth_renderer
-from l2vsd_ext.shapes.metrics import silhouette_iou
+from l2vsd_ext.shapes.metrics import psnr, silhouette_iou
 from l2vsd_ext.shapes.objects import OBJECTS
 from l2vsd_ext.shapes.score import held_out_cameras, render_over_white
 
-CONVERGENCE_OBJECT, CONVERGENCE_STEPS = "snowman", 300
+CONVERGENCE_OBJECT, CONVERGENCE_STEPS = "pumpkin", 300
 
 
-def _silhouette_iou(renderer, truth_opacity, cams):
-    return silhouette_iou(render_over_white(renderer, cams)["opacity"], truth_opacity)
+def _scores(renderer, truth, cams):
+    out = render_over_white(renderer, cams)
+    return silhouette_iou(out["opacity"], truth["opacity"]), float(psnr(out["rgb"], truth["rgb"]).mean())
 
 
-@pytest.mark.xfail(strict=True, reason="KNOWN GAP: with the shipped (under-trained) shapes prior and "
-                   "the default run settings, 300 SDS steps do not raise the snowman's silhouette IoU "
-                   "above the occupancy-filled initial blob's (measured 0.545 -> 0.523); see docs/shapes.md")
-def test_short_sds_run_moves_towards_the_true_object(tmp_path):
+@pytest.fixture(scope="module")
+def short_sds_run(tmp_path_factory):
+    """(blob IoU, blob PSNR, final IoU, final PSNR) of a 300-step SDS run against the truth."""
     from l2vsd_ext.trainer import Trainer, run_training
 
     obj = OBJECTS[CONVERGENCE_OBJECT]
     config = RunConfig(**with_pretrained_defaults(dict(
         prompt=obj.prompt, pretrained="shapes", mode="sds", steps=CONVERGENCE_STEPS,
-        out=str(tmp_path / "run"), export_at_end=False, turntable_views=0,
+        out=str(tmp_path_factory.mktemp("sds") / "run"), export_at_end=False, turntable_views=0,
         val_every=10**6, ckpt_every=10**6)))
     cams = held_out_cameras(resolution=32)
-    truth = render_over_white(truth_renderer(obj), cams)["opacity"]
+    truth = render_over_white(truth_renderer(obj), cams)
     blob = Trainer(config).renderer
     # Fill the untrained occupancy grid first (as the run's first step does): with the grid still
     # all-occupied, 64 samples per ray end before they reach the blob, and the blob would score 0.
     blob.update_occupancy(0)
-    initial = _silhouette_iou(blob, truth, cams)
+    initial = _scores(blob, truth, cams)
     trainer = run_training(config, progress=False)
-    final = _silhouette_iou(trainer.renderer, truth, cams)
-    assert final > initial + 0.15, (initial, final)
+    return (*initial, *_scores(trainer.renderer, truth, cams))
+
+
+def test_short_sds_run_gets_the_colour_of_the_true_object(short_sds_run):
+    blob_iou, blob_psnr, final_iou, final_psnr = short_sds_run
+    # Measured 11.2 -> 12.5 dB (grey blob -> orange disc); the prior before the retrain gave 5.9.
+    assert final_psnr > blob_psnr + 1.0, short_sds_run
+
+
+@pytest.mark.xfail(strict=True, reason="KNOWN GAP: 300 SDS steps on the shipped shapes prior give the "
+                   "pumpkin's colour but not yet a clearly better silhouette than the round initial "
+                   "blob's (measured IoU 0.627 -> 0.634); see docs/shapes.md")
+def test_short_sds_run_moves_the_silhouette_towards_the_true_object(short_sds_run):
+    blob_iou, blob_psnr, final_iou, final_psnr = short_sds_run
+    assert final_iou > blob_iou + 0.15, short_sds_run
 
 
 def test_bench_end_to_end_and_resume(tmp_path, capsys):

@@ -43,7 +43,8 @@ def test_toy_training_is_deterministic_resumable_and_loadable(tmp_path, coarse_t
     a, b = _weights(straight / "pipeline"), _weights(split / "pipeline")
     assert _same(a, b)
     data = torch.load(straight / "dataset.pt", weights_only=False)
-    assert data["images"].shape == (8 * 16, 3, 16, 16)
+    assert data["images"].shape == (8 * 16, 3, 16, 16) and data["alpha"].shape == (8 * 16, 1, 16, 16)
+    assert data["alpha"].float().mean() > 0  # the objects are there, for re-compositing
     assert data["texts"][0] == "a snowman with an orange carrot nose, front view"
 
     from diffusers import StableDiffusionPipeline

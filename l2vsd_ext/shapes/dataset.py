@@ -25,32 +25,38 @@ def all_texts() -> list[str]:
 
 
 @torch.no_grad()
-def render_views(obj, cams, chunk: int = 16) -> torch.Tensor:
-    """(B, 3, H, W) albedo renders in [0, 1] of the true object from a camera batch."""
+def render_views(obj, cams, chunk: int = 16, with_alpha: bool = False):
+    """(B, 3, H, W) albedo renders over white in [0, 1] of the true object from a camera batch;
+    with_alpha: also their opacity (B, 1, H, W), to re-composite them over other backgrounds."""
     renderer = truth_renderer(obj)
-    frames = []
+    frames, alphas = [], []
     for i in range(0, cams.batch_size, chunk):
         out = renderer(cams.rays_o[i:i + chunk], cams.rays_d[i:i + chunk])
         frames.append(out["rgb"].permute(0, 3, 1, 2).clamp(0, 1))
-    return torch.cat(frames)
+        alphas.append(out["opacity"].permute(0, 3, 1, 2).clamp(0, 1))
+    rgb = torch.cat(frames)
+    return (rgb, torch.cat(alphas)) if with_alpha else rgb
 
 
 def build_dataset(views_per_object: int, resolution: int, seed: int, progress=None) -> dict:
     """Renders `views_per_object` random cameras (CameraSampler's run distribution, jitter
-    included) per object. Returns uint8 images (N, 3, H, W) and, per image, its text index."""
+    included) per object. Returns uint8 images over white (N, 3, H, W), their uint8 opacity
+    (N, 1, H, W) and, per image, its text index."""
     generator = torch.Generator().manual_seed(seed)
     sampler = CameraSampler(height=resolution, width=resolution, batch_size=16)
-    images, text_index, elevation, azimuth = [], [], [], []
+    images, alphas, text_index, elevation, azimuth = [], [], [], [], []
     for k, obj in enumerate(OBJECTS.values()):
         for _ in range(-(-views_per_object // 16)):
             cams = sampler.sample(generator)
-            images.append((render_views(obj, cams) * 255).round().to(torch.uint8))
+            rgb, alpha = render_views(obj, cams, with_alpha=True)
+            images.append((rgb * 255).round().to(torch.uint8))
+            alphas.append((alpha * 255).round().to(torch.uint8))
             text_index += [k * len(VIEW_LABELS) + VIEW_LABELS.index(v) for v in cams.view_labels]
             elevation.append(cams.elevation)
             azimuth.append(cams.azimuth)
             if progress is not None:
                 progress(16)
-    return {"images": torch.cat(images), "text_index": torch.tensor(text_index),
+    return {"images": torch.cat(images), "alpha": torch.cat(alphas), "text_index": torch.tensor(text_index),
             "elevation": torch.cat(elevation), "azimuth": torch.cat(azimuth),
             "texts": all_texts(), "resolution": resolution, "seed": seed}
 
@@ -61,7 +67,7 @@ def load_or_build_dataset(path: str, views_per_object: int, resolution: int, see
     (written atomically, so an interrupted build is simply redone)."""
     if os.path.isfile(path):
         data = torch.load(path, weights_only=False)
-        same = (data["resolution"] == resolution and data["seed"] == seed and
+        same = ("alpha" in data and data["resolution"] == resolution and data["seed"] == seed and
                 data["texts"] == all_texts() and
                 data["images"].shape[0] == len(OBJECTS) * 16 * -(-views_per_object // 16))
         if same:

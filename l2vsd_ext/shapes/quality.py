@@ -1,13 +1,18 @@
 """The prior's own quality: samples for each prompt and view, scored by nearest-view PSNR against
 dense sets of true renders (random cameras from the run's distribution, a seed the training set
 did not use). A good prior's sample is closer to its own object than to any other, and a
-"back view" sample is closer to the object's true back views than to its front views."""
+"back view" sample is closer to the object's true back views than to its front views.
+
+The prior draws objects over white or over a solid colour (it was trained on both, as a run shows
+it both), so each sample is compared with the true renders composited over the sample's own
+background: the mean colour of its border, where no object reaches."""
 from __future__ import annotations
 
 import torch
 
 from ..prior.prompts import VIEW_LABELS
 from ..scene import CameraSampler
+from .augment import over_background
 from .dataset import render_views, view_text
 from .metrics import psnr
 from .objects import OBJECTS
@@ -16,19 +21,30 @@ REFERENCE_SEED = 12345  # the training set uses the training seed (0 by default)
 
 
 def reference_renders(n_views: int = 256, resolution: int = 32, seed: int = REFERENCE_SEED) -> dict:
-    """{object key: (images (n, 3, H, W), view labels)} from random run cameras."""
+    """{object key: (images over white (n, 3, H, W), view labels, opacity (n, 1, H, W))} from
+    random run cameras."""
     generator = torch.Generator().manual_seed(seed)
     sampler = CameraSampler(height=resolution, width=resolution, batch_size=n_views)
     out = {}
     for key, obj in OBJECTS.items():
         cams = sampler.sample(generator)
-        out[key] = (render_views(obj, cams), list(cams.view_labels))
+        rgb, alpha = render_views(obj, cams, with_alpha=True)
+        out[key] = (rgb, list(cams.view_labels), alpha)
     return out
 
 
-def nearest_psnr(sample: torch.Tensor, references: torch.Tensor) -> float:
-    """The best PSNR of one (3, H, W) sample against any of the (n, 3, H, W) references."""
-    return float(psnr(sample[None].expand_as(references), references).max())
+def border_colour(image: torch.Tensor) -> torch.Tensor:
+    """(3,) mean colour of a (3, H, W) image's one-pixel border."""
+    border = torch.cat([image[:, 0], image[:, -1], image[:, 1:-1, 0], image[:, 1:-1, -1]], dim=1)
+    return border.mean(dim=1)
+
+
+def nearest_psnr(sample: torch.Tensor, references: torch.Tensor, alphas: torch.Tensor) -> float:
+    """The best PSNR of one (3, H, W) sample against any of the (n, 3, H, W) references (over
+    white, opacity (n, 1, H, W)), each re-composited over the sample's background colour."""
+    colour = border_colour(sample).expand(references.shape[0], 3)
+    recomposited = over_background(references, alphas, colour)
+    return float(psnr(sample[None].expand_as(recomposited), recomposited).max())
 
 
 def evaluate_prior(prior, samples_per_case: int = 2, views=("front", "back"), steps: int = 30,
@@ -45,12 +61,13 @@ def evaluate_prior(prior, samples_per_case: int = 2, views=("front", "back"), st
                            steps=steps, guidance_scale=guidance_scale, seed=seed)
     rows = []
     for (key, view), image in zip(cases, images):
-        to_object = {other: nearest_psnr(image, refs) for other, (refs, _) in references.items()}
-        refs, labels = references[key]
+        to_object = {other: nearest_psnr(image, refs, alphas)
+                     for other, (refs, _, alphas) in references.items()}
+        refs, labels, alphas = references[key]
         by_view = {}
         for label in VIEW_LABELS:
             chosen = [i for i, v in enumerate(labels) if v == label]
-            by_view[label] = nearest_psnr(image, refs[chosen])
+            by_view[label] = nearest_psnr(image, refs[chosen], alphas[chosen])
         best_other = max(v for k, v in to_object.items() if k != key)
         rows.append({"object": key, "view": view, "psnr_own": to_object[key],
                      "psnr_best_other": best_other,

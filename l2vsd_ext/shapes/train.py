@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..checkpoint import atomic_write_bytes, load_checkpoint
+from .augment import generic_images, random_backgrounds
 from .dataset import load_or_build_dataset
 from .models import (PriorSizes, build_scheduler, build_text_encoder, build_tokenizer, build_unet,
                      build_vae, save_pipeline)
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--views-per-object", type=int, default=384)
     p.add_argument("--resolution", type=int, default=32)
-    p.add_argument("--vae-channels", type=int, nargs="+", default=[16, 32, 32])
+    p.add_argument("--vae-channels", type=int, nargs="+", default=[32, 64, 64])
     p.add_argument("--unet-channels", type=int, nargs="+", default=[64, 128])
     p.add_argument("--text-width", type=int, default=64)
     p.add_argument("--vae-steps", type=int, default=800)
@@ -44,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kl-weight", type=float, default=1e-4)
     p.add_argument("--text-dropout", type=float, default=0.1)
     p.add_argument("--ema-decay", type=float, default=0.999)
+    p.add_argument("--white-background", type=float, default=0.5,
+                   help="probability that a training render keeps its white background (else a "
+                        "random solid colour, as the run's background augmentation draws)")
+    p.add_argument("--generic-fraction", type=float, default=0.5,
+                   help="fraction of each VAE batch that is generic images (colour fields, ellipses)")
     p.add_argument("--ckpt-every", type=int, default=100)
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1: on a shared, busy CPU more threads are far slower)")
@@ -70,21 +76,35 @@ def _flip(images: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
     return torch.where(flips.view(-1, 1, 1, 1), images.flip(-1), images)
 
 
+def object_batch(images, alphas, idx, flips, white_probability, generator) -> torch.Tensor:
+    """Renders idx in [0, 1], mirrored where flips, over white or a random colour."""
+    rgb = _flip(images[idx].float() / 255, flips)
+    alpha = _flip(alphas[idx].float() / 255, flips)
+    return random_backgrounds(rgb, alpha, white_probability, generator)
+
+
+def vae_batch(images, alphas, args, generator) -> torch.Tensor:
+    """One VAE batch: object renders over random backgrounds plus generic images."""
+    n_generic = int(round(args.batch_size * args.generic_fraction))
+    n_objects = args.batch_size - n_generic
+    idx = torch.randint(images.shape[0], (n_objects,), generator=generator)
+    flips = torch.rand(n_objects, generator=generator) < 0.5
+    parts = [object_batch(images, alphas, idx, flips, args.white_background, generator)]
+    if n_generic:
+        parts.append(generic_images(n_generic, images.shape[-1], generator))
+    return torch.cat(parts)
+
+
 @torch.no_grad()
-def encode_dataset(vae, images_uint8: torch.Tensor, chunk: int = 256):
-    """Posterior mean and std of every image and of its mirror: (2, N, 4, h, w) each."""
-    means, stds = [], []
-    for flipped in (False, True):
-        m, s = [], []
-        for batch in images_uint8.split(chunk):
-            x = batch.float() / 255
-            x = x.flip(-1) if flipped else x
-            dist = vae.encode(x * 2 - 1).latent_dist
-            m.append(dist.mean)
-            s.append(dist.std)
-        means.append(torch.cat(m))
-        stds.append(torch.cat(s))
-    return torch.stack(means), torch.stack(stds)
+def latent_scale(vae, images, alphas, white_probability: float, seed: int, n: int = 1024) -> float:
+    """1 / std of the posterior means of n training renders (unit-variance latents, as SD's
+    0.18215), drawn with their own generator so the value does not depend on when it is taken."""
+    generator = torch.Generator().manual_seed(seed + 2)
+    idx = torch.randint(images.shape[0], (n,), generator=generator)
+    flips = torch.rand(n, generator=generator) < 0.5
+    x = object_batch(images, alphas, idx, flips, white_probability, generator)
+    means = torch.cat([vae.encode(b * 2 - 1).latent_dist.mean for b in x.split(256)])
+    return float(1.0 / means.std())
 
 
 class EMA:
@@ -158,7 +178,7 @@ def train(args) -> str:
     data = load_or_build_dataset(os.path.join(args.out, "dataset.pt"), n_views, args.resolution,
                                  args.seed, progress=render_bar.update)
     render_bar.close()
-    images, text_index = data["images"], data["text_index"]
+    images, alphas, text_index = data["images"], data["alpha"], data["text_index"]
     n_images, uncond_index = images.shape[0], len(data["texts"]) - 1
     tokens = tokenizer(data["texts"], padding="max_length", max_length=tokenizer.model_max_length,
                        truncation=True, return_tensors="pt").input_ids
@@ -172,9 +192,7 @@ def train(args) -> str:
         while state["step"] < args.vae_steps:
             for group in vae_opt.param_groups:
                 group["lr"] = args.vae_lr * _lr_factor(state["step"], args.vae_steps)
-            idx = torch.randint(n_images, (args.batch_size,), generator=generator)
-            flips = torch.rand(args.batch_size, generator=generator) < 0.5
-            x = _flip(images[idx].float() / 255, flips) * 2 - 1
+            x = vae_batch(images, alphas, args, generator) * 2 - 1
             posterior = vae.encode(x).latent_dist
             recon = vae.decode(posterior.sample(generator=generator)).sample
             rec = F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x)
@@ -191,9 +209,9 @@ def train(args) -> str:
         state.update(phase="unet", step=0)
 
     vae.eval()
-    means, stds = encode_dataset(vae, images)
+    vae.requires_grad_(False)
     if state["scaling_factor"] is None:
-        state["scaling_factor"] = float(1.0 / means.std())  # unit-variance latents, as SD's 0.18215
+        state["scaling_factor"] = latent_scale(vae, images, alphas, args.white_background, args.seed)
         checkpoint()
     scale = state["scaling_factor"]
 
@@ -203,9 +221,11 @@ def train(args) -> str:
         for group in unet_opt.param_groups:
             group["lr"] = args.unet_lr * _lr_factor(state["step"], args.unet_steps)
         idx = torch.randint(n_images, (args.batch_size,), generator=generator)
-        flips = (torch.rand(args.batch_size, generator=generator) < 0.5).long()
-        mean, std = means[flips, idx], stds[flips, idx]
-        latents = (mean + std * torch.randn(mean.shape, generator=generator)) * scale
+        flips = torch.rand(args.batch_size, generator=generator) < 0.5
+        x = object_batch(images, alphas, idx, flips, args.white_background, generator)
+        with torch.no_grad():
+            dist = vae.encode(x * 2 - 1).latent_dist
+            latents = (dist.mean + dist.std * torch.randn(dist.mean.shape, generator=generator)) * scale
         noise = torch.randn(latents.shape, generator=generator)
         t = torch.randint(scheduler.config.num_train_timesteps, (args.batch_size,), generator=generator)
         drop = torch.rand(args.batch_size, generator=generator) < args.text_dropout
@@ -228,6 +248,7 @@ def train(args) -> str:
 
     unet.load_state_dict(unet_ema.shadow)
     text_encoder.load_state_dict(text_ema.shadow)
+    vae.requires_grad_(True)
     vae.register_to_config(scaling_factor=scale)
     folder = save_pipeline(os.path.join(args.out, "pipeline"), unet.eval(), vae, text_encoder.eval(),
                            tokenizer, scheduler)
@@ -241,6 +262,11 @@ def main(argv=None) -> int:
     for name in ("views_per_object", "vae_steps", "unet_steps", "batch_size", "ckpt_every", "threads"):
         if getattr(args, name) < 1 and not (name.endswith("_steps") and getattr(args, name) == 0):
             print(f"l2vsd_ext.shapes.train: error: --{name.replace('_', '-')} must be >= 1",
+                  file=sys.stderr)
+            return 2
+    for name in ("white_background", "generic_fraction", "text_dropout"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            print(f"l2vsd_ext.shapes.train: error: --{name.replace('_', '-')} must be in [0, 1]",
                   file=sys.stderr)
             return 2
     try:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 MODES = ("sds", "vsd", "lvsd", "l2vsd")
 DTYPES = ("float32", "float16", "bfloat16")
 LOGGERS = ("none", "tensorboard", "wandb")
+BACKGROUNDS = ("mlp", "white")
 
 
 class ConfigError(ValueError):
@@ -53,6 +54,11 @@ class RunConfig:
     # optimisation
     lr: float = _f(1e-2, "NeRF hash-grid learning rate (the MLP and background get lr/10)")
     lora_lr: float = _f(1e-3, "LoRA and camera-embedding learning rate")
+    background: str = _f("mlp", "behind the object: " + ", ".join(BACKGROUNDS) +
+                         " (mlp: learned from the view direction; white: fixed, for priors trained on white)")
+    random_background: float = _f(0.5, "probability of a random solid background colour per training step")
+    sparsity_weight: float = _f(0.0, "weight of the mean rendered opacity in the loss (clears haze)")
+    entropy_weight: float = _f(0.0, "weight of the rendered opacity's binary entropy (crisp silhouettes)")
     lora_rank: int = _f(4, "LoRA rank")
     condition_dropout: float = _f(0.1, "probability of dropping the camera condition in LoRA steps")
     # scene
@@ -151,10 +157,13 @@ def coerce(name: str, value, type_name: str):
 # Defaults a run needs on a given prior, applied only to settings the user did not give.
 # 'shapes' (the shipped ground-truth prior): its native 32 px images, and a field, sample budget
 # and step count sized for a CPU run of minutes (64 samples per ray reach past an opaque front).
+# A fixed white background: the prior also saw uniform random backgrounds, so with random or
+# learned ones it accepts a haze of the object's colour around it (measured on the pumpkin, SDS,
+# 600 steps: IoU 0.62 -> 0.75); guidance 3 scored better than 7.5 there (IoU 0.77).
 PRETRAINED_DEFAULTS = {
     "shapes": dict(resolution=32, encode_resolution=32, steps=600, n_levels=8, log2_hashmap_size=15,
                    occupancy_resolution=32, max_samples_per_ray=64, val_every=100,
-                   ckpt_every=100),
+                   ckpt_every=100, background="white", random_background=0.0, guidance_scale=3.0),
 }
 
 
@@ -235,6 +244,10 @@ def validate(config: RunConfig, vae_scale_factor: int = 8) -> None:
                           f"got {config.encode_resolution}")
     if config.dtype is not None and config.dtype not in DTYPES:
         raise ConfigError(f"--dtype: must be one of {', '.join(DTYPES)}, got '{config.dtype}'")
+    if config.background not in BACKGROUNDS:
+        raise ConfigError(f"--background: must be one of {', '.join(BACKGROUNDS)}, got '{config.background}'")
+    if not 0 <= config.random_background <= 1:
+        raise ConfigError(f"--random-background: must be in [0, 1], got {config.random_background}")
     if config.logger not in LOGGERS:
         raise ConfigError(f"--logger: must be one of {', '.join(LOGGERS)}, got '{config.logger}'")
     if config.device is not None:
@@ -243,6 +256,9 @@ def validate(config: RunConfig, vae_scale_factor: int = 8) -> None:
         raise ConfigError(f"--lora-steps: must be >= 1, got {config.lora_steps}")
     if config.eta < 0:
         raise ConfigError(f"--eta: must be >= 0, got {config.eta}")
+    for name in ("sparsity_weight", "entropy_weight"):
+        if not getattr(config, name) >= 0:
+            raise ConfigError(f"--{name.replace('_', '-')}: must be >= 0, got {getattr(config, name)}")
     if not 0 <= config.esd_lambda <= 1:
         raise ConfigError(f"--esd-lambda: must be in [0, 1], got {config.esd_lambda}")
     if config.esd_lambda and config.mode not in ("vsd", "l2vsd"):

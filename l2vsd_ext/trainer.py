@@ -17,7 +17,8 @@ from .interrupts import RunInterrupted, StopRequests
 from .run_folder import CHECKPOINT, RunFolder
 from .distill import GuidanceContext, GuidanceOptions, make_mode
 from .prior import DiffusionPrior, LoraScoreModel, PromptEmbeddings, TimestepSchedule
-from .scene import CameraSampler, MLPBackground, NeRFField, VolumeRenderer
+from .scene import CameraSampler, MLPBackground, NeRFField, SolidBackground, VolumeRenderer
+from .scene.regularizers import silhouette_regularization
 from .ops import OccupancyGrid
 from .step_stats import StatsBuffer
 
@@ -40,10 +41,13 @@ def resolve_device(config: RunConfig) -> torch.device:
 
 
 def build_renderer(config: RunConfig, render_rng: torch.Generator | None = None) -> VolumeRenderer:
-    """The run's scene: NeRF field, background (random colour half the time while training) and
-    occupancy grid, as configured; untrained."""
+    """The run's scene: NeRF field, background (a random colour with probability
+    config.random_background while training) and occupancy grid, as configured; untrained."""
     field = NeRFField(n_levels=config.n_levels, log2_hashmap_size=config.log2_hashmap_size)
-    background = MLPBackground(random_probability=0.5)
+    if config.background == "white":
+        background = SolidBackground(random_probability=config.random_background)
+    else:
+        background = MLPBackground(random_probability=config.random_background)
     background.generator = render_rng
     grid = OccupancyGrid(field.aabb, resolution=config.occupancy_resolution)
     return VolumeRenderer(field, background, grid, max_samples_per_ray=config.max_samples_per_ray)
@@ -125,6 +129,9 @@ class Trainer:
         stats["nonfinite_fraction"] = stats.get("nonfinite", 0) / grad.numel()
         # The grad -> MSE trick: d(loss)/d(latents) = grad.
         loss = 0.5 * F.mse_loss(latents, (latents - grad).detach(), reduction="sum") / latents.shape[0]
+        regularization = silhouette_regularization(out["opacity"], c.sparsity_weight, c.entropy_weight)
+        if regularization is not None:
+            loss = loss + regularization
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self._zero_nonfinite_param_grads()

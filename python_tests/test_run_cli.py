@@ -98,6 +98,10 @@ def _cli(*args, cwd=None):
     (["--prompt", "x", "--pretrained", "stabilityai/stable-diffusion-2-1-base"], "--pretrained"),
     (["--prompt", "x", "--out", "{file}/run"], "--out"),  # a regular file where a folder must be
     (["--prompt", "x", "--resume"], "--resume"),
+    (["--prompt", "x", "--background", "grey"], "--background"),
+    (["--prompt", "x", "--random-background", "1.5"], "--random-background"),
+    (["--prompt", "x", "--sparsity-weight", "-1"], "--sparsity-weight"),
+    (["--prompt", "x", "--entropy-weight", "nan"], "--entropy-weight"),
 ])
 def test_bad_arguments_exit_2_with_one_line_and_write_nothing(args, words, tmp_path):
     out = tmp_path / "run"

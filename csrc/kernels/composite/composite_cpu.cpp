@@ -283,6 +283,98 @@ template <int C, bool kValues, typename T> struct AccumulateBackward {
   }
 };
 
+// The fused op's blocks recompute what WeightsForward stores, with the same expressions, so the
+// fused weights are the two-op path's bit for bit.
+template <typename V, int W, typename T> struct BlockWeights {
+  V trans, w, dt, through;
+  L2VSD_LANES_INLINE BlockWeights(const T* ts, const T* te, const T* sig, int64_t s, int m,
+                                  const V& depth) {
+    dt = load_n<V, W>(te + s, m) - load_n<V, W>(ts + s, m);
+    const V tau = load_n<V, W>(sig + s, m) * dt;
+    through = lanes::prefix_sum<W>(tau);
+    trans = lanes::exp_of<V>(-(depth + lanes::shift_up_one<W>(through)));
+    w = trans * (T(1) - lanes::exp_of<V>(-tau));
+  }
+};
+
+// composite_forward_ray() for C <= kMaxVectorChannels: WeightsForward and AccumulateForward in
+// one sweep (same summation order as AccumulateForward), nothing stored per sample.
+template <int C, typename T> struct CompositeForward {
+  struct Args {
+    const T *ts, *te, *sig, *v;
+    const int64_t* off;
+    T* out;
+  };
+  template <int Bytes> L2VSD_LANES_INLINE static void ray(const Args& a, int64_t r) {
+    using V = VecOf<T, Bytes>;
+    constexpr int W = kLanesOf<T, Bytes>;
+    const int64_t begin = a.off[r], end = a.off[r + 1];
+    V depth{}, acc[C] = {};
+    for (int64_t s = begin; s < end; s += W) {
+      const int m = static_cast<int>(std::min<int64_t>(W, end - s));
+      const BlockWeights<V, W, T> b(a.ts, a.te, a.sig, s, m, depth);
+      V v[C];
+      load_values<C, V, W>(a.v + s * C, m, v);
+      static_for<C>([&](auto k) {
+        constexpr int K = decltype(k)::value;
+        acc[K] += lanes::spread<W, C, K>(b.w) * v[K];
+      });
+      depth = lanes::broadcast<W, W - 1>(depth + b.through);
+    }
+    T sums[C] = {};
+    for (int k = 0; k < C; ++k)
+      for (int j = 0; j < W; ++j) sums[(k * W + j) % C] += acc[k][j];
+    for (int c = 0; c < C; ++c) a.out[r * C + c] = sums[c];
+  }
+};
+
+// composite_backward_ray() for C <= kMaxVectorChannels, front to back: the running sum of
+// g_i w_i is an in-register inclusive prefix sum per block plus one carry. kGS/kGV: which
+// gradients are wanted (values are read only for grad_sigmas).
+template <int C, bool kGS, bool kGV, typename T> struct CompositeBackward {
+  struct Args {
+    const T *ts, *te, *sig, *v, *g, *out;
+    const int64_t* off;
+    T *gs, *gv;
+  };
+  template <int Bytes> L2VSD_LANES_INLINE static void ray(const Args& a, int64_t r) {
+    using V = VecOf<T, Bytes>;
+    constexpr int W = kLanesOf<T, Bytes>;
+    const int64_t begin = a.off[r], end = a.off[r + 1];
+    if (end <= begin) return;
+    const T* g = a.g + r * C;
+    V pattern[C];
+    grad_pattern<C, V, W>(g, pattern);
+    T total_scalar = T(0);
+    for (int c = 0; c < C; ++c) total_scalar += g[c] * a.out[r * C + c];
+    const V total = V{} + total_scalar;
+    V depth{}, before{};  // optical depth and sum of g_i w_i in front of the block, every lane
+    for (int64_t s = begin; s < end; s += W) {
+      const int m = static_cast<int>(std::min<int64_t>(W, end - s));
+      const BlockWeights<V, W, T> b(a.ts, a.te, a.sig, s, m, depth);
+      if constexpr (kGV) {
+        V out[C];
+        static_for<C>([&](auto k) {
+          constexpr int K = decltype(k)::value;
+          out[K] = lanes::spread<W, C, K>(b.w) * pattern[K];
+        });
+        store_values<C, V, W>(a.gv + s * C, m, out);
+      }
+      if constexpr (kGS) {
+        V p[C];
+        load_values<C, V, W>(a.v + s * C, m, p);
+        for (int k = 0; k < C; ++k) p[k] *= pattern[k];
+        V gw = channel_of<W, C, 0>(p);
+        static_for<C - 1>([&](auto c) { gw += channel_of<W, C, decltype(c)::value + 1>(p); });
+        const V upto = before + lanes::prefix_sum<W>(gw * b.w);
+        store_n<V, W>(a.gs + s, (gw * (b.trans - b.w) - (total - upto)) * b.dt, m);
+        before = lanes::broadcast<W, W - 1>(upto);
+      }
+      depth = lanes::broadcast<W, W - 1>(depth + b.through);
+    }
+  }
+};
+
 // Any channel count: the scalar per-ray bodies of composite.h.
 template <typename T> void accumulate_forward_scalar(const T* w, const T* v, int64_t c,
                                                      const int64_t* off, int64_t n_rays, T* out) {
@@ -297,6 +389,23 @@ void accumulate_backward_scalar(const T* w, const T* v, const T* g, int64_t c, c
   for (int64_t r = 0; r < n_rays; ++r)
     for (int64_t i = off[r]; i < off[r + 1]; ++i)
       accumulate_backward_sample(w, v, g + r * c, c, i, gw, gv);
+}
+
+template <typename T>
+void composite_forward_scalar(const T* ts, const T* te, const T* sig, const T* v, int64_t c,
+                              const int64_t* off, int64_t n_rays, T* out) {
+#pragma omp parallel for schedule(dynamic, 64)
+  for (int64_t r = 0; r < n_rays; ++r)
+    composite_forward_ray(ts, te, sig, v, c, off[r], off[r + 1], out + r * c);
+}
+
+template <typename T>
+void composite_backward_scalar(const T* ts, const T* te, const T* sig, const T* v, const T* g,
+                               const T* out, int64_t c, const int64_t* off, int64_t n_rays,
+                               T* gs, T* gv) {
+#pragma omp parallel for schedule(dynamic, 64)
+  for (int64_t r = 0; r < n_rays; ++r)
+    composite_backward_ray(ts, te, sig, v, g + r * c, out + r * c, c, off[r], off[r + 1], gs, gv);
 }
 
 template <typename T>
@@ -358,6 +467,32 @@ void accumulate_backward_impl(const T* w, const T* v, const T* g, int64_t c, con
   if (!vectorised) accumulate_backward_scalar(w, v, g, c, off, n_rays, gw, gv);
 }
 
+template <typename T>
+void composite_forward_impl(const T* ts, const T* te, const T* sig, const T* v, int64_t c,
+                            const int64_t* off, int64_t n_rays, T* out) {
+  const bool vectorised = with_channel_count(c, [&](auto C) {
+    for_each_ray<CompositeForward<decltype(C)::value, T>>({ts, te, sig, v, off, out}, n_rays);
+  });
+  if (!vectorised) composite_forward_scalar(ts, te, sig, v, c, off, n_rays, out);
+}
+
+template <typename T>
+void composite_backward_impl(const T* ts, const T* te, const T* sig, const T* v, const T* g,
+                             const T* out, int64_t c, const int64_t* off, int64_t n_rays, T* gs,
+                             T* gv) {
+  if (!gs && !gv) return;
+  const bool vectorised = with_channel_count(c, [&](auto C) {
+    constexpr int kC = decltype(C)::value;
+    if (gs && gv)
+      for_each_ray<CompositeBackward<kC, true, true, T>>({ts, te, sig, v, g, out, off, gs, gv}, n_rays);
+    else if (gs)
+      for_each_ray<CompositeBackward<kC, true, false, T>>({ts, te, sig, v, g, out, off, gs, gv}, n_rays);
+    else
+      for_each_ray<CompositeBackward<kC, false, true, T>>({ts, te, sig, v, g, out, off, gs, gv}, n_rays);
+  });
+  if (!vectorised) composite_backward_scalar(ts, te, sig, v, g, out, c, off, n_rays, gs, gv);
+}
+
 }  // namespace
 
 #define L2VSD_COMPOSITE_DISPATCH(dtype, CALL) \
@@ -400,6 +535,26 @@ void accumulate_backward_cpu(DType dtype, const void* weights, const void* value
       static_cast<const T*>(weights), static_cast<const T*>(values),
       static_cast<const T*>(grad_out), n_channels, offsets, n_rays,
       static_cast<T*>(grad_weights), static_cast<T*>(grad_values)));
+}
+
+void composite_forward_cpu(DType dtype, const void* t_starts, const void* t_ends,
+                           const void* sigmas, const void* values, int64_t n_channels,
+                           const int64_t* offsets, int64_t n_rays, void* out) {
+  L2VSD_COMPOSITE_DISPATCH(dtype, composite_forward_impl<T>(
+      static_cast<const T*>(t_starts), static_cast<const T*>(t_ends),
+      static_cast<const T*>(sigmas), static_cast<const T*>(values), n_channels, offsets, n_rays,
+      static_cast<T*>(out)));
+}
+
+void composite_backward_cpu(DType dtype, const void* t_starts, const void* t_ends,
+                            const void* sigmas, const void* values, const void* grad_out,
+                            const void* out, int64_t n_channels, const int64_t* offsets,
+                            int64_t n_rays, void* grad_sigmas, void* grad_values) {
+  L2VSD_COMPOSITE_DISPATCH(dtype, composite_backward_impl<T>(
+      static_cast<const T*>(t_starts), static_cast<const T*>(t_ends),
+      static_cast<const T*>(sigmas), static_cast<const T*>(values),
+      static_cast<const T*>(grad_out), static_cast<const T*>(out), n_channels, offsets, n_rays,
+      static_cast<T*>(grad_sigmas), static_cast<T*>(grad_values)));
 }
 
 }  // namespace composite

@@ -47,14 +47,24 @@ def test_fused_matches_two_ops_and_reference(device, dtype, tol, channels):
     assert bool((fused[0][empty] == 0).all())
 
 
-def test_fused_forward_is_the_two_ops_bit_for_bit_on_cpu():
-    # Same weights expressions and summation order: swapping the renderer to the fused op
-    # changes no rendered pixel.
-    ri, ts, te, sig = random_packed([300, 0, 17, 64, 5], dtype=torch.float32, seed=_seed())
+def test_float32_fused_over_long_rays_and_extreme_densities_matches_reference():
+    # The CPU float32 kernel carries the transmittance as a product of exp(-tau) (one exp per
+    # sample): check it over long rays (down to underflow), every block remainder, and at the
+    # extremes (zero, huge and infinite densities).
+    ri, ts, te, sig = random_packed([700, 1, 63, 64, 65, 130, 2000], dtype=torch.float32,
+                                    seed=_seed(), sigma_scale=40.0)
+    sig[[3, 70, 200]] = torch.tensor([0.0, 1e30, float("inf")])
+    sig[5] = 1e-30
+    sig[-2000:] *= 1e-3  # a long ray that stays translucent: the carried product matters
     values = torch.rand(sig.shape[0], 5)
-    fused = composite_along_rays(ts, te, sig, values, ri, 5)
-    two = accumulate_along_rays(render_weight_from_density(ts, te, sig, ri, 5)[0], values, ri, 5)
-    assert torch.equal(fused, two)
+    grad_out = torch.randn(7, 5)
+    fused = _sums_and_grads("fused", ri, ts, te, sig, values, 7, grad_out)
+    want = _sums_and_grads("reference", ri, ts.double(), te.double(), sig.double(),
+                           values.double(), 7, grad_out.double())
+    want = [w.float() for w in want]
+    for name, a, b in zip(("sums", "grad_sigmas", "grad_values"), fused, want):
+        assert bool(torch.isfinite(a).all()), name
+        torch.testing.assert_close(a, b, atol=2e-6, rtol=1e-5, msg=lambda m: f"{name}: {m}")
 
 
 @pytest.mark.parametrize("device", DEVICES)

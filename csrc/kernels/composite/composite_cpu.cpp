@@ -283,44 +283,51 @@ template <int C, bool kValues, typename T> struct AccumulateBackward {
   }
 };
 
-// The fused op's blocks recompute what WeightsForward stores, with the same expressions, so the
-// fused weights are the two-op path's bit for bit.
+// The weights of one block of the fused op, with one exponential per sample (WeightsForward
+// takes two): T_i = T_front * prod_{j<i} exp(-tau_j), an in-register prefix product per block
+// carried from block to block (`behind`), instead of exp(-optical depth). The kernels are bound
+// by arithmetic, not memory (same time on in-cache data), so this is where the time goes.
 template <typename V, int W, typename T> struct BlockWeights {
-  V trans, w, dt, through;
+  V trans, w, dt, behind;  // behind: the transmittance behind the block, every lane
   L2VSD_LANES_INLINE BlockWeights(const T* ts, const T* te, const T* sig, int64_t s, int m,
-                                  const V& depth) {
+                                  const V& front) {
     dt = load_n<V, W>(te + s, m) - load_n<V, W>(ts + s, m);
-    const V tau = load_n<V, W>(sig + s, m) * dt;
-    through = lanes::prefix_sum<W>(tau);
-    trans = lanes::exp_of<V>(-(depth + lanes::shift_up_one<W>(through)));
-    w = trans * (T(1) - lanes::exp_of<V>(-tau));
+    const V keep = lanes::exp_of<V>(-(load_n<V, W>(sig + s, m) * dt));  // 1 - alpha
+    const V through = lanes::prefix_product<W>(keep);
+    trans = front * lanes::shift_up_one<W>(through, V{} + T(1));
+    w = trans * (T(1) - keep);
+    behind = lanes::broadcast<W, W - 1>(front * through);
   }
 };
 
-// composite_forward_ray() for C <= kMaxVectorChannels: WeightsForward and AccumulateForward in
-// one sweep (same summation order as AccumulateForward), nothing stored per sample.
+// composite_forward_ray() for C <= kMaxVectorChannels: the weights and AccumulateForward's sums in
+// one sweep, nothing stored per sample. Full blocks, then the ragged end (its partial loads stay
+// out of the main loop, which then keeps the sums in registers).
 template <int C, typename T> struct CompositeForward {
   struct Args {
     const T *ts, *te, *sig, *v;
     const int64_t* off;
     T* out;
   };
+  template <typename V, int W>
+  L2VSD_LANES_INLINE static void block(const Args& a, int64_t s, int m, V& front, V (&acc)[C]) {
+    const BlockWeights<V, W, T> b(a.ts, a.te, a.sig, s, m, front);
+    V v[C];
+    load_values<C, V, W>(a.v + s * C, m, v);
+    static_for<C>([&](auto k) {
+      constexpr int K = decltype(k)::value;
+      acc[K] += lanes::spread<W, C, K>(b.w) * v[K];
+    });
+    front = b.behind;
+  }
   template <int Bytes> L2VSD_LANES_INLINE static void ray(const Args& a, int64_t r) {
     using V = VecOf<T, Bytes>;
     constexpr int W = kLanesOf<T, Bytes>;
     const int64_t begin = a.off[r], end = a.off[r + 1];
-    V depth{}, acc[C] = {};
-    for (int64_t s = begin; s < end; s += W) {
-      const int m = static_cast<int>(std::min<int64_t>(W, end - s));
-      const BlockWeights<V, W, T> b(a.ts, a.te, a.sig, s, m, depth);
-      V v[C];
-      load_values<C, V, W>(a.v + s * C, m, v);
-      static_for<C>([&](auto k) {
-        constexpr int K = decltype(k)::value;
-        acc[K] += lanes::spread<W, C, K>(b.w) * v[K];
-      });
-      depth = lanes::broadcast<W, W - 1>(depth + b.through);
-    }
+    V front = V{} + T(1), acc[C] = {};
+    int64_t s = begin;
+    for (; s + W <= end; s += W) block<V, W>(a, s, W, front, acc);
+    if (s < end) block<V, W>(a, s, static_cast<int>(end - s), front, acc);
     T sums[C] = {};
     for (int k = 0; k < C; ++k)
       for (int j = 0; j < W; ++j) sums[(k * W + j) % C] += acc[k][j];
@@ -328,15 +335,39 @@ template <int C, typename T> struct CompositeForward {
   }
 };
 
-// composite_backward_ray() for C <= kMaxVectorChannels, front to back: the running sum of
-// g_i w_i is an in-register inclusive prefix sum per block plus one carry. kGS/kGV: which
-// gradients are wanted (values are read only for grad_sigmas).
+// composite_backward_ray() for C <= kMaxVectorChannels, front to back: the weights recomputed as
+// in the forward, the running sum of g_i w_i an in-register inclusive prefix sum per block plus
+// one carry. kGS/kGV: which gradients are wanted (values are read only for grad_sigmas).
 template <int C, bool kGS, bool kGV, typename T> struct CompositeBackward {
   struct Args {
     const T *ts, *te, *sig, *v, *g, *out;
     const int64_t* off;
     T *gs, *gv;
   };
+  template <typename V, int W>
+  L2VSD_LANES_INLINE static void block(const Args& a, int64_t s, int m, const V (&pattern)[C],
+                                       const V& total, V& front, V& before) {
+    const BlockWeights<V, W, T> b(a.ts, a.te, a.sig, s, m, front);
+    if constexpr (kGV) {
+      V out[C];
+      static_for<C>([&](auto k) {
+        constexpr int K = decltype(k)::value;
+        out[K] = lanes::spread<W, C, K>(b.w) * pattern[K];
+      });
+      store_values<C, V, W>(a.gv + s * C, m, out);
+    }
+    if constexpr (kGS) {
+      V p[C];
+      load_values<C, V, W>(a.v + s * C, m, p);
+      for (int k = 0; k < C; ++k) p[k] *= pattern[k];
+      V gw = channel_of<W, C, 0>(p);
+      static_for<C - 1>([&](auto c) { gw += channel_of<W, C, decltype(c)::value + 1>(p); });
+      const V upto = before + lanes::prefix_sum<W>(gw * b.w);
+      store_n<V, W>(a.gs + s, (gw * (b.trans - b.w) - (total - upto)) * b.dt, m);
+      before = lanes::broadcast<W, W - 1>(upto);
+    }
+    front = b.behind;
+  }
   template <int Bytes> L2VSD_LANES_INLINE static void ray(const Args& a, int64_t r) {
     using V = VecOf<T, Bytes>;
     constexpr int W = kLanesOf<T, Bytes>;
@@ -345,33 +376,13 @@ template <int C, bool kGS, bool kGV, typename T> struct CompositeBackward {
     const T* g = a.g + r * C;
     V pattern[C];
     grad_pattern<C, V, W>(g, pattern);
-    T total_scalar = T(0);
-    for (int c = 0; c < C; ++c) total_scalar += g[c] * a.out[r * C + c];
-    const V total = V{} + total_scalar;
-    V depth{}, before{};  // optical depth and sum of g_i w_i in front of the block, every lane
-    for (int64_t s = begin; s < end; s += W) {
-      const int m = static_cast<int>(std::min<int64_t>(W, end - s));
-      const BlockWeights<V, W, T> b(a.ts, a.te, a.sig, s, m, depth);
-      if constexpr (kGV) {
-        V out[C];
-        static_for<C>([&](auto k) {
-          constexpr int K = decltype(k)::value;
-          out[K] = lanes::spread<W, C, K>(b.w) * pattern[K];
-        });
-        store_values<C, V, W>(a.gv + s * C, m, out);
-      }
-      if constexpr (kGS) {
-        V p[C];
-        load_values<C, V, W>(a.v + s * C, m, p);
-        for (int k = 0; k < C; ++k) p[k] *= pattern[k];
-        V gw = channel_of<W, C, 0>(p);
-        static_for<C - 1>([&](auto c) { gw += channel_of<W, C, decltype(c)::value + 1>(p); });
-        const V upto = before + lanes::prefix_sum<W>(gw * b.w);
-        store_n<V, W>(a.gs + s, (gw * (b.trans - b.w) - (total - upto)) * b.dt, m);
-        before = lanes::broadcast<W, W - 1>(upto);
-      }
-      depth = lanes::broadcast<W, W - 1>(depth + b.through);
-    }
+    T total = T(0);
+    for (int c = 0; c < C; ++c) total += g[c] * a.out[r * C + c];
+    const V total_v = V{} + total;
+    V front = V{} + T(1), before{};  // transmittance and sum of g_i w_i in front of the block
+    int64_t s = begin;
+    for (; s + W <= end; s += W) block<V, W>(a, s, W, pattern, total_v, front, before);
+    if (s < end) block<V, W>(a, s, static_cast<int>(end - s), pattern, total_v, front, before);
   }
 };
 

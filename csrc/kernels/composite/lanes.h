@@ -66,6 +66,22 @@ template <int W, typename V> L2VSD_LANES_INLINE V suffix_sum(V x) {
   return x;
 }
 
+// Inclusive prefix product over the lanes (x[j] = prod_{k<=j} x[k]); shifted-in lanes are ones.
+template <int W, typename V> L2VSD_LANES_INLINE V prefix_product(V x) {
+  const V one = V{} + 1;
+  if constexpr (W > 1) x *= shuffle<W, UpBy<W, 1>>(x, one);
+  if constexpr (W > 2) x *= shuffle<W, UpBy<W, 2>>(x, one);
+  if constexpr (W > 4) x *= shuffle<W, UpBy<W, 4>>(x, one);
+  if constexpr (W > 8) x *= shuffle<W, UpBy<W, 8>>(x, one);
+  static_assert(W <= 16, "up to 16 lanes");
+  return x;
+}
+
+// x shifted up one lane, lane 0 = fill[0].
+template <int W, typename V> L2VSD_LANES_INLINE V shift_up_one(const V& x, const V& fill) {
+  return shuffle<W, UpBy<W, 1>>(x, fill);
+}
+
 template <int W, typename V> L2VSD_LANES_INLINE V shift_up_one(const V& x) {
   return shuffle<W, UpBy<W, 1>>(x, V{});
 }

@@ -124,9 +124,12 @@ template <typename V, int W, typename T> L2VSD_LANES_INLINE void store_n(T* p, c
 }
 
 // exp lane-wise. float: x = k ln2 + r with |r| <= ln2/2 (Cody-Waite split of ln2), exp(r) by
-// Cephes' degree-6 polynomial (about 1 ulp), times 2^k built in the exponent bits. Below -87.3
-// (results under FLT_MIN) it returns 0, above 88 infinity; NaN stays NaN. double: libm per lane
-// (the float64 path is for checking, not for speed).
+// Cephes' degree-6 polynomial (about 1 ulp), times 2^k built in the exponent bits. x is first
+// clamped to [-127 ln2, ln(FLT_MAX)] by two min/max instructions (no masks or blends: the
+// kernels are bound by arithmetic): at the low end k = -127 makes the exponent bits zero, so
+// the result is exactly 0 below about -87.7 (results under FLT_MIN flush to zero); at the top
+// k = 128 gives infinity, so x above about 88.38 gives infinity. NaN stays NaN (the compares
+// keep x when it is NaN). double: libm per lane (the float64 path is for checking, not speed).
 template <typename V> L2VSD_LANES_INLINE V exp_of(const V& x) {
   constexpr int W = sizeof(V) / sizeof(x[0]);
   if constexpr (sizeof(x[0]) == 8) {
@@ -135,9 +138,9 @@ template <typename V> L2VSD_LANES_INLINE V exp_of(const V& x) {
     return y;
   } else {
     typedef int32_t VI __attribute__((vector_size(sizeof(V))));
-    const V lo = V{} - 87.3365447f, hi = V{} + 88.0f;
-    const VI below = x < lo, above = x > hi;
-    const V xc = below ? lo : (above ? hi : x);
+    const V lo = V{} - 88.0296919311f, hi = V{} + 88.7228391117f;
+    V xc = lo > x ? lo : x;  // max(lo, x), x when NaN
+    xc = hi < xc ? hi : xc;  // min(hi, x)
     const V magic = V{} + 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
     const V shifted = xc * 1.44269504088896341f + magic;
     const VI k = __builtin_bit_cast(VI, shifted) - __builtin_bit_cast(VI, magic);
@@ -152,8 +155,7 @@ template <typename V> L2VSD_LANES_INLINE V exp_of(const V& x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r2 + r + 1.0f;
-    const V v = p * __builtin_bit_cast(V, (k + 127) << 23);
-    return below ? V{} : (above ? V{} + std::numeric_limits<float>::infinity() : v);
+    return p * __builtin_bit_cast(V, (k + 127) << 23);
   }
 }
 

@@ -17,6 +17,7 @@
 #pragma GCC diagnostic ignored "-Wpsabi"
 
 #define L2VSD_LANES_INLINE __attribute__((always_inline)) inline
+#define L2VSD_LANES_INLINE_LAMBDA __attribute__((always_inline))
 
 namespace l2vsd {
 namespace composite {

@@ -1,12 +1,14 @@
 """Rendering benchmarks; each pairs the compiled path with its baseline in the same run.
 
-- compositing forward+backward (render_weight_from_density + accumulate_along_rays) at 2^20
-  packed samples over 4096 rays: kernels vs the pure-PyTorch references;
+- compositing forward+backward (render_weight_from_density + accumulate_along_rays, and the
+  fused composite_along_rays that computes the same per-ray sums in one op) at 2^20 packed
+  samples over 4096 rays: kernels vs the pure-PyTorch references;
 - the same against nerfacc 0.5.3's batched pure-torch path (`nerfacc.volrend`, the fastest
   nerfacc has on a CPU) on 4096 rays x 256 samples: our batched layout on the same inputs, and
   our packed layout with a variable number of samples per ray (2^20 in all), which nerfacc only
-  has on CUDA. Results are checked equal to nerfacc's before timing (the variable-length rays
-  padded with empty intervals for nerfacc's batched layout);
+  has on CUDA. Our row (role "ours") is the fused op, the one VolumeRenderer uses; the two ops
+  back to back stay as context (role "context"). Results are checked equal to nerfacc's before
+  timing (the variable-length rays padded with empty intervals for nerfacc's batched layout);
 - one 64x64 render + backward of the default NeRFField: with vs without occupancy skipping
   (samples per ray recorded in extra_info).
 
@@ -17,7 +19,8 @@ import os
 import pytest
 import torch
 
-from l2vsd_ext.ops import OccupancyGrid, accumulate_along_rays, render_weight_from_density
+from l2vsd_ext.ops import (OccupancyGrid, accumulate_along_rays, composite_along_rays,
+                           render_weight_from_density)
 from l2vsd_ext.ops import reference as ref
 from l2vsd_ext.scene import CameraSampler, NeRFField, SolidBackground, VolumeRenderer
 
@@ -52,12 +55,22 @@ def _composite(weights_fn, accumulate_fn, ray_indices, t_starts, t_ends, sigmas,
     return s.grad
 
 
+def _fused_composite(ray_indices, t_starts, t_ends, sigmas, rgbs):
+    s = sigmas.clone().requires_grad_(True)
+    c = rgbs.clone().requires_grad_(True)
+    composite_along_rays(t_starts, t_ends, s, c, ray_indices, N_RAYS).sum().backward()
+    return s.grad
+
+
 @pytest.mark.benchmark(group="composite fwd+bwd 2^20 samples / 4096 rays")
-@pytest.mark.parametrize("impl", ["kernel", "reference"])
+@pytest.mark.parametrize("impl", ["kernel", "fused kernel", "reference"])
 def test_composite_forward_backward(benchmark, packed_samples, impl):
+    benchmark.extra_info.update(n_samples=packed_samples[0].numel(), impl=impl)
+    if impl == "fused kernel":
+        benchmark.pedantic(_fused_composite, args=packed_samples, **ROUNDS)
+        return
     fns = {"kernel": (render_weight_from_density, accumulate_along_rays),
            "reference": (ref.render_weight_from_density, ref.accumulate_along_rays)}[impl]
-    benchmark.extra_info.update(n_samples=packed_samples[0].numel(), impl=impl)
     benchmark.pedantic(_composite, args=(*fns, *packed_samples), **ROUNDS)
 
 
@@ -84,11 +97,22 @@ def _batched_step(volrend, t_starts, t_ends, sigmas, rgbs):
     return color, s.grad, c.grad
 
 
-def _packed_step(ray_indices, t_starts, t_ends, sigmas, rgbs):
+def _fused_batched_step(t_starts, t_ends, sigmas, rgbs):
     s = sigmas.clone().requires_grad_(True)
     c = rgbs.clone().requires_grad_(True)
-    w, _, _ = render_weight_from_density(t_starts, t_ends, s, ray_indices, N_RAYS)
-    color = accumulate_along_rays(w, c, ray_indices, N_RAYS)
+    color = composite_along_rays(t_starts, t_ends, s, c)
+    color.sum().backward()
+    return color, s.grad, c.grad
+
+
+def _packed_step(ray_indices, t_starts, t_ends, sigmas, rgbs, fused=False):
+    s = sigmas.clone().requires_grad_(True)
+    c = rgbs.clone().requires_grad_(True)
+    if fused:
+        color = composite_along_rays(t_starts, t_ends, s, c, ray_indices, N_RAYS)
+    else:
+        w, _, _ = render_weight_from_density(t_starts, t_ends, s, ray_indices, N_RAYS)
+        color = accumulate_along_rays(w, c, ray_indices, N_RAYS)
     color.sum().backward()
     return color, s.grad, c.grad
 
@@ -118,44 +142,50 @@ def _tag(benchmark, impl, role, n_samples):
                                 omp_num_threads=os.environ.get("OMP_NUM_THREADS", "unset"))
 
 
-@pytest.mark.parametrize("impl", ["l2vsd_ext", "nerfacc-torch", "reference"])
+@pytest.mark.parametrize("impl", ["l2vsd_ext-fused", "l2vsd_ext-two-ops", "nerfacc-torch",
+                                  "reference"])
 def test_composite_vs_nerfacc_batched(benchmark, batched_samples, impl):
     volrend = peers.nerfacc_volrend()
     benchmark.group = "compositing fwd+bwd, 4096 rays x 256 samples (batched)"
-    _tag(benchmark, impl, {"l2vsd_ext": "ours", "nerfacc-torch": "peer"}.get(impl, "reference"),
-         N_SAMPLES)
-    ours = _batched_step(_Ours, *batched_samples)
+    _tag(benchmark, impl, {"l2vsd_ext-fused": "ours", "l2vsd_ext-two-ops": "context",
+                           "nerfacc-torch": "peer"}.get(impl, "reference"), N_SAMPLES)
     theirs = _batched_step(volrend, *batched_samples)
-    for a, b in zip(ours, theirs):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-    if impl == "reference":
+    for ours in (_fused_batched_step(*batched_samples), _batched_step(_Ours, *batched_samples)):
+        for a, b in zip(ours, theirs):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    if impl == "l2vsd_ext-fused":
+        benchmark.pedantic(_fused_batched_step, args=batched_samples, **ROUNDS)
+    elif impl == "reference":
         t_starts, t_ends, sigmas, rgbs = batched_samples
         ri = torch.arange(N_RAYS).repeat_interleave(BATCHED_SAMPLES)
         args = (ref.render_weight_from_density, ref.accumulate_along_rays, ri,
                 t_starts.reshape(-1), t_ends.reshape(-1), sigmas.reshape(-1), rgbs.reshape(-1, 3))
         benchmark.pedantic(_composite, args=args, **ROUNDS)
     else:
-        step_args = ((_Ours if impl == "l2vsd_ext" else volrend), *batched_samples)
+        step_args = ((_Ours if impl == "l2vsd_ext-two-ops" else volrend), *batched_samples)
         benchmark.pedantic(_batched_step, args=step_args, **ROUNDS)
 
 
-@pytest.mark.parametrize("impl", ["l2vsd_ext-packed", "nerfacc-torch", "reference"])
+@pytest.mark.parametrize("impl", ["l2vsd_ext-packed-fused", "l2vsd_ext-packed-two-ops",
+                                  "nerfacc-torch", "reference"])
 def test_composite_vs_nerfacc_variable(benchmark, packed_samples, batched_samples, impl):
     volrend = peers.nerfacc_volrend()
     benchmark.group = "compositing fwd+bwd, 2^20 samples, variable per ray (packed)"
     n = packed_samples[0].numel()
-    _tag(benchmark, impl, {"l2vsd_ext-packed": "ours", "nerfacc-torch": "peer"}.get(
-        impl, "reference"), n)
+    _tag(benchmark, impl, {"l2vsd_ext-packed-fused": "ours", "l2vsd_ext-packed-two-ops": "context",
+                           "nerfacc-torch": "peer"}.get(impl, "reference"), n)
     # Equal results: nerfacc's batched path on the same rays padded to the longest one.
     ri = packed_samples[0]
     *padded, slot = _padded(*packed_samples)
-    ours = _packed_step(*packed_samples)
     theirs = _batched_step(volrend, *padded)
-    torch.testing.assert_close(ours[0], theirs[0], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(ours[1], theirs[1][ri, slot], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(ours[2], theirs[2][ri, slot], rtol=1e-5, atol=1e-5)
-    if impl == "l2vsd_ext-packed":
-        benchmark.pedantic(_packed_step, args=packed_samples, **ROUNDS)
+    for fused in (True, False):
+        ours = _packed_step(*packed_samples, fused=fused)
+        torch.testing.assert_close(ours[0], theirs[0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(ours[1], theirs[1][ri, slot], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(ours[2], theirs[2][ri, slot], rtol=1e-5, atol=1e-5)
+    if impl.startswith("l2vsd_ext-packed"):
+        benchmark.pedantic(_packed_step, args=(*packed_samples, impl.endswith("fused")),
+                           **ROUNDS)
     elif impl == "nerfacc-torch":  # the peer's time on 2^20 samples in its (batched) layout
         benchmark.pedantic(_batched_step, args=(volrend, *batched_samples), **ROUNDS)
     else:
@@ -165,6 +195,7 @@ def test_composite_vs_nerfacc_variable(benchmark, packed_samples, batched_sample
 
 @pytest.mark.parametrize("impl", ["l2vsd_ext-cuda", "nerfacc-cuda"])
 def test_composite_vs_nerfacc_cuda(benchmark, packed_samples, impl):
+    # The two ops: on CUDA composite_along_rays composes these very two (no fused CUDA kernel yet).
     volrend = peers.nerfacc_cuda_volrend()  # skips without a GPU or nerfacc's CUDA extension
     benchmark.group = "compositing fwd+bwd CUDA, 2^20 samples, variable per ray (packed)"
     _tag(benchmark, impl, "ours" if impl == "l2vsd_ext-cuda" else "peer",

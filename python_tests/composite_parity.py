@@ -1,12 +1,12 @@
-"""Compiled compositing vs the pure-PyTorch reference over ragged rays, forward and backward, both
-dtypes and every channel count the CPU launcher vectorises (1-8) plus one it does not (9).
+"""Compiled compositing (the two ops and the fused composite_along_rays) vs the pure-PyTorch
+reference over ragged rays, forward and backward, both dtypes and every channel count the CPU launcher vectorises (1-8) plus one it does not (9).
 test_composite.py runs check() in-process (the detected instruction set) and this file as a script
 under L2VSD_CPU_ISA=avx2 / base, so every CPU build of the kernels is compared on one machine."""
 import sys
 
 import torch
 
-from l2vsd_ext.ops import accumulate_along_rays, render_weight_from_density
+from l2vsd_ext.ops import accumulate_along_rays, composite_along_rays, render_weight_from_density
 from l2vsd_ext.ops import reference as ref
 
 # Rays shorter than, equal to and longer than a SIMD block (4-16 lanes) and a backward segment
@@ -38,6 +38,12 @@ def _grads(fns, ray_indices, t_starts, t_ends, sigmas, values, upstream):
     return (w, trans, alphas, out) + torch.autograd.grad(loss, inputs)
 
 
+def _fused_grads(ray_indices, t_starts, t_ends, sigmas, values, g_out):
+    s, v = sigmas.clone().requires_grad_(True), values.clone().requires_grad_(True)
+    out = composite_along_rays(t_starts, t_ends, s, v, ray_indices, len(COUNTS))
+    return (out,) + torch.autograd.grad(out, (s, v), g_out)
+
+
 def check(seed: int):
     """Raises AssertionError on the first mismatch."""
     compiled = (render_weight_from_density, accumulate_along_rays)
@@ -56,6 +62,15 @@ def check(seed: int):
                                    "grad_sigmas", "grad_values"], got, want):
                 torch.testing.assert_close(a, b, **tol, msg=lambda m: f"{dtype} C={channels} "
                                            f"{name}: {m}")
+            if values is not None:  # the fused op: the same sums and gradients
+                fused = _fused_grads(ray_indices, t_starts, t_ends, sigmas, values, upstream[0])
+                sums_only = (upstream[0], *(torch.zeros_like(sigmas) for _ in range(3)))
+                want_sums = _grads(reference, ray_indices, t_starts, t_ends, sigmas, values,
+                                   sums_only)[3:]
+                for name, a, b in zip(["fused sums", "fused grad_sigmas", "fused grad_values"],
+                                      fused, want_sums):
+                    torch.testing.assert_close(a, b, **tol, msg=lambda m: f"{dtype} "
+                                               f"C={channels} {name}: {m}")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ namespace {
 
 constexpr const char* kWeightsOp = "render_weight_from_density";
 constexpr const char* kAccumulateOp = "accumulate_along_rays";
+constexpr const char* kCompositeOp = "composite_along_rays";
 
 void check_sample_tensor(const at::Tensor& t, const at::Tensor& like, const char* op,
                          const char* name, const char* like_name) {
@@ -202,6 +203,87 @@ std::tuple<at::Tensor, at::Tensor> accumulate_backward(
   return {gw, gv};
 }
 
+// The fused op: values (n_samples, C), the other per-sample tensors (n_samples,).
+int64_t check_fused_inputs(const at::Tensor& t_starts, const at::Tensor& t_ends,
+                           const at::Tensor& sigmas, const at::Tensor& values,
+                           const at::Tensor& ray_indices) {
+  check_float_tensor(sigmas, kCompositeOp, "sigmas");
+  check_dim(sigmas, kCompositeOp, "sigmas", 1, "(n_samples,)");
+  check_sample_tensor(t_starts, sigmas, kCompositeOp, "t_starts", "sigmas");
+  check_sample_tensor(t_ends, sigmas, kCompositeOp, "t_ends", "sigmas");
+  check_defined(values, kCompositeOp, "values");
+  check_dim(values, kCompositeOp, "values", 2, "(n_samples, C)");
+  check_size(values, kCompositeOp, "values", 0, sigmas.size(0), "(n_samples, C)");
+  check_same_device(sigmas, "sigmas", values, "values", kCompositeOp);
+  check_same_dtype(sigmas, "sigmas", values, "values", kCompositeOp);
+  check_same_device(sigmas, "sigmas", ray_indices, "ray_indices", kCompositeOp);
+  return values.size(1);
+}
+
+// CPU only: on CUDA the Python op composes render_weight_from_density and
+// accumulate_along_rays (no fused CUDA kernel yet).
+void check_fused_on_cpu(const at::Tensor& sigmas) {
+  TORCH_CHECK_VALUE(sigmas.device().is_cpu(), kCompositeOp,
+                    ": the fused kernel runs on CPU only, got sigmas on ", sigmas.device());
+}
+
+at::Tensor composite_forward(const at::Tensor& t_starts, const at::Tensor& t_ends,
+                             const at::Tensor& sigmas, const at::Tensor& values,
+                             const at::Tensor& ray_indices, int64_t n_rays, bool validate,
+                             const std::optional<at::Tensor>& layout) {
+  const int64_t c = check_fused_inputs(t_starts, t_ends, sigmas, values, ray_indices);
+  check_fused_on_cpu(sigmas);
+  const int64_t n = sigmas.size(0);
+  const at::Tensor offsets = layout_offsets(ray_indices, n_rays, n, layout, sigmas, "sigmas",
+                                            kCompositeOp, validate);
+  const at::Tensor ts = t_starts.contiguous(), te = t_ends.contiguous(), sg = sigmas.contiguous();
+  const at::Tensor v = values.contiguous();
+  // Each ray's row is written by its task, zero for rays without samples.
+  if (n == 0) return at::zeros({n_rays, c}, sg.options());
+  auto out = at::empty({n_rays, c}, sg.options());
+  if (n_rays == 0 || c == 0) return out;
+  composite::composite_forward_cpu(kernel_dtype(sg), ts.data_ptr(), te.data_ptr(), sg.data_ptr(),
+                                   v.data_ptr(), c, offsets.data_ptr<int64_t>(), n_rays,
+                                   out.data_ptr());
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> composite_backward(
+    const at::Tensor& grad_out, const at::Tensor& out, const at::Tensor& t_starts,
+    const at::Tensor& t_ends, const at::Tensor& sigmas, const at::Tensor& values,
+    const at::Tensor& ray_indices, int64_t n_rays, bool need_sigmas, bool need_values,
+    const std::optional<at::Tensor>& layout) {
+  const int64_t c = check_fused_inputs(t_starts, t_ends, sigmas, values, ray_indices);
+  check_fused_on_cpu(sigmas);
+  for (auto [t, name] : {std::pair{&grad_out, "grad_out"}, std::pair{&out, "out"}}) {
+    check_dim(*t, kCompositeOp, name, 2, "(n_rays, C)");
+    check_size(*t, kCompositeOp, name, 0, n_rays, "(n_rays, C)");
+    check_size(*t, kCompositeOp, name, 1, c, "(n_rays, C)");
+    check_same_device(sigmas, "sigmas", *t, name, kCompositeOp);
+    check_same_dtype(sigmas, "sigmas", *t, name, kCompositeOp);
+  }
+  const int64_t n = sigmas.size(0);
+  // The forward pass validated these very indices (or they were valid by construction).
+  const at::Tensor offsets = layout_offsets(ray_indices, n_rays, n, layout, sigmas, "sigmas",
+                                            kCompositeOp, /*validate=*/false);
+  const at::Tensor ts = t_starts.contiguous(), te = t_ends.contiguous(), sg = sigmas.contiguous();
+  const at::Tensor v = values.contiguous(), g = grad_out.contiguous(), o = out.contiguous();
+  at::Tensor gs, gv;
+  if (need_sigmas) gs = at::empty_like(sg);  // every sample has a ray: every slot written
+  if (need_values) gv = at::empty_like(v);
+  if (n == 0 || n_rays == 0 || c == 0 || (!need_sigmas && !need_values)) {
+    if (gs.defined()) gs.zero_();
+    if (gv.defined()) gv.zero_();
+    return {gs, gv};
+  }
+  composite::composite_backward_cpu(kernel_dtype(sg), ts.data_ptr(), te.data_ptr(), sg.data_ptr(),
+                                    v.data_ptr(), g.data_ptr(), o.data_ptr(), c,
+                                    offsets.data_ptr<int64_t>(), n_rays,
+                                    gs.defined() ? gs.data_ptr() : nullptr,
+                                    gv.defined() ? gv.data_ptr() : nullptr);
+  return {gs, gv};
+}
+
 }  // namespace
 
 void register_composite(pybind11::module& m) {
@@ -237,6 +319,18 @@ void register_composite(pybind11::module& m) {
         "Gradients of accumulate_forward w.r.t. (weights, values).", py::arg("grad_out"),
         py::arg("weights"), py::arg("values"), py::arg("ray_indices"), py::arg("n_rays"),
         py::arg("need_weights"), py::arg("need_values"), py::arg("offsets") = py::none());
+  m.def("composite_forward", &composite_forward,
+        "Fused compositing (CPU): per-ray sums (n_rays, C) of w_i * values_i with the weights of "
+        "render_weights_forward, in one sweep; nothing stored per sample.",
+        py::arg("t_starts"), py::arg("t_ends"), py::arg("sigmas"), py::arg("values"),
+        py::arg("ray_indices"), py::arg("n_rays"), py::arg("validate") = true,
+        py::arg("offsets") = py::none());
+  m.def("composite_backward", &composite_backward,
+        "Gradients of composite_forward w.r.t. (sigmas, values), recomputing the weights; `out` "
+        "is composite_forward's result.",
+        py::arg("grad_out"), py::arg("out"), py::arg("t_starts"), py::arg("t_ends"),
+        py::arg("sigmas"), py::arg("values"), py::arg("ray_indices"), py::arg("n_rays"),
+        py::arg("need_sigmas"), py::arg("need_values"), py::arg("offsets") = py::none());
 }
 
 }  // namespace l2vsd

@@ -193,3 +193,70 @@ def accumulate_along_rays(weights: torch.Tensor, values: Optional[torch.Tensor] 
     offsets = _packed_offsets(ray_indices, _infer_n_rays(ray_indices, n_rays), bool(check_layout),
                               op)
     return _AccumulateFunction.apply(weights, values, ray_indices, offsets)
+
+
+class _CompositeFunction(torch.autograd.Function):
+    """The fused CPU kernels: one sweep per ray forward, one backward (the weights are recomputed
+    from the sigmas, not stored)."""
+
+    @staticmethod
+    def forward(t_starts, t_ends, sigmas, values, ray_indices, offsets):
+        return load_extension().composite_forward(t_starts, t_ends, sigmas, values, ray_indices,
+                                                  offsets.numel() - 1, False, offsets)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        t_starts, t_ends, sigmas, values, ray_indices, offsets = inputs
+        ctx.save_for_backward(t_starts, t_ends, sigmas, values, ray_indices, offsets, output)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        t_starts, t_ends, sigmas, values, ray_indices, offsets, out = ctx.saved_tensors
+        need_s, need_v = ctx.needs_input_grad[2], ctx.needs_input_grad[3]
+        grad_s, grad_v = load_extension().composite_backward(
+            grad_out, out, t_starts, t_ends, sigmas, values, ray_indices, offsets.numel() - 1,
+            need_s, need_v, offsets)
+        return None, None, grad_s, grad_v, None, None
+
+
+def composite_along_rays(t_starts: torch.Tensor, t_ends: torch.Tensor, sigmas: torch.Tensor,
+                         values: torch.Tensor, ray_indices: Optional[torch.Tensor] = None,
+                         n_rays: Optional[int] = None, check_layout: bool = True) -> torch.Tensor:
+    """accumulate_along_rays(render_weight_from_density(...)[0], values, ...) in one op: the
+    per-ray sums (n_rays, C) of w_i * values_i. Packed: (n_samples,) intervals and sigmas,
+    values (n_samples, C), sorted ray_indices. Batched: (n_rays, n_samples) and
+    (n_rays, n_samples, C) with ray_indices=None. Differentiable w.r.t. sigmas and values.
+    On CPU one fused kernel reads each sample once forward and once backward and stores no
+    per-sample weights; on CUDA (no fused kernel yet) it composes the two ops.
+    check_layout: as for render_weight_from_density."""
+    op = "composite_along_rays"
+    for name, value in (("t_starts", t_starts), ("t_ends", t_ends), ("sigmas", sigmas),
+                        ("values", values)):
+        _require_tensor(value, op, name)
+    if ray_indices is None:
+        if sigmas.dim() != 2:
+            raise ValueError(f"{op}: without 'ray_indices' the inputs must be batched "
+                             f"(n_rays, n_samples), got sigmas of shape {tuple(sigmas.shape)}")
+        shape = sigmas.shape
+        if t_starts.shape != shape or t_ends.shape != shape:
+            raise ValueError(f"{op}: 't_starts', 't_ends' and 'sigmas' must share one shape, got "
+                             f"{tuple(t_starts.shape)}, {tuple(t_ends.shape)}, {tuple(shape)}")
+        if values.dim() != 3 or values.shape[:2] != shape:
+            raise ValueError(f"{op}: batched 'values' must have shape (n_rays, n_samples, C) "
+                             f"matching sigmas {tuple(shape)}, got {tuple(values.shape)}")
+        indices, offsets = _batched_layout(shape, sigmas.device)
+        flat = (t_starts.reshape(-1), t_ends.reshape(-1), sigmas.reshape(-1),
+                values.reshape(-1, values.shape[-1]))
+    else:
+        _require_tensor(ray_indices, op, "ray_indices")
+        _require_same_layout(ray_indices, sigmas, op, "sigmas")
+        indices = ray_indices
+        offsets = _packed_offsets(ray_indices, _infer_n_rays(ray_indices, n_rays),
+                                  bool(check_layout), op)
+        flat = (t_starts, t_ends, sigmas, values)
+    if sigmas.device.type == "cuda":
+        # No fused CUDA kernel yet: the two CUDA ops back to back, on the layout checked above.
+        weights = _RenderWeightFunction.apply(*flat[:3], indices, offsets)[0]
+        return _AccumulateFunction.apply(weights, flat[3], indices, offsets)
+    return _CompositeFunction.apply(*flat, indices, offsets)

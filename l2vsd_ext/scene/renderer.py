@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops.composite import accumulate_along_rays, render_weight_from_density
+from ..ops.composite import composite_along_rays
 from ..ops.occupancy import OccupancyGrid
 
 SHADING_MODES = ("albedo", "diffuse", "textureless")
@@ -103,17 +103,16 @@ class VolumeRenderer(nn.Module):
         mid = 0.5 * (t_starts + t_ends)
         points = o[ray_indices] + mid[:, None] * d[ray_indices]
         out = self.field(points, with_normals=need_normals)
-        # The sampler's layout is valid by construction: no per-call host-syncing check on CUDA.
-        weights, _, _ = render_weight_from_density(t_starts, t_ends, out["density"], ray_indices,
-                                                   n_rays, check_layout=False)
         color = self._shade(out, points, ray_indices, o, light_positions, lead, shading)
 
-        # One accumulation for every per-ray quantity: [colour, 1 (opacity), t_mid (depth), normal].
+        # One fused compositing pass for every per-ray quantity: [colour, 1 (opacity), t_mid
+        # (depth), normal]; the per-sample weights are never needed here, so never stored. The
+        # sampler's layout is valid by construction: no per-call host-syncing check on CUDA.
         channels = [color, torch.ones_like(mid)[:, None], mid[:, None].to(color)]
         if need_normals:
             channels.append(out["normal"])
-        sums = accumulate_along_rays(weights, torch.cat(channels, dim=-1), ray_indices, n_rays,
-                                     check_layout=False)
+        sums = composite_along_rays(t_starts, t_ends, out["density"], torch.cat(channels, dim=-1),
+                                    ray_indices, n_rays, check_layout=False)
         rgb_fg, opacity, depth = sums[:, :3], sums[:, 3:4], sums[:, 4:5]
         rgb = rgb_fg + self.background(d).to(rgb_fg) * (1 - opacity)
         result = {"rgb": rgb, "opacity": opacity, "depth": depth}

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from ..ops import (accumulate_along_rays, attention_jvp, group_norm_jvp, layer_norm_jvp,
-                   lora_linear_jvp, ray_aabb_intersect, reference, render_weight_from_density)
+from ..ops import (accumulate_along_rays, attention_jvp, composite_along_rays, group_norm_jvp,
+                   layer_norm_jvp, lora_linear_jvp, ray_aabb_intersect, reference,
+                   render_weight_from_density)
 from ..ops.hashgrid import HashGridConfig, hashgrid_encode, n_params
 
 HASHGRID = HashGridConfig(n_input_dims=3, n_levels=8, n_features_per_level=2,
@@ -70,7 +71,7 @@ def _packed(gen, n_rays, max_count):
 
 
 class CompositeCase(Case):
-    name = "compositing fwd+bwd"
+    name = "compositing fwd+bwd"  # the two ops, and the fused composite_along_rays
 
     def inputs(self, gen, size):
         return _packed(gen, *{"small": (37, 20), "large": (4096, 64)}[size])
@@ -86,8 +87,16 @@ class CompositeCase(Case):
         w, trans, alphas = weights_fn(ts, te, sigmas, ri, n_rays)
         rgb = acc_fn(w, values, ri, n_rays)
         g_sigmas, g_values = _grads([w, trans, rgb], [sigmas, values], gen)
+        # The fused op (the renderer's): CPU kernel, on CUDA the two ops composed.
+        sigmas, values = sigmas.detach().requires_grad_(True), values.detach().requires_grad_(True)
+        if compiled:
+            fused = composite_along_rays(ts, te, sigmas, values, ri, n_rays)
+        else:
+            fused = acc_fn(weights_fn(ts, te, sigmas, ri, n_rays)[0], values, ri, n_rays)
+        g_sigmas_fused, g_values_fused = _grads([fused], [sigmas, values], gen)
         return {"weights": w, "transmittance": trans, "alphas": alphas, "rgb": rgb,
-                "grad_sigmas": g_sigmas, "grad_values": g_values}
+                "grad_sigmas": g_sigmas, "grad_values": g_values, "rgb (fused)": fused,
+                "grad_sigmas (fused)": g_sigmas_fused, "grad_values (fused)": g_values_fused}
 
 
 class RayAabbCase(Case):

@@ -80,6 +80,51 @@ HD void accumulate_backward_sample(const T* weights, const T* values, const T* g
   if (grad_weights) grad_weights[i] = gw;
 }
 
+// The fused op composite_along_rays: out[c] = sum_i w_i values[i, c] with w_i as in
+// weights_forward_ray(), in one sweep that stores nothing per sample.
+template <typename T>
+HD void composite_forward_ray(const T* t_starts, const T* t_ends, const T* sigmas,
+                              const T* values, int64_t n_channels, int64_t begin, int64_t end,
+                              T* out) {
+  for (int64_t c = 0; c < n_channels; ++c) out[c] = T(0);
+  T optical_depth = T(0);
+  for (int64_t i = begin; i < end; ++i) {
+    const T tau = sigmas[i] * (t_ends[i] - t_starts[i]);
+    const T w = exp_of(-optical_depth) * (T(1) - exp_of(-tau));
+    for (int64_t c = 0; c < n_channels; ++c) out[c] += w * values[i * n_channels + c];
+    optical_depth += tau;
+  }
+}
+
+// Its gradient in one front-to-back sweep that recomputes T_i and w_i from the sigmas (nothing
+// was stored). With g_i = sum_c values[i, c] g[c] (the gradient of w_i):
+//   dL/dtau_k = g_k T_{k+1} - sum_{i>k} g_i w_i,  sum_{i>k} g_i w_i = S - sum_{i<=k} g_i w_i,
+// where S = sum_i g_i w_i = sum_c g[c] out[c] comes from the forward's output (instant-ngp's
+// backward does the same). dL/dvalues[i, c] = w_i g[c]. Either output pointer may be null.
+template <typename T>
+HD void composite_backward_ray(const T* t_starts, const T* t_ends, const T* sigmas,
+                               const T* values, const T* grad_out_ray, const T* out_ray,
+                               int64_t n_channels, int64_t begin, int64_t end, T* grad_sigmas,
+                               T* grad_values) {
+  T total = T(0);
+  for (int64_t c = 0; c < n_channels; ++c) total += grad_out_ray[c] * out_ray[c];
+  T optical_depth = T(0), before = T(0);
+  for (int64_t i = begin; i < end; ++i) {
+    const T dt = t_ends[i] - t_starts[i];
+    const T tau = sigmas[i] * dt;
+    const T trans = exp_of(-optical_depth);
+    const T w = trans * (T(1) - exp_of(-tau));
+    T gw = T(0);
+    for (int64_t c = 0; c < n_channels; ++c) {
+      gw += values[i * n_channels + c] * grad_out_ray[c];
+      if (grad_values) grad_values[i * n_channels + c] = w * grad_out_ray[c];
+    }
+    before += gw * w;
+    if (grad_sigmas) grad_sigmas[i] = (gw * (trans - w) - (total - before)) * dt;
+    optical_depth += tau;
+  }
+}
+
 }  // namespace composite
 }  // namespace l2vsd
 
@@ -104,6 +149,16 @@ void accumulate_forward_cpu(DType dtype, const void* weights, const void* values
 void accumulate_backward_cpu(DType dtype, const void* weights, const void* values,
                              const void* grad_out, int64_t n_channels, const int64_t* offsets,
                              int64_t n_rays, void* grad_weights, void* grad_values);
+
+// The fused op: out (n_rays, C) from (t_starts, t_ends, sigmas, values (n_samples, C)); the
+// backward reads the forward's out and writes grad_sigmas and/or grad_values (null: not needed).
+void composite_forward_cpu(DType dtype, const void* t_starts, const void* t_ends,
+                           const void* sigmas, const void* values, int64_t n_channels,
+                           const int64_t* offsets, int64_t n_rays, void* out);
+void composite_backward_cpu(DType dtype, const void* t_starts, const void* t_ends,
+                            const void* sigmas, const void* values, const void* grad_out,
+                            const void* out, int64_t n_channels, const int64_t* offsets,
+                            int64_t n_rays, void* grad_sigmas, void* grad_values);
 
 void weights_forward_cuda(DType dtype, const void* t_starts, const void* t_ends,
                           const void* sigmas, const int64_t* offsets, int64_t n_rays,

@@ -283,6 +283,170 @@ template <int C, bool kValues, typename T> struct AccumulateBackward {
   }
 };
 
+// How a block of the fused op reads its W lanes:
+// - kFull: samples [s, s + W) of the ray;
+// - kShort: the m < W samples of a ray shorter than a block, the other lanes zero;
+// - kTail: the last m < W samples of a ray of at least W samples, read as the full block
+//   [s, s + W) that ends at the ray's end; its first `dead` = W - m lanes were the previous
+//   block's and are masked out (zero optical depth, values read as zero, stores blended with what
+//   that block wrote). Ragged ends thus cost one full block, not lane-by-lane loads.
+enum BlockKind { kFull, kShort, kTail };
+
+// Lanes whose flat index (first + j) is >= bound: the live part of a kTail block.
+template <typename V, int W, typename T>
+L2VSD_LANES_INLINE auto lanes_from(int first, int bound) {
+  V index;
+  for (int j = 0; j < W; ++j) index[j] = T(first + j);
+  return index >= T(bound);
+}
+
+template <BlockKind kKind, typename V, int W, typename T>
+L2VSD_LANES_INLINE V load_block(const T* p, int m) {
+  if constexpr (kKind == kShort) return load_n<V, W>(p, m);
+  else return load<V>(p);
+}
+
+template <BlockKind kKind, int C, typename V, int W, typename T>
+L2VSD_LANES_INLINE void load_block_values(const T* v, int m, V (&out)[C]) {
+  if constexpr (kKind == kShort) {
+    load_values<C, V, W>(v, m, out);
+  } else {
+    for (int k = 0; k < C; ++k) out[k] = load<V>(v + k * W);
+    if constexpr (kKind == kTail)
+      for (int k = 0; k < C; ++k) out[k] = lanes_from<V, W, T>(k * W, (W - m) * C) ? out[k] : V{};
+  }
+}
+
+template <BlockKind kKind, typename V, int W, typename T>
+L2VSD_LANES_INLINE void store_block(T* p, const V& x, int m) {
+  if constexpr (kKind == kShort) store_n<V, W>(p, x, m);
+  else if constexpr (kKind == kFull) store(p, x);
+  else store(p, lanes_from<V, W, T>(0, W - m) ? x : load<V>(p));
+}
+
+template <BlockKind kKind, int C, typename V, int W, typename T>
+L2VSD_LANES_INLINE void store_block_values(T* v, int m, const V (&in)[C]) {
+  if constexpr (kKind == kShort) {
+    store_values<C, V, W>(v, m, in);
+  } else {
+    for (int k = 0; k < C; ++k) {
+      if constexpr (kKind == kFull) store(v + k * W, in[k]);
+      else store(v + k * W, lanes_from<V, W, T>(k * W, (W - m) * C) ? in[k] : load<V>(v + k * W));
+    }
+  }
+}
+
+// The weights of one block of the fused op, with one exponential per sample (WeightsForward
+// takes two): T_i = T_front * prod_{j<i} exp(-tau_j), an in-register prefix product per block
+// carried from block to block (`behind`), instead of exp(-optical depth). The kernels are bound
+// by arithmetic, not memory (same time on in-cache data), so this is where the time goes.
+template <typename V, int W, typename T> struct BlockWeights {
+  V trans, w, dt, behind;  // behind: the transmittance behind the block, every lane
+  template <BlockKind kKind>
+  L2VSD_LANES_INLINE static BlockWeights of(const T* ts, const T* te, const T* sig, int64_t s,
+                                            int m, const V& front) {
+    BlockWeights b;
+    b.dt = load_block<kKind, V, W>(te + s, m) - load_block<kKind, V, W>(ts + s, m);
+    V tau = load_block<kKind, V, W>(sig + s, m) * b.dt;
+    if constexpr (kKind == kTail) tau = lanes_from<V, W, T>(0, W - m) ? tau : V{};
+    const V keep = lanes::exp_of<V>(-tau);  // 1 - alpha
+    const V through = lanes::prefix_product<W>(keep);
+    b.trans = front * lanes::shift_up_one<W>(through, V{} + T(1));
+    b.w = b.trans * (T(1) - keep);
+    b.behind = lanes::broadcast<W, W - 1>(front * through);
+    return b;
+  }
+};
+
+// Full blocks of samples [begin, end), then the ragged end as a kTail or kShort block:
+// f.template operator()<kKind>(s, m) for each.
+template <int W, typename F>
+L2VSD_LANES_INLINE void for_each_block(int64_t begin, int64_t end, F&& f) {
+  int64_t s = begin;
+  for (; s + W <= end; s += W) f.template operator()<kFull>(s, W);
+  const int m = static_cast<int>(end - s);
+  if (m == 0) return;
+  if (end - begin >= W) f.template operator()<kTail>(end - W, m);
+  else f.template operator()<kShort>(s, m);
+}
+
+// composite_forward_ray() for C <= kMaxVectorChannels: the weights and AccumulateForward's sums in
+// one sweep, nothing stored per sample.
+template <int C, typename T> struct CompositeForward {
+  struct Args {
+    const T *ts, *te, *sig, *v;
+    const int64_t* off;
+    T* out;
+  };
+  template <int Bytes> L2VSD_LANES_INLINE static void ray(const Args& a, int64_t r) {
+    using V = VecOf<T, Bytes>;
+    constexpr int W = kLanesOf<T, Bytes>;
+    V front = V{} + T(1), acc[C] = {};
+    for_each_block<W>(a.off[r], a.off[r + 1], [&]<BlockKind kKind>(int64_t s, int m)
+                                                  L2VSD_LANES_INLINE_LAMBDA {
+      const auto b = BlockWeights<V, W, T>::template of<kKind>(a.ts, a.te, a.sig, s, m, front);
+      V v[C];
+      load_block_values<kKind, C, V, W>(a.v + s * C, m, v);
+      static_for<C>([&](auto k) {
+        constexpr int K = decltype(k)::value;
+        acc[K] += lanes::spread<W, C, K>(b.w) * v[K];
+      });
+      front = b.behind;
+    });
+    T sums[C] = {};
+    for (int k = 0; k < C; ++k)
+      for (int j = 0; j < W; ++j) sums[(k * W + j) % C] += acc[k][j];
+    for (int c = 0; c < C; ++c) a.out[r * C + c] = sums[c];
+  }
+};
+
+// composite_backward_ray() for C <= kMaxVectorChannels, front to back: the weights recomputed as
+// in the forward, the running sum of g_i w_i an in-register inclusive prefix sum per block plus
+// one carry. kGS/kGV: which gradients are wanted (values are read only for grad_sigmas).
+template <int C, bool kGS, bool kGV, typename T> struct CompositeBackward {
+  struct Args {
+    const T *ts, *te, *sig, *v, *g, *out;
+    const int64_t* off;
+    T *gs, *gv;
+  };
+  template <int Bytes> L2VSD_LANES_INLINE static void ray(const Args& a, int64_t r) {
+    using V = VecOf<T, Bytes>;
+    constexpr int W = kLanesOf<T, Bytes>;
+    const int64_t begin = a.off[r], end = a.off[r + 1];
+    if (end <= begin) return;
+    const T* g = a.g + r * C;
+    V pattern[C];
+    grad_pattern<C, V, W>(g, pattern);
+    T total_sum = T(0);
+    for (int c = 0; c < C; ++c) total_sum += g[c] * a.out[r * C + c];
+    const V total = V{} + total_sum;
+    V front = V{} + T(1), before{};  // transmittance and sum of g_i w_i in front of the block
+    for_each_block<W>(begin, end, [&]<BlockKind kKind>(int64_t s, int m)
+                                      L2VSD_LANES_INLINE_LAMBDA {
+      const auto b = BlockWeights<V, W, T>::template of<kKind>(a.ts, a.te, a.sig, s, m, front);
+      if constexpr (kGV) {
+        V out[C];
+        static_for<C>([&](auto k) {
+          constexpr int K = decltype(k)::value;
+          out[K] = lanes::spread<W, C, K>(b.w) * pattern[K];
+        });
+        store_block_values<kKind, C, V, W>(a.gv + s * C, m, out);
+      }
+      if constexpr (kGS) {
+        V p[C];
+        load_block_values<kKind, C, V, W>(a.v + s * C, m, p);
+        for (int k = 0; k < C; ++k) p[k] *= pattern[k];
+        V gw = channel_of<W, C, 0>(p);
+        static_for<C - 1>([&](auto c) { gw += channel_of<W, C, decltype(c)::value + 1>(p); });
+        const V upto = before + lanes::prefix_sum<W>(gw * b.w);
+        store_block<kKind, V, W>(a.gs + s, (gw * (b.trans - b.w) - (total - upto)) * b.dt, m);
+        before = lanes::broadcast<W, W - 1>(upto);
+      }
+      front = b.behind;
+    });
+  }
+};
+
 // Any channel count: the scalar per-ray bodies of composite.h.
 template <typename T> void accumulate_forward_scalar(const T* w, const T* v, int64_t c,
                                                      const int64_t* off, int64_t n_rays, T* out) {
@@ -297,6 +461,23 @@ void accumulate_backward_scalar(const T* w, const T* v, const T* g, int64_t c, c
   for (int64_t r = 0; r < n_rays; ++r)
     for (int64_t i = off[r]; i < off[r + 1]; ++i)
       accumulate_backward_sample(w, v, g + r * c, c, i, gw, gv);
+}
+
+template <typename T>
+void composite_forward_scalar(const T* ts, const T* te, const T* sig, const T* v, int64_t c,
+                              const int64_t* off, int64_t n_rays, T* out) {
+#pragma omp parallel for schedule(dynamic, 64)
+  for (int64_t r = 0; r < n_rays; ++r)
+    composite_forward_ray(ts, te, sig, v, c, off[r], off[r + 1], out + r * c);
+}
+
+template <typename T>
+void composite_backward_scalar(const T* ts, const T* te, const T* sig, const T* v, const T* g,
+                               const T* out, int64_t c, const int64_t* off, int64_t n_rays,
+                               T* gs, T* gv) {
+#pragma omp parallel for schedule(dynamic, 64)
+  for (int64_t r = 0; r < n_rays; ++r)
+    composite_backward_ray(ts, te, sig, v, g + r * c, out + r * c, c, off[r], off[r + 1], gs, gv);
 }
 
 template <typename T>
@@ -358,6 +539,32 @@ void accumulate_backward_impl(const T* w, const T* v, const T* g, int64_t c, con
   if (!vectorised) accumulate_backward_scalar(w, v, g, c, off, n_rays, gw, gv);
 }
 
+template <typename T>
+void composite_forward_impl(const T* ts, const T* te, const T* sig, const T* v, int64_t c,
+                            const int64_t* off, int64_t n_rays, T* out) {
+  const bool vectorised = with_channel_count(c, [&](auto C) {
+    for_each_ray<CompositeForward<decltype(C)::value, T>>({ts, te, sig, v, off, out}, n_rays);
+  });
+  if (!vectorised) composite_forward_scalar(ts, te, sig, v, c, off, n_rays, out);
+}
+
+template <typename T>
+void composite_backward_impl(const T* ts, const T* te, const T* sig, const T* v, const T* g,
+                             const T* out, int64_t c, const int64_t* off, int64_t n_rays, T* gs,
+                             T* gv) {
+  if (!gs && !gv) return;
+  const bool vectorised = with_channel_count(c, [&](auto C) {
+    constexpr int kC = decltype(C)::value;
+    if (gs && gv)
+      for_each_ray<CompositeBackward<kC, true, true, T>>({ts, te, sig, v, g, out, off, gs, gv}, n_rays);
+    else if (gs)
+      for_each_ray<CompositeBackward<kC, true, false, T>>({ts, te, sig, v, g, out, off, gs, gv}, n_rays);
+    else
+      for_each_ray<CompositeBackward<kC, false, true, T>>({ts, te, sig, v, g, out, off, gs, gv}, n_rays);
+  });
+  if (!vectorised) composite_backward_scalar(ts, te, sig, v, g, out, c, off, n_rays, gs, gv);
+}
+
 }  // namespace
 
 #define L2VSD_COMPOSITE_DISPATCH(dtype, CALL) \
@@ -400,6 +607,26 @@ void accumulate_backward_cpu(DType dtype, const void* weights, const void* value
       static_cast<const T*>(weights), static_cast<const T*>(values),
       static_cast<const T*>(grad_out), n_channels, offsets, n_rays,
       static_cast<T*>(grad_weights), static_cast<T*>(grad_values)));
+}
+
+void composite_forward_cpu(DType dtype, const void* t_starts, const void* t_ends,
+                           const void* sigmas, const void* values, int64_t n_channels,
+                           const int64_t* offsets, int64_t n_rays, void* out) {
+  L2VSD_COMPOSITE_DISPATCH(dtype, composite_forward_impl<T>(
+      static_cast<const T*>(t_starts), static_cast<const T*>(t_ends),
+      static_cast<const T*>(sigmas), static_cast<const T*>(values), n_channels, offsets, n_rays,
+      static_cast<T*>(out)));
+}
+
+void composite_backward_cpu(DType dtype, const void* t_starts, const void* t_ends,
+                            const void* sigmas, const void* values, const void* grad_out,
+                            const void* out, int64_t n_channels, const int64_t* offsets,
+                            int64_t n_rays, void* grad_sigmas, void* grad_values) {
+  L2VSD_COMPOSITE_DISPATCH(dtype, composite_backward_impl<T>(
+      static_cast<const T*>(t_starts), static_cast<const T*>(t_ends),
+      static_cast<const T*>(sigmas), static_cast<const T*>(values),
+      static_cast<const T*>(grad_out), static_cast<const T*>(out), n_channels, offsets, n_rays,
+      static_cast<T*>(grad_sigmas), static_cast<T*>(grad_values)));
 }
 
 }  // namespace composite

@@ -17,6 +17,7 @@
 #pragma GCC diagnostic ignored "-Wpsabi"
 
 #define L2VSD_LANES_INLINE __attribute__((always_inline)) inline
+#define L2VSD_LANES_INLINE_LAMBDA __attribute__((always_inline))
 
 namespace l2vsd {
 namespace composite {
@@ -66,6 +67,22 @@ template <int W, typename V> L2VSD_LANES_INLINE V suffix_sum(V x) {
   return x;
 }
 
+// Inclusive prefix product over the lanes (x[j] = prod_{k<=j} x[k]); shifted-in lanes are ones.
+template <int W, typename V> L2VSD_LANES_INLINE V prefix_product(V x) {
+  const V one = V{} + 1;
+  if constexpr (W > 1) x *= shuffle<W, UpBy<W, 1>>(x, one);
+  if constexpr (W > 2) x *= shuffle<W, UpBy<W, 2>>(x, one);
+  if constexpr (W > 4) x *= shuffle<W, UpBy<W, 4>>(x, one);
+  if constexpr (W > 8) x *= shuffle<W, UpBy<W, 8>>(x, one);
+  static_assert(W <= 16, "up to 16 lanes");
+  return x;
+}
+
+// x shifted up one lane, lane 0 = fill[0].
+template <int W, typename V> L2VSD_LANES_INLINE V shift_up_one(const V& x, const V& fill) {
+  return shuffle<W, UpBy<W, 1>>(x, fill);
+}
+
 template <int W, typename V> L2VSD_LANES_INLINE V shift_up_one(const V& x) {
   return shuffle<W, UpBy<W, 1>>(x, V{});
 }
@@ -108,9 +125,12 @@ template <typename V, int W, typename T> L2VSD_LANES_INLINE void store_n(T* p, c
 }
 
 // exp lane-wise. float: x = k ln2 + r with |r| <= ln2/2 (Cody-Waite split of ln2), exp(r) by
-// Cephes' degree-6 polynomial (about 1 ulp), times 2^k built in the exponent bits. Below -87.3
-// (results under FLT_MIN) it returns 0, above 88 infinity; NaN stays NaN. double: libm per lane
-// (the float64 path is for checking, not for speed).
+// Cephes' degree-6 polynomial (about 1 ulp), times 2^k built in the exponent bits. x is first
+// clamped to [-127 ln2, ln(FLT_MAX)] by two min/max instructions (no masks or blends: the
+// kernels are bound by arithmetic): at the low end k = -127 makes the exponent bits zero, so
+// the result is exactly 0 below about -87.7 (results under FLT_MIN flush to zero); at the top
+// k = 128 gives infinity, so x above about 88.38 gives infinity. NaN stays NaN (the compares
+// keep x when it is NaN). double: libm per lane (the float64 path is for checking, not speed).
 template <typename V> L2VSD_LANES_INLINE V exp_of(const V& x) {
   constexpr int W = sizeof(V) / sizeof(x[0]);
   if constexpr (sizeof(x[0]) == 8) {
@@ -119,9 +139,9 @@ template <typename V> L2VSD_LANES_INLINE V exp_of(const V& x) {
     return y;
   } else {
     typedef int32_t VI __attribute__((vector_size(sizeof(V))));
-    const V lo = V{} - 87.3365447f, hi = V{} + 88.0f;
-    const VI below = x < lo, above = x > hi;
-    const V xc = below ? lo : (above ? hi : x);
+    const V lo = V{} - 88.0296919311f, hi = V{} + 88.7228391117f;
+    V xc = lo > x ? lo : x;  // max(lo, x), x when NaN
+    xc = hi < xc ? hi : xc;  // min(hi, x)
     const V magic = V{} + 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
     const V shifted = xc * 1.44269504088896341f + magic;
     const VI k = __builtin_bit_cast(VI, shifted) - __builtin_bit_cast(VI, magic);
@@ -136,8 +156,7 @@ template <typename V> L2VSD_LANES_INLINE V exp_of(const V& x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r2 + r + 1.0f;
-    const V v = p * __builtin_bit_cast(V, (k + 127) << 23);
-    return below ? V{} : (above ? V{} + std::numeric_limits<float>::infinity() : v);
+    return p * __builtin_bit_cast(V, (k + 127) << 23);
   }
 }
 

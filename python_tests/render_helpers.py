@@ -21,6 +21,22 @@ def random_packed(counts, dtype=torch.float64, device="cpu", seed=0, sigma_scale
     return to(ray_indices), to(t_starts), to(t_ends), to(sigmas)
 
 
+def assert_bit_identical_across_thread_counts(grads):
+    """grads() -> tensors must come out bit-identical at 1 thread, at 2 threads, and again at 2:
+    bit-exact training resume relies on a deterministic CPU backward (fixed summation orders, no
+    atomics, a ray's work independent of how rays are split between threads)."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = grads()
+        torch.set_num_threads(2)
+        two, again = grads(), grads()
+    finally:
+        torch.set_num_threads(threads)
+    for a, b, c in zip(one, two, again):
+        assert torch.equal(a, b) and torch.equal(b, c)
+
+
 class AnalyticSphere(torch.nn.Module):
     """A hand-set field: constant density inside a sphere, zero outside; albedo from position
     (a smooth colour gradient) and the exact radial normals."""

@@ -15,7 +15,7 @@ from l2vsd_ext import build_info
 from l2vsd_ext._ext import load_extension
 from l2vsd_ext.ops import accumulate_along_rays, render_weight_from_density
 from l2vsd_ext.ops import reference as ref
-from render_helpers import DEVICES, random_packed
+from render_helpers import DEVICES, assert_bit_identical_across_thread_counts, random_packed
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -264,13 +264,4 @@ def test_cpu_gradients_are_bit_identical_across_runs_and_thread_counts():
         (accumulate_along_rays(w, v, ri, 240) ** 2).sum().backward()
         return s.grad, v.grad
 
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = grads()
-        torch.set_num_threads(2)
-        two, again = grads(), grads()
-    finally:
-        torch.set_num_threads(threads)
-    for a, b, c in zip(one, two, again):
-        assert torch.equal(a, b) and torch.equal(b, c)
+    assert_bit_identical_across_thread_counts(grads)

@@ -7,7 +7,7 @@ import torch
 
 from l2vsd_ext.ops import accumulate_along_rays, composite_along_rays, render_weight_from_density
 from l2vsd_ext.ops import reference as ref
-from render_helpers import DEVICES, random_packed
+from render_helpers import DEVICES, assert_bit_identical_across_thread_counts, random_packed
 
 COUNTS = [5, 0, 7, 1, 0, 3, 40, 100, 17, 300]
 
@@ -158,13 +158,4 @@ def test_fused_cpu_gradients_are_bit_identical_across_runs_and_thread_counts():
         (composite_along_rays(ts, te, s, v, ri, 240) ** 2).sum().backward()
         return s.grad, v.grad
 
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = grads()
-        torch.set_num_threads(2)
-        two, again = grads(), grads()
-    finally:
-        torch.set_num_threads(threads)
-    for a, b, c in zip(one, two, again):
-        assert torch.equal(a, b) and torch.equal(b, c)
+    assert_bit_identical_across_thread_counts(grads)

@@ -21,6 +21,31 @@ static void expect(bool ok, const char* what, double got = 0, double want = 0) {
   }
 }
 
+// One ray of n contiguous random intervals starting at 0, with positive densities (never zero).
+template <typename Rng, typename Dist>
+static void random_ray(Rng& rng, Dist& u, int64_t n, std::vector<double>& ts,
+                       std::vector<double>& te, std::vector<double>& sig) {
+  ts.resize(n);
+  te.resize(n);
+  sig.resize(n);
+  double t = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    ts[i] = t;
+    t += 0.3 * u(rng);
+    te[i] = t;
+    sig[i] = 3 * u(rng);
+  }
+}
+
+// d f / d x[i] by central differences with step h.
+template <typename F>
+static double central_difference(F f, std::vector<double> x, int64_t i, double h = 1e-6) {
+  x[i] += h;
+  const double plus = f(x);
+  x[i] -= 2 * h;
+  return (plus - f(x)) / (2 * h);
+}
+
 // L = sum_i (a_i w_i + b_i T_i + c_i alpha_i) for fixed random a, b, c.
 static double loss(const std::vector<double>& ts, const std::vector<double>& te,
                    const std::vector<double>& sig, const std::vector<double>& a,
@@ -38,13 +63,9 @@ static void test_weights_backward() {
   std::mt19937 rng(0);
   std::uniform_real_distribution<double> u(0.05, 1.0);
   const int64_t n = 9;
-  std::vector<double> ts(n), te(n), sig(n), a(n), b(n), c(n);
-  double t = 0;
+  std::vector<double> ts, te, sig, a(n), b(n), c(n);
+  random_ray(rng, u, n, ts, te, sig);
   for (int64_t i = 0; i < n; ++i) {
-    ts[i] = t;
-    t += 0.3 * u(rng);
-    te[i] = t;
-    sig[i] = 3 * u(rng);
     a[i] = u(rng) - 0.5;
     b[i] = u(rng) - 0.5;
     c[i] = u(rng) - 0.5;
@@ -59,12 +80,9 @@ static void test_weights_backward() {
            tr[i] * (1 - al[i]));
   composite::weights_backward_ray(ts.data(), te.data(), w.data(), tr.data(), al.data(), a.data(),
                                   b.data(), c.data(), 0, n, grad.data());
+  auto loss_of_sigmas = [&](const std::vector<double>& s) { return loss(ts, te, s, a, b, c); };
   for (int64_t i = 0; i < n; ++i) {
-    const double h = 1e-6;
-    std::vector<double> plus = sig, minus = sig;
-    plus[i] += h;
-    minus[i] -= h;
-    const double fd = (loss(ts, te, plus, a, b, c) - loss(ts, te, minus, a, b, c)) / (2 * h);
+    const double fd = central_difference(loss_of_sigmas, sig, i);
     expect(std::fabs(fd - grad[i]) < 1e-7, "d loss / d sigma vs finite differences", grad[i], fd);
   }
 }
@@ -87,15 +105,9 @@ static void test_fused_composite() {
   std::mt19937 rng(1);
   std::uniform_real_distribution<double> u(0.05, 1.0);
   const int64_t n = 11, c = 3;
-  std::vector<double> ts(n), te(n), sig(n), v(n * c), g(c);
-  double t = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    ts[i] = t;
-    t += 0.3 * u(rng);
-    te[i] = t;
-    sig[i] = 3 * u(rng);
-    for (int64_t k = 0; k < c; ++k) v[i * c + k] = u(rng);
-  }
+  std::vector<double> ts, te, sig, v(n * c), g(c);
+  random_ray(rng, u, n, ts, te, sig);
+  for (auto& x : v) x = u(rng);
   for (auto& x : g) x = u(rng) - 0.5;
   auto fused_loss = [&](const std::vector<double>& s, const std::vector<double>& vals) {
     double out[3];
@@ -113,20 +125,15 @@ static void test_fused_composite() {
   std::vector<double> grad_s(n), grad_v(n * c);
   composite::composite_backward_ray(ts.data(), te.data(), sig.data(), v.data(), g.data(), fused, c,
                                     0, n, grad_s.data(), grad_v.data());
-  const double h = 1e-6;
+  auto loss_of_sigmas = [&](const std::vector<double>& s) { return fused_loss(s, v); };
+  auto loss_of_values = [&](const std::vector<double>& vals) { return fused_loss(sig, vals); };
   for (int64_t i = 0; i < n; ++i) {
-    std::vector<double> plus = sig, minus = sig;
-    plus[i] += h;
-    minus[i] -= h;
-    const double fd = (fused_loss(plus, v) - fused_loss(minus, v)) / (2 * h);
+    const double fd = central_difference(loss_of_sigmas, sig, i);
     expect(std::fabs(fd - grad_s[i]) < 1e-7, "fused d loss / d sigma vs finite differences",
            grad_s[i], fd);
   }
   for (int64_t e = 0; e < n * c; ++e) {
-    std::vector<double> plus = v, minus = v;
-    plus[e] += h;
-    minus[e] -= h;
-    const double fd = (fused_loss(sig, plus) - fused_loss(sig, minus)) / (2 * h);
+    const double fd = central_difference(loss_of_values, v, e);
     expect(std::fabs(fd - grad_v[e]) < 1e-7, "fused d loss / d values vs finite differences",
            grad_v[e], fd);
   }

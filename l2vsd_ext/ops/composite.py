@@ -70,6 +70,20 @@ def _packed_offsets(ray_indices: torch.Tensor, n_rays: int, validate: bool, op: 
     return _packed_layouts.cache.offsets(ray_indices, n_rays, validate, op)
 
 
+def _batched_interval_shape(t_starts: torch.Tensor, t_ends: torch.Tensor, sigmas: torch.Tensor,
+                            op: str) -> torch.Size:
+    """(n_rays, n_samples) of a batched call (ray_indices=None), after checking that the sample
+    intervals and sigmas are 2-D and share it."""
+    if sigmas.dim() != 2:
+        raise ValueError(f"{op}: without 'ray_indices' the inputs must be batched "
+                         f"(n_rays, n_samples), got sigmas of shape {tuple(sigmas.shape)}")
+    shape = sigmas.shape
+    if t_starts.shape != shape or t_ends.shape != shape:
+        raise ValueError(f"{op}: 't_starts', 't_ends' and 'sigmas' must share one shape, got "
+                         f"{tuple(t_starts.shape)}, {tuple(t_ends.shape)}, {tuple(shape)}")
+    return shape
+
+
 def _require_same_layout(ray_indices: torch.Tensor, like: torch.Tensor, op: str, name: str) -> None:
     # Before the layout pass, so a mismatch is reported against the samples, not as a bad layout.
     if ray_indices.device != like.device:
@@ -128,13 +142,7 @@ def render_weight_from_density(t_starts: torch.Tensor, t_ends: torch.Tensor, sig
     for name, value in (("t_starts", t_starts), ("t_ends", t_ends), ("sigmas", sigmas)):
         _require_tensor(value, op, name)
     if ray_indices is None:
-        if sigmas.dim() != 2:
-            raise ValueError(f"{op}: without 'ray_indices' the inputs must be batched "
-                             f"(n_rays, n_samples), got sigmas of shape {tuple(sigmas.shape)}")
-        shape = sigmas.shape
-        if t_starts.shape != shape or t_ends.shape != shape:
-            raise ValueError(f"{op}: 't_starts', 't_ends' and 'sigmas' must share one shape, got "
-                             f"{tuple(t_starts.shape)}, {tuple(t_ends.shape)}, {tuple(shape)}")
+        shape = _batched_interval_shape(t_starts, t_ends, sigmas, op)
         indices, offsets = _batched_layout(shape, sigmas.device)
         outputs = _RenderWeightFunction.apply(t_starts.reshape(-1), t_ends.reshape(-1),
                                               sigmas.reshape(-1), indices, offsets)
@@ -235,13 +243,7 @@ def composite_along_rays(t_starts: torch.Tensor, t_ends: torch.Tensor, sigmas: t
                         ("values", values)):
         _require_tensor(value, op, name)
     if ray_indices is None:
-        if sigmas.dim() != 2:
-            raise ValueError(f"{op}: without 'ray_indices' the inputs must be batched "
-                             f"(n_rays, n_samples), got sigmas of shape {tuple(sigmas.shape)}")
-        shape = sigmas.shape
-        if t_starts.shape != shape or t_ends.shape != shape:
-            raise ValueError(f"{op}: 't_starts', 't_ends' and 'sigmas' must share one shape, got "
-                             f"{tuple(t_starts.shape)}, {tuple(t_ends.shape)}, {tuple(shape)}")
+        shape = _batched_interval_shape(t_starts, t_ends, sigmas, op)
         if values.dim() != 3 or values.shape[:2] != shape:
             raise ValueError(f"{op}: batched 'values' must have shape (n_rays, n_samples, C) "
                              f"matching sigmas {tuple(shape)}, got {tuple(values.shape)}")

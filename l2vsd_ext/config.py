@@ -7,7 +7,13 @@ import math
 import os
 from dataclasses import dataclass, field
 
-MODES = ("sds", "vsd", "lvsd", "l2vsd")
+MODES = ("sds", "vsd", "lvsd", "l2vsd", "hlvsd")
+# Modes that linearise the LoRA step (they take --eta, --last-layer, --lookahead-* options).
+LOOKAHEAD_MODES = ("l2vsd", "hlvsd")
+LORA_INITS = ("gaussian", "kaiming")
+CAMERA_INITS = ("default", "zero")
+LORA_TEXTS = ("plain", "view")
+LOOKAHEAD_DIRECTIONS = ("sgd", "optimizer")
 DTYPES = ("float32", "float16", "bfloat16")
 LOGGERS = ("none", "tensorboard", "wandb")
 BACKGROUNDS = ("mlp", "white")
@@ -41,19 +47,37 @@ class RunConfig:
                          "shapes: the shipped ground-truth prior, with its own defaults")
     # guidance
     guidance_scale: float = _f(7.5, "prior classifier-free guidance scale")
-    eta: float = _f(1e-2, "L²-VSD lookahead step η (l2vsd)")
-    last_layer: bool = _f(False, "L²-VSD: tangent on the last LoRA layer only (l2vsd)")
+    eta: float = _f(1e-2, "L²-VSD lookahead step η: the tangent is −η·g, g the LoRA loss gradient (l2vsd, hlvsd)")
+    eta_relative: float | None = _f(None, "set η each step so that κ = |ε_first|/|ε_φ| equals this value "
+                                          "(l2vsd, hlvsd; overrides --eta; see docs/lookahead.md)")
+    last_layer: bool = _f(False, "L²-VSD: tangent on the last LoRA layer only (l2vsd, hlvsd)")
+    lookahead_camera: bool = _f(True, "the lookahead tangent also covers the score model's camera MLP "
+                                      "(l2vsd, hlvsd; false: LoRA factors only)")
+    lookahead_direction: str = _f("sgd", "lookahead tangent: sgd (−η·g) or optimizer (the LoRA optimiser's "
+                                         "actual update, η unused) (l2vsd, hlvsd)")
+    high_order_diagnostics: bool = _f(False, "log |ε_high| by both definitions (one or two more score-model "
+                                             "forwards per step; l2vsd, hlvsd)")
     lora_steps: int = _f(1, "LoRA steps per iteration γ (vsd, lvsd, l2vsd)")
     esd_lambda: float = _f(0.0, "ESD's camera-dropped weight λ in [0, 1] (vsd, l2vsd)")
     min_step: float = _f(0.02, "smallest diffusion timestep, a fraction of T")
     max_step: float = _f(0.98, "largest diffusion timestep before annealing, a fraction of T")
-    max_step_after: float = _f(0.5, "largest diffusion timestep after annealing, a fraction of T")
+    max_step_after: float = _f(0.98, "largest diffusion timestep after annealing, a fraction of T "
+                                     "(threestudio's prolificdreamer.yaml: 0.98, i.e. no annealing)")
     anneal_at: float = _f(0.2, "fraction of training after which the largest timestep is max_step_after")
     anneal_step: int | None = _f(None, "step at which the largest timestep anneals (default: anneal_at × steps; "
                                        "fixed when --resume changes --steps, so the annealing point stays put)")
     # optimisation
     lr: float = _f(1e-2, "NeRF hash-grid learning rate (the MLP and background get lr/10)")
-    lora_lr: float = _f(1e-3, "LoRA and camera-embedding learning rate")
+    lora_lr: float = _f(1e-4, "LoRA and camera-embedding learning rate (threestudio: 1e-4)")
+    lora_beta1: float = _f(0.9, "LoRA AdamW β1")
+    lora_beta2: float = _f(0.99, "LoRA AdamW β2 (threestudio: 0.99)")
+    lora_eps: float = _f(1e-15, "LoRA AdamW ε (threestudio: 1e-15)")
+    lora_weight_decay: float = _f(0.01, "LoRA AdamW weight decay (threestudio: AdamW's default 0.01)")
+    lora_init: str = _f("gaussian", "LoRA A init: gaussian (N(0, 1/r²), diffusers' and threestudio's) or "
+                                    "kaiming (peft's default)")
+    camera_init: str = _f("default", "camera MLP output layer init: default (PyTorch's, as threestudio) or zero")
+    lora_text: str = _f("plain", "text of the score model: plain (the prompt without view suffix, as "
+                                 "threestudio) or view (the view-suffixed prompt the prior sees)")
     background: str = _f("mlp", "behind the object: " + ", ".join(BACKGROUNDS) +
                          " (mlp: learned from the view direction; white: fixed, for priors trained on white)")
     random_background: float = _f(0.5, "probability of a random solid background colour per training step")
@@ -102,6 +126,19 @@ class RunConfig:
 # not what it computes step by step. Anything else differing from the checkpoint is refused.
 CHANGEABLE_ON_RESUME = ("steps", "val_every", "ckpt_every", "export_at_end", "turntable_views",
                         "logger", "max_nonfinite_steps", "device")
+# Values that runs saved before a setting existed were made with (they are not today's defaults).
+LEGACY_VALUES = {"lora_beta1": 0.9, "lora_beta2": 0.999, "lora_eps": 1e-8, "lora_weight_decay": 0.0,
+                 "lora_init": "kaiming", "camera_init": "zero", "lora_text": "view",
+                 "lookahead_camera": False, "lookahead_direction": "sgd", "eta_relative": None,
+                 "high_order_diagnostics": False}
+
+
+def from_saved(values: dict) -> "RunConfig":
+    """The config of a saved run (checkpoint or config.yaml): settings it predates take the value the
+    run was made with, not today's default."""
+    return RunConfig.from_dict({**{k: v for k, v in LEGACY_VALUES.items() if k not in values}, **values})
+
+
 # Bookkeeping, never compared with the saved run.
 NOT_COMPARED = ("resume", "out", "stop_after")
 
@@ -261,10 +298,29 @@ def validate(config: RunConfig, vae_scale_factor: int = 8) -> None:
             raise ConfigError(f"--{name.replace('_', '-')}: must be >= 0, got {getattr(config, name)}")
     if not 0 <= config.esd_lambda <= 1:
         raise ConfigError(f"--esd-lambda: must be in [0, 1], got {config.esd_lambda}")
-    if config.esd_lambda and config.mode not in ("vsd", "l2vsd"):
-        raise ConfigError("--esd-lambda: only used with --mode vsd or l2vsd")
-    if config.last_layer and config.mode != "l2vsd":
-        raise ConfigError("--last-layer: only used with --mode l2vsd")
+    if config.esd_lambda and config.mode not in ("vsd", "l2vsd", "hlvsd"):
+        raise ConfigError("--esd-lambda: only used with --mode vsd, l2vsd or hlvsd")
+    for name, choices in (("lora_init", LORA_INITS), ("camera_init", CAMERA_INITS),
+                          ("lora_text", LORA_TEXTS), ("lookahead_direction", LOOKAHEAD_DIRECTIONS)):
+        if getattr(config, name) not in choices:
+            raise ConfigError(f"--{name.replace('_', '-')}: must be one of {', '.join(choices)}, "
+                              f"got '{getattr(config, name)}'")
+    if config.last_layer and config.mode not in LOOKAHEAD_MODES:
+        raise ConfigError("--last-layer: only used with --mode l2vsd or hlvsd")
+    if config.eta_relative is not None:
+        if config.mode not in LOOKAHEAD_MODES:
+            raise ConfigError("--eta-relative: only used with --mode l2vsd or hlvsd")
+        if not config.eta_relative > 0:
+            raise ConfigError(f"--eta-relative: must be > 0, got {config.eta_relative}")
+    if config.high_order_diagnostics and config.mode not in LOOKAHEAD_MODES:
+        raise ConfigError("--high-order-diagnostics: only used with --mode l2vsd or hlvsd")
+    for name in ("lora_beta1", "lora_beta2"):
+        if not 0 <= getattr(config, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')}: must be in [0, 1), got {getattr(config, name)}")
+    if not config.lora_eps > 0:
+        raise ConfigError(f"--lora-eps: must be > 0, got {config.lora_eps}")
+    if config.lora_weight_decay < 0:
+        raise ConfigError(f"--lora-weight-decay: must be >= 0, got {config.lora_weight_decay}")
     for name in ("min_step", "max_step", "max_step_after", "anneal_at", "condition_dropout"):
         if not 0 <= getattr(config, name) <= 1:
             raise ConfigError(f"--{name.replace('_', '-')}: must be in [0, 1], got {getattr(config, name)}")

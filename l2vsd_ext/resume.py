@@ -7,7 +7,7 @@ import dataclasses
 import math
 
 from .checkpoint import load_checkpoint
-from .config import CHANGEABLE_ON_RESUME, NOT_COMPARED, ConfigError, RunConfig
+from .config import CHANGEABLE_ON_RESUME, NOT_COMPARED, ConfigError, RunConfig, from_saved
 from .run_folder import RunFolder
 
 
@@ -51,7 +51,7 @@ def plan_run(given: dict) -> Plan:
     if saved_values is None:
         raise ConfigError(f"{what} and no readable config.yaml; choose another --out or delete the folder")
     try:
-        saved = RunConfig.from_dict(saved_values)
+        saved = from_saved(saved_values)
     except ConfigError as err:
         raise ConfigError(f"{what} whose config.yaml is not valid ({err}); choose another --out") from None
     if config.resume:  # nothing to resume from: the saved settings are the truth, as on resume
@@ -72,7 +72,7 @@ def plan_run(given: dict) -> Plan:
 def _resume(given: dict, config: RunConfig, folder: RunFolder) -> Plan:
     state = load_checkpoint(folder.checkpoint)
     try:
-        saved = RunConfig.from_dict(state["config"])
+        saved = from_saved(state["config"])
     except (ConfigError, TypeError, KeyError) as err:
         raise ConfigError(f"--resume: '{folder.checkpoint}' holds an unreadable config: {err}") from None
     refused = _differing(given, saved, skip=CHANGEABLE_ON_RESUME)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import ConfigError, RunConfig, save_yaml
+from .config import ConfigError, RunConfig, from_saved, save_yaml
 from .interrupts import RunInterrupted, StopRequests
 from .run_folder import CHECKPOINT, RunFolder
 from .distill import GuidanceContext, GuidanceOptions, make_mode
@@ -61,7 +61,7 @@ def load_scene(run_dir: str, device="cpu") -> tuple[VolumeRenderer, RunConfig, i
         raise ConfigError(f"'{run_dir}' is not a run folder: no {CHECKPOINT} in it")
     state = load_checkpoint(path)
     try:
-        config = RunConfig.from_dict(state["config"])
+        config = from_saved(state["config"])
         renderer = build_renderer(config)
         renderer.load_state_dict(state["renderer"])
     except ConfigError:

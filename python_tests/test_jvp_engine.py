@@ -16,7 +16,8 @@ def rel_err(a, b):
 
 
 def func_jvp(unet, direction, inputs):
-    """torch.func.jvp of the UNet output w.r.t. its LoRA parameters, with the math processor."""
+    """torch.func.jvp of the UNet output w.r.t. the parameters in `direction` (its LoRA parameters,
+    and any others), with the math processor."""
     sample, timestep, ehs, labels = inputs
     previous = unet.attn_processors
     unet.set_attn_processor(AttnProcessor())
@@ -32,8 +33,8 @@ def func_jvp(unet, direction, inputs):
     for m in norms:
         m.forward = lambda x, m=m: _group_norm_math(x, m)
     try:
-        params = lora_parameters(unet)
-        names = list(params)
+        params = dict(unet.named_parameters())
+        names = list(direction)
 
         def f(*values):
             return torch.func.functional_call(unet, dict(zip(names, values)), (sample, timestep, ehs),
@@ -288,3 +289,51 @@ def test_unet_without_adapters():
                                 **TINY_CONFIGS["cross_attention"]).double()
     with pytest.raises(ValueError, match="LoRA"):
         lora_jvp(unet, {}, *random_inputs(unet)[:3])
+
+
+def camera_direction(unet, seed=3):
+    gen = torch.Generator().manual_seed(seed)
+    return {n: torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p.dtype)
+            for n, p in unet.named_parameters() if n.startswith("class_embedding.")}
+
+
+def test_camera_mlp_tangent_matches_func_jvp_float64():
+    """The lookahead tangent over every trainable part of the score model: LoRA factors and the
+    camera MLP (class embedding), exact against torch.func.jvp over both."""
+    unet = make_lora_unet(TINY_CONFIGS["camera_embedding"], dtype=torch.float64)
+    lora_dir, cam_dir = random_direction(unet), camera_direction(unet)
+    inputs = random_inputs(unet, batch=2)
+    eps, eps_dot = lora_jvp(unet, lora_dir, *inputs[:3], class_labels=inputs[3], param_direction=cam_dir)
+    want, want_dot = func_jvp(unet, {**lora_dir, **cam_dir}, inputs)
+    assert rel_err(eps, want) <= 1e-10
+    assert rel_err(eps_dot, want_dot) <= 1e-6
+    # the camera part is a real share of the tangent, and the two parts add up (linearity)
+    _, lora_only = lora_jvp(unet, lora_dir, *inputs[:3], class_labels=inputs[3])
+    zero_lora = {k: torch.zeros_like(v) for k, v in lora_dir.items()}
+    _, cam_only = lora_jvp(unet, zero_lora, *inputs[:3], class_labels=inputs[3], param_direction=cam_dir)
+    assert cam_only.norm() > 0.05 * lora_only.norm()
+    assert rel_err(lora_only + cam_only, eps_dot) <= 1e-10
+
+
+def test_camera_tangent_bias_only_and_bad_keys():
+    unet = make_lora_unet(TINY_CONFIGS["camera_embedding"], dtype=torch.float64)
+    inputs = random_inputs(unet)
+    lora_dir = {k: torch.zeros_like(v) for k, v in random_direction(unet).items()}
+    bias_dir = {k: v for k, v in camera_direction(unet).items() if k.endswith("linear_2.bias")}
+    _, got = lora_jvp(unet, lora_dir, *inputs[:3], class_labels=inputs[3], param_direction=bias_dir)
+    _, want = func_jvp(unet, {**lora_dir, **bias_dir}, inputs)
+    assert got.norm() > 0 and rel_err(got, want) <= 1e-6
+    with pytest.raises(ValueError, match="conv_in.weight.*nn.Linear"):
+        lora_jvp(unet, lora_dir, *inputs[:3], class_labels=inputs[3],
+                 param_direction={"conv_in.weight": torch.zeros_like(unet.conv_in.weight)})
+    with pytest.raises(ValueError, match="is a LoRA parameter"):
+        lora_jvp(unet, lora_dir, *inputs[:3], class_labels=inputs[3], param_direction=dict(lora_dir))
+    with pytest.raises(ValueError, match="not a parameter name"):
+        lora_jvp(unet, lora_dir, *inputs[:3], class_labels=inputs[3], param_direction={"nope": torch.zeros(1)})
+    with pytest.raises(ValueError, match="last_layer_only"):
+        lora_jvp(unet, lora_dir, *inputs[:3], class_labels=inputs[3], param_direction=bias_dir,
+                 last_layer_only=True)
+    key = next(iter(bias_dir))
+    with pytest.raises(ValueError, match="dtype"):
+        lora_jvp(unet, lora_dir, *inputs[:3], class_labels=inputs[3],
+                 param_direction={key: bias_dir[key].float()})

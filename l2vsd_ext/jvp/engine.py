@@ -8,7 +8,8 @@ import torch.autograd.forward_ad as fwAD
 from torch import nn
 
 from .forward_order import last_site_in_forward_order
-from .lora_layers import check_direction, find_lora_sites
+from .lora_layers import all_lora_parameter_names, check_direction, find_lora_sites
+from .param_rule import param_sites
 from .scope import engine_scope
 
 # The engine patches the module for the duration of a call; one call at a time per process.
@@ -16,11 +17,13 @@ _LOCK = threading.RLock()
 
 
 def lora_jvp(unet: nn.Module, direction: dict, sample: torch.Tensor, timestep, encoder_hidden_states,
-             class_labels=None, last_layer_only: bool = False):
+             class_labels=None, last_layer_only: bool = False, param_direction: dict | None = None):
     """Returns (eps, eps_dot): unet(sample, timestep, encoder_hidden_states, class_labels).sample
     and its directional derivative w.r.t. the LoRA parameters in `direction` (keyed like
     unet.named_parameters()). last_layer_only: only the last LoRA layer in forward order gets a
     tangent, and every layer before it runs as a plain forward.
+    param_direction: tangents of further parameters outside the LoRA adapters, each the weight or
+    bias of a plain nn.Linear (the score model's camera MLP); not allowed with last_layer_only.
 
     Run eagerly: torch.compile may drop the custom jvp rules the engine relies on. The outputs are
     detached (the pass runs under no_grad; forward-mode AD does not need the autograd graph)."""
@@ -30,6 +33,18 @@ def lora_jvp(unet: nn.Module, direction: dict, sample: torch.Tensor, timestep, e
     if not sites:
         raise ValueError("lora_jvp: the module has no active peft LoRA adapter (add one with "
                          "unet.add_adapter(LoraConfig(...)))")
+    param_direction = param_direction or {}
+    if not isinstance(param_direction, dict):
+        raise ValueError("lora_jvp: argument 'param_direction' must be a dict of tensors keyed like "
+                         f"named_parameters(), got {type(param_direction).__name__}")
+    if param_direction and last_layer_only:
+        raise ValueError("lora_jvp: 'param_direction' with last_layer_only: the last-layer tangent is "
+                         "on the last LoRA layer only")
+    lora_names = all_lora_parameter_names(unet)
+    clash = next((k for k in param_direction if k in lora_names), None)
+    if clash is not None:
+        raise ValueError(f"lora_jvp: param_direction key '{clash}' is a LoRA parameter: give it in 'direction'")
+    extra_sites = param_sites(unet, param_direction)
     with _LOCK:
         if last_layer_only:
             sites = [last_site_in_forward_order(unet, sites, sample, timestep,
@@ -38,7 +53,7 @@ def lora_jvp(unet: nn.Module, direction: dict, sample: torch.Tensor, timestep, e
         site_tangents = {s.module: {adapter: {role: direction[key] for role, key in keys.items()}
                                     for adapter, keys in s.keys.items()}
                          for s in sites}
-        with engine_scope(unet, site_tangents), fwAD.dual_level(), torch.no_grad():
+        with engine_scope(unet, site_tangents, extra_sites), fwAD.dual_level(), torch.no_grad():
             out = unet(sample, timestep, encoder_hidden_states, class_labels=class_labels,
                        return_dict=False)[0]
             unpacked = fwAD.unpack_dual(out)

@@ -11,6 +11,7 @@ from .affine_rules import AFFINE_RULES
 from .attention_processor import REPLACEABLE, JvpAttnProcessor
 from .lora_rule import make_lora_forward
 from .norm_rules import make_group_norm_forward, make_layer_norm_forward
+from .param_rule import make_param_tangent_forward
 
 _MISSING = object()
 
@@ -44,9 +45,11 @@ class _Patches:
 
 
 @contextlib.contextmanager
-def engine_scope(unet: nn.Module, site_tangents: dict):
+def engine_scope(unet: nn.Module, site_tangents: dict, param_tangents: dict | None = None):
     """site_tangents: LoRA module -> {adapter: {"A": t, "B": t, ...}}; only those get a rule
-    (the others run their own forward without tangent)."""
+    (the others run their own forward without tangent). param_tangents: plain nn.Linear ->
+    {"weight": t, "bias": t}, layers whose own parameters carry a tangent."""
+    param_tangents = param_tangents or {}
     from diffusers.models.attention_processor import Attention
 
     patches = _Patches()
@@ -55,6 +58,9 @@ def engine_scope(unet: nn.Module, site_tangents: dict):
             bypass = {"on": False}
             patches.set_forward(module, lambda orig, m=module, t=tangents, b=bypass:
                                 make_lora_forward(m, orig, t, b))
+        for module, tangents in param_tangents.items():
+            patches.set_forward(module, lambda orig, m=module, t=tangents:
+                                make_param_tangent_forward(m, orig, t))
         processor = JvpAttnProcessor()
         for module in unet.modules():
             if isinstance(module, Attention):
@@ -64,7 +70,8 @@ def engine_scope(unet: nn.Module, site_tangents: dict):
                 patches.set_forward(module, lambda orig, m=module: make_group_norm_forward(m, orig))
             elif type(module).forward is nn.LayerNorm.forward:
                 patches.set_forward(module, lambda orig, m=module: make_layer_norm_forward(m, orig))
-            elif type(module).forward in AFFINE_RULES and module not in site_tangents:
+            elif (type(module).forward in AFFINE_RULES and module not in site_tangents
+                  and module not in param_tangents):
                 make = AFFINE_RULES[type(module).forward]
                 patches.set_forward(module, lambda orig, m=module, mk=make: mk(m, orig))
         yield

@@ -13,16 +13,21 @@ ADAPTER_NAME = "score"
 
 class CameraEmbedding(nn.Module):
     """Flattened camera-to-world matrix (16) -> the UNet's time-embedding width, added to the time
-    embedding like a class embedding. The output layer starts at zero so ε_φ starts as ε_pre."""
+    embedding like a class embedding (threestudio: diffusers' TimestepEmbedding(16, width)).
+    init "default": PyTorch's layer init, as threestudio; "zero": the output layer starts at zero, so
+    ε_φ starts as ε_pre (with the LoRA's B at zero)."""
 
-    def __init__(self, embed_dim: int, hidden_dim: int | None = None):
+    def __init__(self, embed_dim: int, hidden_dim: int | None = None, init: str = "default"):
         super().__init__()
+        if init not in ("default", "zero"):
+            raise ValueError(f"CameraEmbedding: argument 'init' must be 'default' or 'zero', got {init!r}")
         hidden_dim = hidden_dim or embed_dim
         self.linear_1 = nn.Linear(16, hidden_dim)
         self.act = nn.SiLU()
         self.linear_2 = nn.Linear(hidden_dim, embed_dim)
-        nn.init.zeros_(self.linear_2.weight)
-        nn.init.zeros_(self.linear_2.bias)
+        if init == "zero":
+            nn.init.zeros_(self.linear_2.weight)
+            nn.init.zeros_(self.linear_2.bias)
 
     def forward(self, c2w_flat: torch.Tensor) -> torch.Tensor:
         x = c2w_flat.to(self.linear_1.weight.dtype)
@@ -35,27 +40,38 @@ def flatten_cameras(c2w: torch.Tensor) -> torch.Tensor:
     return c2w.reshape(c2w.shape[0], 16)
 
 
+# LoRA A initialisations: diffusers' LoRA layers (which threestudio's VSD uses) draw A from
+# N(0, 1/r²), peft's "gaussian"; peft's default (True) is nn.Linear's kaiming-uniform.
+LORA_INITS = {"gaussian": "gaussian", "kaiming": True}
+
+
 class LoraScoreModel:
     """LoRA (rank `rank` on the attention projections) + camera embedding on `prior.unet`, with
     its own AdamW. The LoRA denoising loss uses the render noised independently (t', ε') and drops
-    the camera (zeros) with probability `condition_dropout`."""
+    the camera (zeros) with probability `condition_dropout`. The defaults are threestudio's
+    ProlificDreamer: AdamW lr 1e-4, betas (0.9, 0.99), eps 1e-15, weight decay 0.01, A ~ N(0, 1/r²),
+    the camera MLP with PyTorch's default init."""
 
-    def __init__(self, prior, rank: int = 4, lr: float = 1e-3, condition_dropout: float = 0.1,
-                 weight_decay: float = 0.0):
+    def __init__(self, prior, rank: int = 4, lr: float = 1e-4, condition_dropout: float = 0.1,
+                 weight_decay: float = 0.01, betas: tuple = (0.9, 0.99), eps: float = 1e-15,
+                 lora_init: str = "gaussian", camera_init: str = "default"):
         from peft import LoraConfig
 
         if rank < 1:
             raise ValueError(f"LoraScoreModel: argument 'rank' must be >= 1, got {rank}")
+        if lora_init not in LORA_INITS:
+            raise ValueError(f"LoraScoreModel: argument 'lora_init' must be one of {sorted(LORA_INITS)}, "
+                             f"got {lora_init!r}")
         if not 0 <= condition_dropout < 1:
             raise ValueError("LoraScoreModel: argument 'condition_dropout' must be in [0, 1)")
         self.prior, self.unet = prior, prior.unet
         if self.unet.class_embedding is not None:
             raise ValueError("LoraScoreModel: the prior's UNet already has a class embedding")
         self.condition_dropout = condition_dropout
-        self.unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=True,
+        self.unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=LORA_INITS[lora_init],
                                          target_modules=list(LORA_TARGETS)), adapter_name=ADAPTER_NAME)
         embed_dim = self.unet.time_embedding.linear_1.out_features
-        self.unet.class_embedding = CameraEmbedding(embed_dim).to(prior.device)
+        self.unet.class_embedding = CameraEmbedding(embed_dim, init=camera_init).to(prior.device)
         # Trainable parameters in float32 even when the frozen base runs in fp16/bf16.
         train_dtype = torch.float32 if prior.dtype in (torch.float16, torch.bfloat16) else prior.dtype
         self.lora_params = {n: p for n, p in self.unet.named_parameters() if "lora_" in n}
@@ -64,7 +80,8 @@ class LoraScoreModel:
         for p in list(self.lora_params.values()) + list(self.camera_params.values()):
             p.data = p.data.to(train_dtype)
             p.requires_grad_(True)
-        self.optimizer = torch.optim.AdamW(self.parameters(), lr=lr, weight_decay=weight_decay)
+        self.optimizer = torch.optim.AdamW(self.parameters(), lr=lr, betas=tuple(betas), eps=eps,
+                                           weight_decay=weight_decay)
         prior._base_model_hooks.append(self._as_base_model)
 
     def parameters(self):

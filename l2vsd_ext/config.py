@@ -298,8 +298,8 @@ def validate(config: RunConfig, vae_scale_factor: int = 8) -> None:
             raise ConfigError(f"--{name.replace('_', '-')}: must be >= 0, got {getattr(config, name)}")
     if not 0 <= config.esd_lambda <= 1:
         raise ConfigError(f"--esd-lambda: must be in [0, 1], got {config.esd_lambda}")
-    if config.esd_lambda and config.mode not in ("vsd", "l2vsd", "hlvsd"):
-        raise ConfigError("--esd-lambda: only used with --mode vsd, l2vsd or hlvsd")
+    if config.esd_lambda and config.mode not in ("vsd", "l2vsd"):
+        raise ConfigError("--esd-lambda: only used with --mode vsd or l2vsd")
     for name, choices in (("lora_init", LORA_INITS), ("camera_init", CAMERA_INITS),
                           ("lora_text", LORA_TEXTS), ("lookahead_direction", LOOKAHEAD_DIRECTIONS)):
         if getattr(config, name) not in choices:

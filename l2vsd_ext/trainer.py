@@ -91,14 +91,20 @@ class Trainer:
         self.prompts = PromptEmbeddings(self.prior, config.prompt, config.negative_prompt)
         self.score_model = None
         if config.mode != "sds":
-            self.score_model = LoraScoreModel(self.prior, rank=config.lora_rank, lr=config.lora_lr,
-                                              condition_dropout=config.condition_dropout)
+            self.score_model = LoraScoreModel(
+                self.prior, rank=config.lora_rank, lr=config.lora_lr, condition_dropout=config.condition_dropout,
+                weight_decay=config.lora_weight_decay, betas=(config.lora_beta1, config.lora_beta2),
+                eps=config.lora_eps, lora_init=config.lora_init, camera_init=config.camera_init)
         anneal_at = config.anneal_at if config.anneal_step is None else config.anneal_step / config.steps
         schedule = TimestepSchedule(self.prior.num_train_timesteps, config.min_step, config.max_step,
                                     config.max_step_after, anneal_at)
         options = GuidanceOptions(guidance_scale=config.guidance_scale, eta=config.eta,
                                   last_layer=config.last_layer, lora_steps=config.lora_steps,
-                                  esd_lambda=config.esd_lambda)
+                                  esd_lambda=config.esd_lambda, lookahead_camera=config.lookahead_camera,
+                                  lookahead_direction=config.lookahead_direction,
+                                  eta_relative=config.eta_relative,
+                                  high_order_diagnostics=config.high_order_diagnostics,
+                                  lora_text=config.lora_text)
         self.mode = make_mode(config.mode, self.prior, self.prompts, schedule, self.score_model,
                               options, seed=config.seed)
         field = self.renderer.field

@@ -40,7 +40,7 @@ def test_each_mode_runs_20_steps_and_writes_outputs(mode, tiny_sd_path, small_co
     if mode != "sds":
         assert all("lora_loss" in r for r in records)
     if mode == "l2vsd":
-        assert all(r["delta_eps_first_norm"] >= 0 for r in records)
+        assert all(r["eps_first_norm"] >= 0 and r["kappa"] >= 0 for r in records)
     assert sorted(os.listdir(out / "validation")) == ["step_000010.png", "step_000020.png"]
     assert len(os.listdir(out / "turntable")) == 4
     saved = yaml.safe_load((out / "config.yaml").read_text())

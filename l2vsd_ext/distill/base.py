@@ -14,6 +14,11 @@ class GuidanceOptions:
     last_layer: bool = False  # L²-VSD tangent only on the last LoRA layer
     lora_steps: int = 1  # γ: LoRA steps per iteration
     esd_lambda: float = 0.0  # ESD: weight of the camera-dropped ε_φ in the score of q
+    lookahead_camera: bool = True  # the lookahead tangent covers the camera MLP too
+    lookahead_direction: str = "sgd"  # sgd: −η g; optimizer: the LoRA optimiser's actual update
+    eta_relative: float | None = None  # κ target: η set each step so |ε_first|/|ε_φ| = this
+    high_order_diagnostics: bool = False  # |ε_high| by both definitions (more forwards)
+    lora_text: str = "plain"  # the score model's text: plain prompt (threestudio) or view-suffixed
 
 
 @dataclass
@@ -63,6 +68,13 @@ class DistillationMode:
     def text(self, ctx: GuidanceContext):
         return self.prompts.get(ctx.view_labels)
 
+    def score_text(self, ctx: GuidanceContext):
+        """The score model's text: the prompt without view suffix (threestudio's VSD), or the
+        view-suffixed one the prior sees."""
+        if self.options.lora_text == "view":
+            return self.text(ctx)[0]
+        return self.prompts.plain(len(ctx.view_labels))
+
     def prior_noise(self, noisy, t, ctx):
         cond, uncond = self.text(ctx)
         return self.prior.predict_noise(noisy, t, cond, uncond, self.options.guidance_scale)
@@ -70,7 +82,7 @@ class DistillationMode:
     @torch.no_grad()
     def score_noise(self, noisy, t, ctx):
         """ε_φ at the current φ, with ESD's camera-dropped mixture when λ > 0."""
-        cond, _ = self.text(ctx)
+        cond = self.score_text(ctx)
         eps = self.score_model.predict_noise(noisy, t, cond, ctx.c2w)
         if self.options.esd_lambda:
             dropped = self.score_model.predict_noise(noisy, t, cond, torch.zeros_like(ctx.c2w))
@@ -78,7 +90,7 @@ class DistillationMode:
         return eps
 
     def lora_steps(self, ctx, n: int):
-        cond, _ = self.text(ctx)
+        cond = self.score_text(ctx)
         loss = 0.0
         for _ in range(n):
             loss = self.score_model.step(ctx.latents, ctx.c2w, cond, self.lora_rng)
@@ -94,7 +106,7 @@ class DistillationMode:
         self.nonfinite_count = n_bad + self.nonfinite_count
         grad = grad.masked_fill(bad, 0.0)
         stats.update(nonfinite=n_bad, t=t.float().mean(), grad_norm=grad.norm(),
-                     eps_phi_norm=eps_model.norm())
+                     eps_phi_norm=eps_model.norm(), signal_norm=(eps_target - eps_model).norm())
         return grad, stats
 
     # -- the interface ------------------------------------------------------------------------

@@ -9,8 +9,9 @@ VIEW_LABELS = ("front", "side", "back", "overhead")
 
 
 class PromptEmbeddings:
-    """Text embeddings of `prompt + ", <view> view"` for each view label, and of the negative
-    prompt, computed once. `get(view_labels)` returns (cond, uncond) batched in that order."""
+    """Text embeddings of `prompt + ", <view> view"` for each view label, of the prompt alone, and
+    of the negative prompt, computed once. `get(view_labels)` returns (cond, uncond) batched in that
+    order; `plain(n)` the prompt without view suffix (what threestudio's VSD gives its LoRA)."""
 
     def __init__(self, prior, prompt: str, negative_prompt: str = "", view_dependent: bool = True):
         if not isinstance(prompt, str) or not prompt.strip():
@@ -19,9 +20,13 @@ class PromptEmbeddings:
         suffixes = [f", {view} view" if view_dependent else "" for view in VIEW_LABELS]
         body = fit_prompt(getattr(prior, "tokenizer", None), prompt, suffixes)
         texts = [body + suffix for suffix in suffixes]
-        embeddings = prior.encode_text(texts + [negative_prompt])
+        embeddings = prior.encode_text(texts + [body, negative_prompt])
         self._cond = {view: embeddings[i] for i, view in enumerate(VIEW_LABELS)}
+        self._plain = embeddings[-2]
         self._uncond = embeddings[-1]
+
+    def plain(self, batch: int) -> torch.Tensor:
+        return self._plain.expand(batch, *self._plain.shape)
 
     def get(self, view_labels) -> tuple[torch.Tensor, torch.Tensor]:
         unknown = set(view_labels) - set(VIEW_LABELS)

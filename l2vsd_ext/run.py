@@ -131,6 +131,11 @@ def write_final_outputs(renderer, config: RunConfig, logger=None) -> dict:
             logger.log_video("turntable", config.steps, frames)
     if config.export_at_end:
         written.update(export_at_end_of_run(renderer, config, frames=frames))
+    from .export.diagnostics import plot_lookahead_norms
+
+    diagnostics = plot_lookahead_norms(config.out)
+    if diagnostics is not None:
+        written["diagnostics"] = diagnostics
     return written
 
 

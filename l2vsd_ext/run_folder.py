@@ -9,7 +9,7 @@ import shutil
 
 CHECKPOINT = "checkpoints/last.pt"
 # Anything here means the folder already holds (part of) a run.
-RUN_FILES = ("config.yaml", "metrics.jsonl", "changes.jsonl")
+RUN_FILES = ("config.yaml", "metrics.jsonl", "changes.jsonl", "diagnostics.png")
 RUN_DIRS = ("checkpoints", "validation", "turntable", "export", "logs")
 
 

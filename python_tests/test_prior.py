@@ -71,7 +71,8 @@ def test_score_model_starts_as_prior_and_learns_without_touching_it(prior):
     noisy, t = torch.randn(1, 4, 8, 8), torch.tensor([300])
     with prior.base_model():
         eps_pre_before = prior.unet_forward(noisy, t, cond)
-    score = LoraScoreModel(prior, rank=4)
+    # with the camera MLP's output at zero (and LoRA B at zero) ε_φ starts as ε_pre
+    score = LoraScoreModel(prior, rank=4, camera_init="zero")
     c2w = torch.randn(1, 4, 4)
     torch.testing.assert_close(score.predict_noise(noisy, t, cond, c2w), eps_pre_before)
     gen = torch.Generator().manual_seed(0)
@@ -83,6 +84,30 @@ def test_score_model_starts_as_prior_and_learns_without_touching_it(prior):
         torch.testing.assert_close(prior.unet_forward(noisy, t, cond), eps_pre_before)
     # after leaving base_model() the adapter and camera embedding are back
     assert not torch.allclose(score.predict_noise(noisy, t, cond, c2w), eps_pre_before)
+
+
+def test_score_model_defaults_are_threestudios(prior):
+    """threestudio's ProlificDreamer VSD: AdamW lr 1e-4, betas (0.9, 0.99), eps 1e-15, weight decay
+    0.01; LoRA A ~ N(0, 1/r²) (diffusers' LoRA layers), B = 0; the camera MLP at PyTorch's init."""
+    score = LoraScoreModel(prior, rank=4)
+    group = score.optimizer.param_groups[0]
+    assert (group["lr"], group["betas"], group["eps"], group["weight_decay"]) == (1e-4, (0.9, 0.99), 1e-15, 0.01)
+    a = torch.cat([p.flatten() for n, p in score.lora_params.items() if "lora_A" in n])
+    b = torch.cat([p.flatten() for n, p in score.lora_params.items() if "lora_B" in n])
+    assert abs(a.std().item() - 0.25) < 0.03 and abs(a.mean().item()) < 0.03
+    assert torch.count_nonzero(b) == 0
+    camera_out = score.camera_params["class_embedding.linear_2.weight"]
+    assert camera_out.abs().max() > 0
+    with pytest.raises(ValueError, match="lora_init"):
+        LoraScoreModel(prior, lora_init="uniform")
+
+
+def test_score_model_legacy_init(prior):
+    """lora_init='kaiming', camera_init='zero': this package's settings before threestudio's."""
+    score = LoraScoreModel(prior, rank=4, lora_init="kaiming", camera_init="zero")
+    a = torch.cat([p.flatten() for n, p in score.lora_params.items() if "lora_A" in n])
+    assert a.std().item() < 0.2
+    assert score.camera_params["class_embedding.linear_2.weight"].abs().max() == 0
 
 
 def test_score_model_state_round_trip(prior):

@@ -227,7 +227,7 @@ def test_help_lists_every_field_with_default_and_meaning():
         flag = "--" + name.replace("_", "-")
         assert flag in text, flag
         assert RunConfig.help_of(name), name
-    assert "--no-export" in text and "tiny-random" in text and "(default: 0.001)" in text
+    assert "--no-export" in text and "tiny-random" in text and "(default: 0.0001)" in text
 
 
 def test_set_overrides_any_field_with_its_type():

@@ -227,6 +227,47 @@ def test_attention_jvp_stable_diffusion_head_dims(device, dtype, d):
         assert_close(out_dot.cpu(), ref[1], dtype)
 
 
+CUDA_ONLY = pytest.mark.skipif(not (torch.cuda.is_available() and cuda_kernels_available()),
+                               reason="needs a CUDA build and GPU")
+
+
+@CUDA_ONLY
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("bh,n,m,d", [
+    (3, 70, 45, 64),    # tiled D=64: rows past one 64-row block, keys past one 32-key tile
+    (2, 130, 300, 64),  # several row blocks and key tiles
+    (5, 33, 77, 40),    # d below the padded 64; cross-attention's 77 keys
+    (2, 67, 50, 17),    # tiled D=32, odd d
+    (2, 35, 70, 80),    # tiled D=96
+    (3, 3, 17, 100),    # tiled D=128 (16-key tiles), n < 4
+    (2, 34, 41, 128),
+    (2, 21, 30, 160),   # per-row kernel (d > 128)
+    (2, 1, 1, 64),      # one query, one key
+])
+def test_attention_jvp_cuda_tiles_match_cpu(dtype, bh, n, m, d):
+    """The CUDA kernels (tiled for d <= 128 in float32/16/bf16, per-row otherwise) against the CPU
+    kernel on the same (rounded) inputs, on tails of every tile dimension."""
+    args64 = attn_case(bh, n, m, d, torch.float64, "cpu", n * 1000 + m + d)
+    args = [t.to(dtype) for t in args64]
+    cpu_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    want = attention_jvp_kernel(*(t.to(cpu_dtype) for t in args), d ** -0.5)
+    got = attention_jvp_kernel(*(t.cuda() for t in args), d ** -0.5)
+    assert_close(got[0].cpu().to(cpu_dtype), want[0], dtype)
+    assert_close(got[1].cpu().to(cpu_dtype), want[1], dtype)
+
+
+@CUDA_ONLY
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_attention_jvp_cuda_more_heads_than_grid_y(dtype):
+    """70000 heads > grid.y's 65535: the kernels fold the heads into a strided loop."""
+    args64 = attn_case(70000, 5, 3, 8, torch.float64, "cpu", 1)
+    args = [t.to(dtype) for t in args64]
+    want = attention_jvp_kernel(*(t.float() for t in args), 8 ** -0.5)
+    got = attention_jvp_kernel(*(t.cuda() for t in args), 8 ** -0.5)
+    assert_close(got[0].cpu().float(), want[0], dtype)
+    assert_close(got[1].cpu().float(), want[1], dtype)
+
+
 def test_attention_function_routes_dual_tensors():
     q, q_dot, k, k_dot, v, v_dot = attn_case(2, 7, 5, 8, torch.float64, "cpu", 9)
     got = torch.func.jvp(lambda a, b, c: attention(a, b, c, 0.4), (q, k, v), (q_dot, k_dot, v_dot))

@@ -308,9 +308,9 @@ def main(argv=None) -> int:
         baseline = args.baseline or (DEFAULT_BASELINE if DEFAULT_BASELINE in cases else None)
         os.makedirs(args.out, exist_ok=True)
         torch.set_num_threads(args.threads)
-        check_prior(args.pretrained)
         check_case_settings(cases, args)
         scorer = distribution_scorer(args)
+        check_prior(args.pretrained)
         from .curves import TruthViews, write_curves
 
         truth_views = TruthViews()

@@ -3,7 +3,8 @@
 
 Each (object, case, seed) is an ordinary run of `python -m l2vsd_ext.run` on the shipped shapes
 prior, in DIR/runs/<object>/<case>/seed<k>; rerunning the command resumes unfinished runs and
-skips scored ones (a run scored by an older version of the bench is re-scored, not retrained).
+skips scored ones (a run scored by an older version of the bench is re-scored, not retrained; a
+larger --steps continues scored runs to the new length).
 Each finished run is scored against its true object (shapes.score), against the prior's own
 samples for its prompt (KID per view, shapes.distribution) and along its validation renders
 (shapes.curves) into shapes_eval.json and shapes_curve.json. DIR/results.csv and DIR/results.md
@@ -290,8 +291,10 @@ def score_case_run(run_dir: str, obj: str, case, seed: int, args, scorer, truth_
     if os.path.isfile(eval_path):
         with open(eval_path) as fh:
             result = json.load(fh)
-    else:
+    if result is None or (args.steps is not None and result.get("steps") != args.steps):
+        # Not trained yet, or scored at another length: --steps N continues it to N (resume).
         run_case(run_dir, obj, case.run_flags(), seed, args)
+        result = None
     if result is None or result.get("eval_version") != EVAL_VERSION:
         result = evaluate_run(run_dir, obj)
     if scorer is not None:

@@ -132,7 +132,8 @@ def aggregate(results: list[dict], out: str, baseline: str | None = None,
         if truth_kid and any(m.startswith("kid") for m in new):
             cells = [_fmt(*mean_std([truth_kid[o].get(m) for o in objects if o in truth_kid]))
                      if m.startswith("kid") else "" for m in new]
-            truth_rows = [f"| truth (the true object) | {len(truth_kid)} | | " + " | ".join(cells) + " |"]
+            n_objects = len([o for o in objects if o in truth_kid])
+            truth_rows = [f"| truth (the true object) | {n_objects} | | " + " | ".join(cells) + " |"]
         lines += ["", "Distribution, front and convergence scores (same layout):", ""]
         lines += _case_table(results, cases, new, truth_rows)
     seeds = sorted({r["seed"] for r in results})

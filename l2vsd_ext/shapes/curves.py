@@ -212,9 +212,11 @@ def write_curves(curves: list[dict], out: str) -> list[str]:
               "front_recovered": "front view nearer true front than true back (fraction)"}
     for name in CURVE_SCORES:
         fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
-        for case, scores in summary.items():
+        for k, (case, scores) in enumerate(summary.items()):
             steps, mean, lo, hi, n = scores[name]
-            line, = ax.plot(steps, mean, marker=".", label=f"{case} ({n} seeds)")
+            # Line styles as well as colours: equal curves (often, early in a run) stay visible.
+            line, = ax.plot(steps, mean, marker=".", linestyle=("-", "--", ":", "-.")[k % 4],
+                            label=f"{case} ({n} seeds)")
             if n > 1:
                 ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set_xlabel("step")

@@ -130,8 +130,10 @@ def aggregate(results: list[dict], out: str, baseline: str | None = None,
     if new:
         truth_rows = []
         if truth_kid and any(m.startswith("kid") for m in new):
-            cells = [_fmt(*mean_std([truth_kid[o].get(m) for o in objects if o in truth_kid]))
-                     if m.startswith("kid") else "" for m in new]
+            # One value per object (the truth has no seeds): the mean over objects, no spread.
+            means = {m: mean_std([truth_kid[o].get(m) for o in objects if o in truth_kid])[0] for m in new}
+            cells = [f"{means[m]:.3g}" if m.startswith("kid") and not math.isnan(means[m]) else ""
+                     for m in new]
             n_objects = len([o for o in objects if o in truth_kid])
             truth_rows = [f"| truth (the true object) | {n_objects} | | " + " | ".join(cells) + " |"]
         lines += ["", "Distribution, front and convergence scores (same layout):", ""]

@@ -56,19 +56,43 @@ def test_bench_end_to_end_and_resume(tmp_path, capsys):
     from l2vsd_ext.shapes.bench import main
 
     out = tmp_path / "bench"
-    argv = ["--modes", "sds", "--objects", "duck", "--seeds", "0", "--steps", "2", "--out", str(out)]
+    argv = ["--modes", "sds", "vsd:lora_lr=2e-3", "--objects", "duck", "--seeds", "0", "--steps", "2",
+            "--val-every", "1", "--kid-samples", "3", "--baseline", "vsd:lora_lr=2e-3", "--out", str(out)]
     assert main(argv) == 0
     run = out / "runs" / "duck" / "sds" / "seed0"
     result = json.loads((run / "shapes_eval.json").read_text())
-    for key in ("psnr", "ssim", "silhouette_iou", "depth_error", "chamfer", "janus", "seconds_per_it"):
+    for key in ("psnr", "ssim", "silhouette_iou", "depth_error", "chamfer", "janus", "seconds_per_it",
+                "front_recovered", "kid", "kid_front", "kid_side", "kid_back", "diag_loss"):
         assert key in result
+    assert result["kid_settings"]["features"] == "random-conv" and result["kid_settings"]["samples"] == 3
+    assert 0 <= result["front_recovered"] <= 1
+    variant = json.loads((out / "runs" / "duck" / "vsd:lora_lr=2e-3" / "seed0" / "shapes_eval.json").read_text())
+    assert variant["mode"] == "vsd" and "diag_lora_loss" in variant
+    curve = json.loads((run / "shapes_curve.json").read_text())
+    assert curve["steps"] == [0, 1, 2] and len(curve["psnr"]) == 3
+    for name in ("psnr", "ssim", "front_recovered"):
+        assert (out / "curves" / f"{name}.png").stat().st_size > 0
+    assert "sds,psnr,2," in (out / "curves.csv").read_text()
+    paired = (out / "paired.csv").read_text()
+    assert paired.startswith("case,baseline,metric,n,mean,sd,lo,hi,up,down,ties,sign_p")
+    assert "sds,vsd:lora_lr=2e-3,psnr,1," in paired
+    assert len(list((out / "prior_samples").glob("duck_*.png"))) == 3
     assert result["held_out_views"] >= 32 and result["steps"] == 2 and result["mode"] == "sds"
     assert 0 <= result["silhouette_iou"] <= 1 and 0 <= result["janus"] <= 1
     assert (out / "results.csv").read_text().startswith("object,case,seeds,psnr_mean,psnr_std")
-    assert "| sds | 1 | 1 |" in (out / "results.md").read_text()
+    text = (out / "results.md").read_text()
+    assert "| sds | 1 | 1 |" in text and "| truth (the true object) | 1 |" in text
+    assert "### sds − vsd:lora_lr=2e-3" in text
     assert (out / "comparison.png").stat().st_size > 0
     lines = (run / "metrics.jsonl").read_text()
     capsys.readouterr()
     assert main(argv) == 0  # scored runs are skipped, not retrained
     assert (run / "metrics.jsonl").read_text() == lines
     assert "duck sds seed 0" in capsys.readouterr().out
+    # A run scored by the older bench (no version, no KID) is re-scored, not retrained.
+    old = {k: v for k, v in result.items() if not k.startswith(("kid", "diag_", "front_", "eval_version"))}
+    (run / "shapes_eval.json").write_text(json.dumps(old))
+    assert main(argv) == 0
+    assert (run / "metrics.jsonl").read_text() == lines
+    rescored = json.loads((run / "shapes_eval.json").read_text())
+    assert rescored["kid"] == pytest.approx(result["kid"]) and rescored["psnr"] == pytest.approx(result["psnr"])

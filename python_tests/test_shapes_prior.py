@@ -86,8 +86,8 @@ def _one_error_line(capsys, code):
 @pytest.mark.parametrize("argv, expected", [
     (["--objects", "hamburger"], "unknown object(s) hamburger"),
     (["--modes", "dreamfusion"], "unknown mode 'dreamfusion'"),
-    (["--modes", "l2vsd+eta=big"], "needs a number"),
-    (["--modes", "vsd+wings"], "unknown variant 'wings'"),
+    (["--modes", "l2vsd+eta=big"], "--eta: expected a float, got 'big'"),
+    (["--modes", "vsd+wings"], "unknown setting 'wings'"),
     (["--pretrained", "/nonexistent/shapes_prior"], "is not a folder"),
 ])
 def test_bench_bad_input(tmp_path, capsys, argv, expected):

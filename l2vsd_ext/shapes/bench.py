@@ -1,14 +1,20 @@
 """The ground-truth benchmark: python -m l2vsd_ext.shapes.bench --modes sds vsd lvsd l2vsd
---objects all --seeds 0 1 --out DIR
+--objects all --seeds 0 1 2 --out DIR
 
-Each (object, mode, seed) is an ordinary run of `python -m l2vsd_ext.run` on the shipped shapes
+Each (object, case, seed) is an ordinary run of `python -m l2vsd_ext.run` on the shipped shapes
 prior, in DIR/runs/<object>/<case>/seed<k>; rerunning the command resumes unfinished runs and
-skips scored ones. Each finished run is scored against its true object (shapes.score) into
-shapes_eval.json; DIR/results.csv and DIR/results.md aggregate them (mean and spread over seeds)
-and DIR/comparison.png shows the truth beside every case from the same cameras.
+skips scored ones (a run scored by an older version of the bench is re-scored, not retrained; a
+larger --steps continues scored runs to the new length).
+Each finished run is scored against its true object (shapes.score), against the prior's own
+samples for its prompt (KID per view, shapes.distribution) and along its validation renders
+(shapes.curves) into shapes_eval.json and shapes_curve.json. DIR/results.csv and DIR/results.md
+aggregate them (mean and spread over seeds), DIR/paired.csv holds every case's paired differences
+against the baseline case with 95 % intervals (shapes.paired), DIR/curves/*.png and
+DIR/curves.csv the convergence curves, and DIR/comparison.png shows the truth beside every case
+from the same cameras.
 
-A case is a mode, optionally with variants: 'l2vsd+last-layer', 'l2vsd+eta=0.1',
-'vsd+esd-lambda=0.5'. --last-layer / --eta / --esd-lambda apply to every case."""
+A case is a mode plus run settings (shapes.cases): 'l2vsd:eta=0.1,last_layer=1', or in the older
+form 'l2vsd+eta=0.1+last-layer'. --last-layer / --eta / --esd-lambda apply to every case."""
 from __future__ import annotations
 
 import argparse
@@ -21,39 +27,20 @@ import torch
 
 from ..checkpoint import atomic_write_bytes
 from ..config import MODES, ConfigError
+from .cases import CaseError, parse_cases
 from .objects import OBJECTS
+from .tables import METRICS, aggregate  # noqa: F401  (METRICS: the original columns, for callers)
 
-METRICS = ("psnr", "ssim", "silhouette_iou", "depth_error", "chamfer", "janus", "seconds_per_it")
-VARIANTS = {"last-layer": "--last-layer", "eta": "--eta", "esd-lambda": "--esd-lambda"}
 EVAL_FILE = "shapes_eval.json"
+# 2: front_recovered, front_margin_db and the metrics.jsonl diagnostics (diag_*) are in the file.
+EVAL_VERSION = 2
+DIAGNOSTICS_TAIL = 0.2  # diagnostics: mean over the last 20 % of a run's steps
+KID_TRUTH_FILE = "kid_truth.json"
+DEFAULT_BASELINE = "vsd"
 
 
 class BenchError(ValueError):
     """Bad input: printed as one line, exit code 2."""
-
-
-def parse_case(spec: str) -> list[str]:
-    """'l2vsd+eta=0.1+last-layer' -> run flags ['--mode', 'l2vsd', '--eta', '0.1', '--last-layer']."""
-    mode, *variants = spec.split("+")
-    if mode not in MODES:
-        raise BenchError(f"--modes: unknown mode '{mode}' in '{spec}' (choose from {', '.join(MODES)})")
-    flags = ["--mode", mode]
-    for variant in variants:
-        name, _, value = variant.partition("=")
-        if name not in VARIANTS:
-            raise BenchError(f"--modes: unknown variant '{name}' in '{spec}' "
-                             f"(choose from {', '.join(VARIANTS)})")
-        if name == "last-layer":
-            if value:
-                raise BenchError(f"--modes: 'last-layer' takes no value in '{spec}'")
-            flags.append(VARIANTS[name])
-        else:
-            try:
-                float(value)
-            except ValueError:
-                raise BenchError(f"--modes: variant '{name}' needs a number, e.g. '{mode}+{name}=0.1'")
-            flags += [VARIANTS[name], value]
-    return flags
 
 
 def resolve_objects(names: list[str]) -> list[str]:
@@ -84,15 +71,58 @@ def run_case(run_dir: str, obj_key: str, case_flags: list[str], seed: int, args)
     from ..run import main as run_main
     from ..trainer import CHECKPOINT
 
-    argv = ["--prompt", OBJECTS[obj_key].prompt, "--pretrained", args.pretrained, "--seed", str(seed),
-            "--out", run_dir, *case_flags, *args.run_flags]
-    if args.steps:
-        argv += ["--steps", str(args.steps)]
+    argv = run_argv(run_dir, obj_key, case_flags, seed, args)
     if os.path.isfile(os.path.join(run_dir, CHECKPOINT)):
         argv.append("--resume")
     code = run_main(argv)
     if code != 0:
         raise BenchError(f"run {run_dir} failed (exit code {code}; its error is printed above)")
+
+
+def run_argv(run_dir: str, obj_key: str, case_flags: list[str], seed: int, args) -> list[str]:
+    argv = ["--prompt", OBJECTS[obj_key].prompt, "--pretrained", args.pretrained, "--seed", str(seed),
+            "--out", run_dir, *case_flags]
+    if args.steps:
+        argv += ["--steps", str(args.steps)]
+    if args.val_every:
+        argv += ["--val-every", str(args.val_every)]
+    return argv
+
+
+def check_case_settings(cases: dict, args) -> None:
+    """Resolves and validates every case's run settings before any run starts, so that a bad
+    combination (e.g. 'sds:last_layer=1') stops the bench with one line."""
+    from ..config import validate
+    from ..run import resolve_config
+
+    for label, case in cases.items():
+        argv = run_argv(os.path.join(args.out, "runs"), next(iter(OBJECTS)), case.run_flags(), 0, args)
+        try:
+            validate(resolve_config(argv), vae_scale_factor=1)
+        except ConfigError as err:
+            raise BenchError(f"--modes: case '{label}': {err}") from err
+
+
+def run_diagnostics(run_dir: str) -> dict:
+    """seconds_per_it (mean over all steps) and, for every other numeric column of metrics.jsonl,
+    diag_<column>: its mean over the run's last 20 % of steps (at least the last record). Read
+    generically: whatever diagnostics the run writes become columns."""
+    with open(os.path.join(run_dir, "metrics.jsonl")) as fh:
+        records = [json.loads(line) for line in fh if line.strip()]
+    seconds = [r["seconds"] for r in records if isinstance(r.get("seconds"), (int, float))]
+    out = {"seconds_per_it": sum(seconds) / max(len(seconds), 1)}
+    if not records:
+        return out
+    last = max(r.get("step", 0) for r in records)
+    tail = [r for r in records if r.get("step", 0) > (1 - DIAGNOSTICS_TAIL) * last] or records[-1:]
+    for key in dict.fromkeys(k for r in tail for k in r):
+        if key in ("step", "seconds"):
+            continue
+        values = [r[key] for r in tail if isinstance(r.get(key), (int, float)) and not isinstance(r[key], bool)]
+        values = [float(v) for v in values if math.isfinite(v)]
+        if values:
+            out[f"diag_{key}"] = sum(values) / len(values)
+    return out
 
 
 def evaluate_run(run_dir: str, obj_key: str) -> dict:
@@ -115,68 +145,44 @@ def evaluate_run(run_dir: str, obj_key: str) -> dict:
     if mesh is not None and len(mesh.faces) == 0:
         mesh = None
     result = score_renderer(renderer, OBJECTS[obj_key], mesh=mesh)
-    seconds = []
-    with open(os.path.join(run_dir, "metrics.jsonl")) as fh:
-        seconds = [json.loads(line)["seconds"] for line in fh if line.strip()]
     result.update(object=obj_key, prompt=OBJECTS[obj_key].prompt, mode=config.mode, seed=config.seed,
-                  steps=step, seconds_per_it=sum(seconds) / max(len(seconds), 1),
-                  eta=config.eta, last_layer=config.last_layer, esd_lambda=config.esd_lambda)
+                  steps=step, eta=config.eta, last_layer=config.last_layer,
+                  esd_lambda=config.esd_lambda, eval_version=EVAL_VERSION, **run_diagnostics(run_dir))
     atomic_write_bytes(os.path.join(run_dir, EVAL_FILE), json.dumps(result, indent=2).encode())
     return result
 
 
-def _mean_std(values):
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    if not values:
-        return math.nan, math.nan
-    mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return mean, std
+def add_distribution_scores(run_dir: str, result: dict, scorer) -> dict:
+    """result with KID per view (shapes.distribution) added and saved, unless it already holds
+    them under the same settings."""
+    from ..export import open_run
+
+    settings = scorer.settings()
+    if result.get("kid_settings") == settings:
+        return result
+    result = {**result, **scorer.score(open_run(run_dir)[0], result["object"]), "kid_settings": settings}
+    atomic_write_bytes(os.path.join(run_dir, EVAL_FILE), json.dumps(result, indent=2).encode())
+    return result
 
 
-def aggregate(results: list[dict], out: str) -> str:
-    """results.csv (per object and case: mean and std over seeds) and results.md (the same, plus
-    the mean over objects per case, its spread taken over seeds)."""
-    import csv
+def truth_kid(out: str, objects: list[str], scorer) -> dict:
+    """{object: KID scores of the true object}, cached in OUT/kid_truth.json per settings."""
+    from .distribution import truth_kid_scores
 
-    cases = list(dict.fromkeys(r["case"] for r in results))
-    objects = list(dict.fromkeys(r["object"] for r in results))
-    rows = []
-    for obj in objects:
-        for case in cases:
-            runs = [r for r in results if r["object"] == obj and r["case"] == case]
-            if not runs:
-                continue
-            row = {"object": obj, "case": case, "seeds": len(runs)}
-            for m in METRICS:
-                row[f"{m}_mean"], row[f"{m}_std"] = _mean_std([r[m] for r in runs])
-            rows.append(row)
-    with open(os.path.join(out, "results.csv"), "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-    fmt = lambda m, s: "n/a" if math.isnan(m) else f"{m:.3g} ± {s:.2g}"
-    lines = ["| case | objects | runs | " + " | ".join(METRICS) + " |",
-             "|---" * (len(METRICS) + 3) + "|"]
-    for case in cases:
-        runs = [r for r in results if r["case"] == case]
-        seeds = sorted({r["seed"] for r in runs})
-        cells = []
-        for m in METRICS:  # mean over objects for each seed, then mean and spread over seeds
-            per_seed = [_mean_std([r[m] for r in runs if r["seed"] == s])[0] for s in seeds]
-            cells.append(fmt(*_mean_std(per_seed)))
-        lines.append(f"| {case} | {len({r['object'] for r in runs})} | {len(runs)} | " +
-                     " | ".join(cells) + " |")
-    lines += ["", "| object | case | seeds | " + " | ".join(METRICS) + " |",
-              "|---" * (len(METRICS) + 3) + "|"]
-    for row in rows:
-        lines.append(f"| {row['object']} | {row['case']} | {row['seeds']} | " + " | ".join(
-            fmt(row[f"{m}_mean"], row[f"{m}_std"]) for m in METRICS) + " |")
-    text = "\n".join(lines) + "\n"
-    with open(os.path.join(out, "results.md"), "w") as fh:
-        fh.write(text)
-    return text
+    path = os.path.join(out, KID_TRUTH_FILE)
+    saved = {}
+    if os.path.isfile(path):
+        with open(path) as fh:
+            data = json.load(fh)
+        if data.get("settings") == scorer.settings():
+            saved = data.get("objects", {})
+    missing = [o for o in objects if o not in saved]
+    for obj in missing:
+        saved[obj] = truth_kid_scores(scorer, obj)
+    if missing:
+        atomic_write_bytes(path, json.dumps({"settings": scorer.settings(), "objects": saved},
+                                            indent=2).encode())
+    return saved
 
 
 @torch.no_grad()
@@ -212,13 +218,26 @@ def comparison_picture(out: str, objects: list[str], cases: list[str], seed: int
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m l2vsd_ext.shapes.bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--modes", nargs="+", default=list(MODES),
-                   help="cases: modes, optionally with +last-layer, +eta=X, +esd-lambda=X")
+    p.add_argument("--modes", nargs="+", default=list(MODES), metavar="CASE",
+                   help="cases: a mode, optionally with run settings: 'l2vsd:eta=0.1,last_layer=1' "
+                        "(any setting of python -m l2vsd_ext.run by its field name) or the older "
+                        "'l2vsd+eta=0.1+last-layer'")
     p.add_argument("--objects", nargs="+", default=["all"], help=f"'all' or some of: {', '.join(OBJECTS)}")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2],
+                   help="seeds per object and case (default 0 1 2; paired intervals need >= 3)")
+    p.add_argument("--baseline", help=f"the case every other case is compared with, pair by pair "
+                                      f"(default: {DEFAULT_BASELINE} when it is among the cases)")
     p.add_argument("--out", required=True, help="benchmark folder")
     p.add_argument("--steps", type=int, help="iterations per run (default: the shapes prior's run default)")
+    p.add_argument("--val-every", type=int,
+                   help="validation renders (the convergence curves' points) every N steps "
+                        "(default: the run's, 100 on the shapes prior)")
     p.add_argument("--pretrained", default="shapes", help="prior: 'shapes' (shipped) or a folder")
+    p.add_argument("--kid-features", default="random-conv", choices=("random-conv", "inception", "none"),
+                   help="features for the KID against the prior's samples (inception: only with its "
+                        "weights already on this machine; none: no KID)")
+    p.add_argument("--kid-samples", type=int, default=32,
+                   help="prior samples, and run renders, per object and view for the KID")
     p.add_argument("--last-layer", action="store_true", help="every case: L²-VSD last-layer tangent")
     p.add_argument("--eta", type=float, help="every case: L²-VSD lookahead step")
     p.add_argument("--esd-lambda", type=float, help="every case: ESD weight (vsd, l2vsd)")
@@ -227,37 +246,97 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_args(args) -> dict:
+    """Checks the numbers and returns the cases ({label: Case})."""
+    for name, low in (("steps", 1), ("val_every", 1), ("threads", 1), ("kid_samples", 2)):
+        value = getattr(args, name)
+        if value is not None and value < low:
+            raise BenchError(f"--{name.replace('_', '-')}: must be >= {low}, got {value}")
+    if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
+        raise BenchError(f"--seeds: must be distinct and >= 0, got {' '.join(map(str, args.seeds))}")
+    extra = {**({"last_layer": "true"} if args.last_layer else {}),
+             **({"eta": repr(args.eta)} if args.eta is not None else {}),
+             **({"esd_lambda": repr(args.esd_lambda)} if args.esd_lambda is not None else {})}
+    try:
+        cases = parse_cases(args.modes, extra)
+    except CaseError as err:
+        raise BenchError(str(err)) from err
+    if args.baseline is not None and args.baseline not in cases:
+        raise BenchError(f"--baseline: '{args.baseline}' is not one of the cases ({', '.join(cases)})")
+    return cases
+
+
+def distribution_scorer(args):
+    """The KID scorer, or None with --kid-features none."""
+    if args.kid_features == "none":
+        return None
+    from ..eval.clip_model import ModelUnavailable
+    from .distribution import DistributionScorer, PriorSamples
+    from .kid import feature_extractor
+
+    try:
+        extractor = feature_extractor(args.kid_features)
+    except ModelUnavailable as err:
+        raise BenchError(str(err).splitlines()[0]) from err
+    samples = PriorSamples(os.path.join(args.out, "prior_samples"), args.pretrained, args.kid_samples)
+    return DistributionScorer(samples, extractor)
+
+
+def score_case_run(run_dir: str, obj: str, case, seed: int, args, scorer, truth_views) -> tuple[dict, dict]:
+    """Trains the run unless it is scored, then (re)scores what is missing; (result, curve)."""
+    from .curves import run_curve, threshold_columns
+
+    eval_path = os.path.join(run_dir, EVAL_FILE)
+    result = None
+    if os.path.isfile(eval_path):
+        with open(eval_path) as fh:
+            result = json.load(fh)
+    if result is None or (args.steps is not None and result.get("steps") != args.steps):
+        # Not trained yet, or scored at another length: --steps N continues it to N (resume).
+        run_case(run_dir, obj, case.run_flags(), seed, args)
+        result = None
+    if result is None or result.get("eval_version") != EVAL_VERSION:
+        result = evaluate_run(run_dir, obj)
+    if scorer is not None:
+        result = add_distribution_scores(run_dir, result, scorer)
+    curve = run_curve(run_dir, obj, truth_views)
+    return {**result, **threshold_columns(curve), "case": case.label}, {**curve, "case": case.label, "seed": seed}
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         objects = resolve_objects(args.objects)
-        cases = {spec: parse_case(spec) for spec in dict.fromkeys(args.modes)}
-        if args.steps is not None and args.steps < 1:
-            raise BenchError(f"--steps: must be >= 1, got {args.steps}")
-        if args.threads < 1:
-            raise BenchError(f"--threads: must be >= 1, got {args.threads}")
-        args.run_flags = (["--last-layer"] if args.last_layer else []) + \
-            (["--eta", str(args.eta)] if args.eta is not None else []) + \
-            (["--esd-lambda", str(args.esd_lambda)] if args.esd_lambda is not None else [])
+        cases = check_args(args)
+        baseline = args.baseline or (DEFAULT_BASELINE if DEFAULT_BASELINE in cases else None)
         os.makedirs(args.out, exist_ok=True)
         torch.set_num_threads(args.threads)
+        check_case_settings(cases, args)
+        scorer = distribution_scorer(args)
         check_prior(args.pretrained)
-        results = []
+        from .curves import TruthViews, write_curves
+
+        truth_views = TruthViews()
+        results, curves = [], []
         # Seed-major, then object, then case: a partial table already compares every case.
         for seed in args.seeds:
             for obj in objects:
-                for spec, flags in cases.items():
-                    run_dir = os.path.join(args.out, "runs", obj, spec, f"seed{seed}")
-                    eval_path = os.path.join(run_dir, EVAL_FILE)
-                    if not os.path.isfile(eval_path):
-                        run_case(run_dir, obj, flags, seed, args)
-                        evaluate_run(run_dir, obj)
-                    with open(eval_path) as fh:
-                        results.append({**json.load(fh), "case": spec})
-                    print(f"shapes.bench: {obj} {spec} seed {seed}: "
-                          f"PSNR {results[-1]['psnr']:.2f} IoU {results[-1]['silhouette_iou']:.3f}",
+                for label, case in cases.items():
+                    run_dir = os.path.join(args.out, "runs", obj, label, f"seed{seed}")
+                    result, curve = score_case_run(run_dir, obj, case, seed, args, scorer, truth_views)
+                    results.append(result)
+                    curves.append(curve)
+                    kid = f" KID {result['kid']:.3g}" if "kid" in result else ""
+                    print(f"shapes.bench: {obj} {label} seed {seed}: PSNR {result['psnr']:.2f} "
+                          f"IoU {result['silhouette_iou']:.3f} front {result['front_recovered']:.2f}{kid}",
                           flush=True)
-        print(aggregate(results, args.out))
+        reference = truth_kid(args.out, objects, scorer) if scorer is not None else None
+        print(aggregate(results, args.out, baseline, reference))
+        if baseline is None:
+            print(f"no paired differences: the baseline '{DEFAULT_BASELINE}' is not among the cases "
+                  "(add it, or name another with --baseline)")
+        for path in write_curves(curves, args.out):
+            print(f"curve: {path}")
         print(f"comparison picture: {comparison_picture(args.out, objects, list(cases), args.seeds[0])}")
     except (BenchError, ConfigError) as err:
         print(f"l2vsd_ext.shapes.bench: error: {err}", file=sys.stderr)

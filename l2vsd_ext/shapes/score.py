@@ -1,6 +1,6 @@
 """Scores a scene (a run's renderer) against the true object from held-out cameras: RGB PSNR and
-SSIM, silhouette IoU, depth error, Chamfer distance of its mesh to the true surface, and a Janus
-score. Both are drawn over white: the run's learned background is replaced, so only the object
+SSIM, silhouette IoU, depth error, Chamfer distance of its mesh to the true surface, a Janus
+score and its mirror image, the front-recovered score. Both are drawn over white: the run's learned background is replaced, so only the object
 is compared."""
 from __future__ import annotations
 
@@ -86,6 +86,21 @@ def janus_score(rgb: torch.Tensor, truth_rgb: torch.Tensor, cams: CameraBatch) -
             "janus_margin_db": float((to_front - to_true).mean())}
 
 
+def front_recovered_score(rgb: torch.Tensor, truth_rgb: torch.Tensor, cams: CameraBatch) -> dict:
+    """Janus's question turned around, over the front views: the fraction whose render is closer
+    (PSNR) to the true front than to the true back seen from the mirror camera (azimuth a ->
+    180 - a, mirrored back, either way round), and the mean margin in dB. A run that drew the
+    object's face scores 1; a featureless body whose front looks like its plain back scores 0."""
+    front = [i for i, v in enumerate(cams.view_labels) if v == "front"]
+    if not front:
+        return {"front_recovered": math.nan, "front_margin_db": math.nan}
+    backs = mirrored_front_views(truth_rgb, cams)[front]
+    to_back = torch.maximum(psnr(rgb[front], backs), psnr(rgb[front], backs.flip(-1)))
+    to_true = psnr(rgb[front], truth_rgb[front])
+    return {"front_recovered": float((to_true > to_back).float().mean()),
+            "front_margin_db": float((to_true - to_back).mean())}
+
+
 def true_surface_points(obj, n: int = SURFACE_POINTS, seed: int = 0) -> torch.Tensor:
     """Points on the true surface: the SDF's zero set, from a fine marching-cubes mesh."""
     from ..export import extract_mesh
@@ -118,6 +133,7 @@ def score_renderer(renderer, obj, mesh=None, truth: dict | None = None,
         "silhouette_iou": silhouette_iou(ours["opacity"], truth["opacity"]),
         "depth_error": depth_error,
         **janus_score(ours["rgb"], truth["rgb"], cams),
+        **front_recovered_score(ours["rgb"], truth["rgb"], cams),
         "held_out_views": cams.batch_size,
     }
     result["chamfer"] = (chamfer_distance(surface_samples(mesh), true_surface_points(obj))

@@ -60,3 +60,61 @@ def test_renderer_background_follows_the_config(kind, cls):
     assert background.random_probability == 0.25
     if kind == "white":
         assert torch.equal(background.eval()(torch.randn(5, 3)), torch.ones(5, 3))
+
+
+# ---- mesh regularisers ----
+
+from l2vsd_ext.scene.regularizers import mesh_laplacian_smoothing, mesh_normal_consistency
+
+
+def _grid_mesh(n=5, bump=0.0, dtype=torch.float64):
+    """An n x n vertex plane in z = 0 (two triangles per cell), the centre vertex raised by bump."""
+    ys, xs = torch.meshgrid(torch.arange(n, dtype=dtype), torch.arange(n, dtype=dtype), indexing="ij")
+    v = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.zeros(n * n, dtype=dtype)], -1)
+    v[(n // 2) * n + n // 2, 2] = bump
+    faces = []
+    for i in range(n - 1):
+        for j in range(n - 1):
+            a, b, c, d = i * n + j, i * n + j + 1, (i + 1) * n + j, (i + 1) * n + j + 1
+            faces += [[a, b, d], [a, d, c]]
+    return v, torch.tensor(faces)
+
+
+def test_normal_consistency_is_zero_on_a_plane_and_matches_a_hand_value():
+    v, f = _grid_mesh()
+    assert mesh_normal_consistency(v, f).item() == pytest.approx(0.0, abs=1e-12)
+    # two triangles folded by 90 degrees along their shared edge: 1 - cos 90 = 1
+    v2 = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=torch.float64)
+    f2 = torch.tensor([[0, 1, 2], [0, 3, 1]])
+    assert mesh_normal_consistency(v2, f2).item() == pytest.approx(1.0, abs=1e-12)
+
+
+def test_normal_consistency_gradient_flattens_a_bump():
+    v, f = _grid_mesh(bump=0.3)
+    v.requires_grad_()
+    loss = mesh_normal_consistency(v, f)
+    loss.backward()
+    centre = (5 // 2) * 5 + 5 // 2
+    assert loss.item() > 0 and v.grad[centre, 2] > 0          # descent lowers the bump
+    assert torch.autograd.gradcheck(mesh_normal_consistency, (v.detach().clone().requires_grad_(), f))
+
+
+def test_laplacian_is_zero_on_a_regular_interior_and_pulls_a_bump_down():
+    v, f = _grid_mesh(n=3, bump=0.5)
+    # only the centre vertex is interior: its neighbours average to z = 0, so |L| = 0.5 there
+    v.requires_grad_()
+    loss = mesh_laplacian_smoothing(v, f)
+    centre = 4
+    nbrs = [1, 3, 5, 7, 0, 8]                                 # edges of the split grid
+    lap_c = (v.detach()[nbrs].mean(0) - v.detach()[centre]).norm()
+    assert lap_c.item() == pytest.approx(0.5, abs=1e-12)
+    loss.backward()
+    assert v.grad[centre, 2] > 0
+    assert torch.autograd.gradcheck(mesh_laplacian_smoothing,
+                                    (v.detach().clone().requires_grad_(), f))
+
+
+def test_laplacian_value_on_one_triangle():
+    v = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0]], dtype=torch.float64)
+    want = (0.5 ** 0.5 + 2 * 1.25 ** 0.5) / 3
+    assert mesh_laplacian_smoothing(v, torch.tensor([[0, 1, 2]])).item() == pytest.approx(want, rel=1e-12)

@@ -10,4 +10,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   l2vsd::register_lora_linear(m);
   l2vsd::register_attention_jvp(m);
   l2vsd::register_norm_jvp(m);
+  l2vsd::register_rasterize(m);
 }

@@ -11,4 +11,5 @@ void register_raymarch(pybind11::module& m);
 void register_lora_linear(pybind11::module& m);
 void register_attention_jvp(pybind11::module& m);
 void register_norm_jvp(pybind11::module& m);
+void register_rasterize(pybind11::module& m);
 }  // namespace l2vsd

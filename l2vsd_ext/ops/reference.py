@@ -198,3 +198,118 @@ def layer_norm_jvp(x, x_dot, normalized_shape, weight, bias, eps):
     return torch.func.jvp(
         lambda x_: torch.nn.functional.layer_norm(x_, tuple(normalized_shape), weight, bias, eps),
         (x,), (x_dot,))
+
+
+# ---------------------------------------------------------------------------------------------
+# Rasterization (conventions in l2vsd_ext/ops/rasterize.py): dense pixels x triangles
+# ---------------------------------------------------------------------------------------------
+
+def _pixel_ndc(n, like):
+    return (2 * torch.arange(n, dtype=like.dtype, device=like.device) + 1) / n - 1
+
+
+def rasterize_reference(pos, tri, height, width, near_w=1e-4):
+    """(tri_id, bary, depth) by testing every pixel against every triangle; pos (B, V, 4)."""
+    tri = tri.long()
+    B, F = pos.shape[0], tri.shape[0]
+    ys, xs = _pixel_ndc(height, pos), _pixel_ndc(width, pos)
+    X = xs[None, :].expand(height, width).reshape(-1)
+    Y = ys[:, None].expand(height, width).reshape(-1)
+    ids, barys, depths = [], [], []
+    for b in range(B):
+        v = pos[b][tri]                                            # (F, 3, 4)
+        c = v[..., [0, 1, 3]]                                      # (F, 3, 3): (x, y, w)
+        z = v[..., 2]
+        e = torch.stack([torch.linalg.cross(c[:, (i + 1) % 3], c[:, (i + 2) % 3]) for i in range(3)], 1)
+        det = (e[:, 0] * c[:, 0]).sum(-1)
+        ok = (v[..., 3] > near_w).all(-1) & (det != 0) & torch.isfinite(v).all(-1).all(-1)
+        u = e[None, :, :, 0] * X[:, None, None] + e[None, :, :, 1] * Y[:, None, None] + e[None, :, :, 2]
+        s = u.sum(-1, keepdim=True)                                # (P, F, 1)
+        bc = u / s
+        zc = (bc * z[None]).sum(-1)
+        wc = (bc * c[None, :, :, 2]).sum(-1)
+        d = zc / wc
+        inside = ok[None] & (s[..., 0] != 0) & (bc >= 0).all(-1) & torch.isfinite(d)
+        key = torch.where(inside, d.detach().float(), torch.full_like(d, float("inf"), dtype=torch.float32))
+        best = torch.argmin(key, dim=1)                            # first (smallest id) on ties
+        hit = inside.gather(1, best[:, None])[:, 0]
+        pix = torch.arange(X.shape[0], device=pos.device)
+        b_best = torch.where(hit[:, None], bc[pix, best], torch.zeros_like(bc[:, 0]))
+        d_best = torch.where(hit, d[pix, best], torch.zeros_like(d[:, 0]))
+        ids.append(torch.where(hit, best, torch.full_like(best, -1)).to(torch.int32).reshape(height, width))
+        barys.append(b_best.reshape(height, width, 3))
+        depths.append(d_best.reshape(height, width))
+    return torch.stack(ids), torch.stack(barys), torch.stack(depths)
+
+
+def interpolate_reference(attr, tri_id, bary, tri):
+    """attr (B or 1, V, C) at pixels: sum_i bary_i attr[tri[id, i]], zero where id = -1."""
+    tri = tri.long()
+    B, H, W = tri_id.shape
+    attr = attr.expand(B, -1, -1)
+    hit = tri_id >= 0
+    verts = tri[tri_id.clamp_min(0).long()]                        # (B, H, W, 3)
+    gathered = torch.stack([attr[b][verts[b]] for b in range(B)])  # (B, H, W, 3, C)
+    out = (bary[..., None] * gathered).sum(-2)
+    return torch.where(hit[..., None], out, torch.zeros_like(out))
+
+
+def antialias_reference(color, pos, tri, neighbors, tri_id, depth, near_w=1e-4):
+    """The antialias op's pair analysis and blending (see ops/rasterize.py), vectorised over
+    pixel pairs; autograd gives the gradients to color and pos."""
+    tri, neighbors = tri.long(), neighbors.long()
+    B, H, W, C = color.shape
+    outs = []
+    for b in range(B):
+        p4 = pos[b]
+        inv = 1 / p4[:, 3]
+        sx = ((p4[:, 0] * inv + 1) * W - 1) / 2
+        sy = ((p4[:, 1] * inv + 1) * H - 1) / 2
+        v = tri
+        orient = ((sx[v[:, 1]] - sx[v[:, 0]]) * (sy[v[:, 2]] - sy[v[:, 0]])
+                  - (sy[v[:, 1]] - sy[v[:, 0]]) * (sx[v[:, 2]] - sx[v[:, 0]])).detach()
+        valid = (p4[:, 3] > near_w)[tri].all(-1)
+        ids = tri_id[b].reshape(-1).long()
+        dep = depth[b].reshape(-1)
+        col = color[b].reshape(-1, C)
+        out = col
+        for axis in (0, 1):
+            py, px = torch.meshgrid(torch.arange(H, device=pos.device),
+                                    torch.arange(W, device=pos.device), indexing="ij")
+            keep = (px + 1 < W) if axis == 0 else (py + 1 < H)
+            p = (py * W + px)[keep]
+            q = p + (1 if axis == 0 else W)
+            tp, tq = ids[p], ids[q]
+            differ = tp != tq
+            p_front = (tq < 0) | ((tp >= 0) & ((dep[p] < dep[q]) | ((dep[p] == dep[q]) & (tp < tq))))
+            front = torch.where(p_front, p, q)
+            other = torch.where(p_front, q, p)
+            t = torch.where(p_front, tp, tq).clamp_min(0)
+            fixed = (p // W if axis == 0 else p % W).to(pos.dtype)
+            start = (front % W if axis == 0 else front // W).to(pos.dtype)
+            direction = torch.where(p_front, 1.0, -1.0).to(pos.dtype)
+            found = torch.zeros_like(differ)
+            s_all = torch.zeros(p.shape, dtype=pos.dtype, device=pos.device)
+            for k in range(3):
+                va, vb = tri[t, k], tri[t, (k + 1) % 3]
+                nb = neighbors[t, k]
+                nbc = nb.clamp_min(0)
+                sil = (nb < 0) | ~valid[nbc] | ((orient[nbc] > 0) != (orient[t] > 0))
+                a_al, b_al = (sx[va], sx[vb]) if axis == 0 else (sy[va], sy[vb])
+                a_ac, b_ac = (sy[va], sy[vb]) if axis == 0 else (sx[va], sx[vb])
+                d_ac, d_al = b_ac - a_ac, b_al - a_al
+                steep = (d_ac.abs() >= d_al.abs()) if axis == 0 else (d_ac.abs() > d_al.abs())
+                within = (fixed >= torch.minimum(a_ac, b_ac)) & (fixed <= torch.maximum(a_ac, b_ac))
+                safe = torch.where(d_ac == 0, torch.ones_like(d_ac), d_ac)
+                cross = a_al + (fixed - a_ac) * (d_al / safe)
+                s = (cross - start) * direction
+                ok = differ & ~found & sil & steep & within & (d_ac != 0) & (s >= 0) & (s <= 1)
+                s_all = torch.where(ok, s, s_all)
+                found = found | ok
+            past = s_all > 0.5
+            target = torch.where(past, other, front)[found]
+            source = torch.where(past, front, other)[found]
+            weight = torch.where(past, s_all - 0.5, 0.5 - s_all)[found]
+            out = out.index_add(0, target, weight[:, None] * (col[source] - col[target]))
+        outs.append(out.reshape(H, W, C))
+    return torch.stack(outs)

@@ -29,3 +29,47 @@ def silhouette_regularization(opacity: torch.Tensor, sparsity_weight: float,
     if entropy_weight:
         terms.append(entropy_weight * opacity_entropy(opacity))
     return sum(terms) if terms else None
+
+
+# ---- mesh regularisers (stage 2: threestudio's normal consistency and Laplacian smoothing) ----
+
+def _face_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    v = vertices[faces]
+    return torch.linalg.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])
+
+
+def mesh_normal_consistency(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Mean over interior edges of 1 - cos(angle between the normals of the two faces sharing
+    it): 0 on a plane, growing with creases. Edges shared by one face only are left out."""
+    from ..ops.rasterize import triangle_neighbors
+
+    faces = faces.long()
+    if faces.numel() == 0:
+        return vertices.sum() * 0
+    neighbors = triangle_neighbors(faces).long()
+    t = torch.arange(faces.shape[0], device=faces.device)[:, None].expand_as(neighbors)
+    pair = neighbors > t                                      # each interior edge once
+    if not bool(pair.any()):
+        return vertices.sum() * 0
+    n = _face_normals(vertices, faces)
+    cos = torch.nn.functional.cosine_similarity(n[t[pair]], n[neighbors[pair]], dim=-1, eps=1e-12)
+    return (1 - cos).mean()
+
+
+def mesh_laplacian_smoothing(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Uniform Laplacian: mean over vertices of |mean of the edge neighbours - vertex| (the
+    pytorch3d / threestudio "uniform" form). Vertices on no face are left out."""
+    faces = faces.long()
+    if faces.numel() == 0:
+        return vertices.sum() * 0
+    e = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    e = torch.unique(torch.sort(e, dim=1).values, dim=0)      # each undirected edge once
+    src = torch.cat([e[:, 0], e[:, 1]])
+    dst = torch.cat([e[:, 1], e[:, 0]])
+    n = vertices.shape[0]
+    degree = torch.zeros(n, dtype=vertices.dtype, device=vertices.device).index_add_(
+        0, src, torch.ones_like(src, dtype=vertices.dtype))
+    summed = torch.zeros_like(vertices).index_add(0, src, vertices[dst])
+    used = degree > 0
+    lap = summed[used] / degree[used, None] - vertices[used]
+    return lap.norm(dim=-1).mean()

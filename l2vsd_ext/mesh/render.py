@@ -1,0 +1,57 @@
+"""Differentiable mesh renders over the rasterize ops, in the cameras' conventions (z-up world,
+OpenGL camera axes, camera_rays' focal length, images top row first): antialiased silhouette,
+world-space normal map and depth. Silhouette gradients reach the vertices through antialias."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..ops.rasterize import antialias, interpolate, rasterize, triangle_neighbors
+
+
+def clip_positions(vertices: torch.Tensor, c2w: torch.Tensor, fovy_deg: torch.Tensor,
+                   height: int, width: int, near: float = 0.05, far: float = 100.0) -> torch.Tensor:
+    """(B, M, 4) OpenGL clip coordinates of world points (M, 3) for cameras c2w (B, 4, 4) with
+    vertical field of view fovy_deg (B,); the same pinhole as scene.cameras.camera_rays."""
+    w2c = torch.linalg.inv(c2w.to(vertices.dtype))
+    cam = torch.einsum("bij,mj->bmi", w2c[:, :3, :3], vertices) + w2c[:, None, :3, 3]
+    f = 1.0 / torch.tan(0.5 * torch.deg2rad(fovy_deg.to(vertices.dtype)))     # NDC focal
+    x = cam[..., 0] * (f * height / width)[:, None]
+    y = cam[..., 1] * f[:, None]
+    z_cam = cam[..., 2]
+    z = z_cam * ((far + near) / (near - far)) + 2 * far * near / (near - far)
+    return torch.stack([x, y, z, -z_cam], dim=-1)
+
+
+def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Area-weighted mean of the adjacent face normals, unit length."""
+    v = vertices[faces]
+    n = torch.linalg.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])
+    acc = torch.zeros_like(vertices)
+    for k in range(3):
+        acc = acc.index_add(0, faces[:, k], n)
+    return torch.nn.functional.normalize(acc, dim=-1, eps=1e-12)
+
+
+@dataclass
+class MeshRender:
+    mask: torch.Tensor     # (B, H, W, 1) antialiased coverage in [0, 1]
+    normal: torch.Tensor   # (B, H, W, 3) world normals mapped to [0, 1], background 0
+    tri_id: torch.Tensor   # (B, H, W) visible triangle, -1 for none
+
+
+def render_mesh(vertices: torch.Tensor, faces: torch.Tensor, c2w: torch.Tensor,
+                fovy_deg: torch.Tensor, height: int, width: int, near: float = 0.05) -> MeshRender:
+    faces = faces.to(torch.int32)
+    pos = clip_positions(vertices, c2w, fovy_deg, height, width, near=near)
+    rast = rasterize(pos, faces, height, width)
+    neighbors = triangle_neighbors(faces)
+    covered = (rast.tri_id >= 0).to(vertices.dtype)[..., None]
+    normals = interpolate(vertex_normals(vertices, faces.long()), rast, faces)
+    normals = torch.nn.functional.normalize(normals, dim=-1, eps=1e-12)
+    shaded = (0.5 * (normals + 1)) * covered
+    both = antialias(torch.cat([covered, shaded], dim=-1), rast, pos, faces, neighbors)
+    # rasterize's row 0 is at the bottom (NDC y = -1); images here are top row first
+    both = both.flip(1)
+    return MeshRender(mask=both[..., :1], normal=both[..., 1:], tri_id=rast.tri_id.flip(1))

@@ -2,8 +2,8 @@
 
 CPU kernels (OpenMP) are always compiled. CUDA kernels are added when the torch in use is a CUDA
 build and nvcc is found (L2VSD_FORCE_CPU=1 turns them off). The architecture list defaults to
-csrc/cuda_archs.txt (8.0, 8.6, 8.9, 9.0 + PTX: A100, RTX 30xx/A10/A40, RTX 40xx/L4/L40, H100, and
-newer cards through the PTX), never to a visible GPU (torch's automatic choice needs one);
+csrc/cuda_archs.txt (7.5, 8.0, 8.6, 8.9, 9.0 + PTX: T4/RTX 20xx, A100, RTX 30xx/A10/A40, RTX
+40xx/L4/L40, H100, and newer cards through the PTX), never to a visible GPU (torch's automatic choice needs one);
 TORCH_CUDA_ARCH_LIST overrides it. CMakeLists.txt reads the same file.
 """
 import glob

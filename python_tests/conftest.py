@@ -14,8 +14,6 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from l2vsd_ext._ext import cuda_kernels_available  # noqa: E402
-
 
 # One seed per session, printed in the summary; L2VSD_TEST_SEED=<seed> replays a run.
 SESSION_SEED = int(os.environ.get("L2VSD_TEST_SEED", secrets.randbelow(2**31)))
@@ -37,13 +35,7 @@ def _seed_global_rngs(request):
     random.seed(seed)
 
 
-def _cuda_ready():
-    return torch.cuda.is_available() and cuda_kernels_available()
-
-
-CUDA_SKIP_REASON = "needs a GPU and an extension built with CUDA kernels"
-requires_cuda = pytest.mark.skipif(not _cuda_ready(), reason=CUDA_SKIP_REASON)
-DEVICES = ["cpu", pytest.param("cuda", marks=requires_cuda)]
+from cuda_skip import DEVICES  # noqa: E402  (GPU and a CUDA build, see cuda_skip.py)
 
 
 @pytest.fixture(params=DEVICES)

@@ -1,9 +1,7 @@
 """Shared helpers for the rendering tests: devices and random packed sample sets."""
-import pytest
 import torch
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs a CUDA GPU"))]
+from cuda_skip import DEVICES  # noqa: F401  (re-exported: the rendering tests import it from here)
 
 
 def random_packed(counts, dtype=torch.float64, device="cpu", seed=0, sigma_scale=3.0):

@@ -10,6 +10,8 @@ from l2vsd_ext.ops import HashGridEncoding, hashgrid_encode, hashgrid_layout
 from l2vsd_ext.ops import reference
 from l2vsd_ext.ops.hashgrid import HashGridConfig
 
+from cuda_skip import requires_cuda
+
 SMALL = HashGridConfig(n_input_dims=3, n_levels=4, n_features_per_level=2, log2_hashmap_size=8,
                        base_resolution=4, per_level_scale=1.8)
 
@@ -231,3 +233,33 @@ def test_cuda_half_table_matches_float_reference():
     assert out.dtype == torch.float16
     torch.testing.assert_close(out.float(), reference_encode(x, params.half().float(), config),
                                rtol=2e-2, atol=2e-2)
+
+
+def test_huge_resolutions_are_refused_with_the_arguments_named():
+    # 16 * 2^31 cells per side at the finest level: beyond 2^24 a float32 position cannot resolve
+    # a cell, and the kernels' float-to-integer conversions would overflow.
+    with pytest.raises(ValueError, match=r"finest level.*2\^24.*per_level_scale=2"):
+        HashGridEncoding(n_levels=32, per_level_scale=2.0)
+    with pytest.raises(ValueError, match="base_resolution"):
+        HashGridEncoding(base_resolution=1 << 25)
+    with pytest.raises(ValueError, match="base_resolution"):
+        hashgrid_layout(HashGridConfig(base_resolution=(1 << 32) + 16))  # no silent uint32 wrap
+    # The largest accepted: the finest scale exactly 2^24 - 1 (resolution 2^24).
+    levels = hashgrid_layout(HashGridConfig(n_levels=2, base_resolution=1 << 24, per_level_scale=1.0))
+    assert levels[-1].resolution == 1 << 24
+
+
+@requires_cuda
+def test_cuda_half_table_wide_levels_sum_in_float32():
+    """More than 8 features per level take the CUDA kernel's generic body, which must sum a
+    float16 table's corners in float32 as the register path does (it summed in float16: 1e-3
+    against the register path's 4e-4)."""
+    errors = {}
+    for features in (8, 12):  # 8: the register path; 12: the generic body
+        config = HashGridConfig(n_levels=8, n_features_per_level=features, log2_hashmap_size=14)
+        table = random_table(config, torch.float32, "cuda").half()
+        x = torch.rand(8192, 3, device="cuda")
+        want = reference_encode(x.double(), table.double(), config)
+        got = hashgrid_encode(x, table, config).double()
+        errors[features] = ((got - want).abs().max() / want.abs().max()).item()
+    assert errors[12] <= 1.5 * errors[8] + 1e-4, errors

@@ -112,11 +112,70 @@ static void test_cpu_launcher_matches_definition() {
   CHECK(near(total, static_cast<double>(N * L * F), 1e-9));
 }
 
+// Wide levels (more features than the CUDA register path keeps) sum each feature's corners in the
+// arithmetic type and round to the output type once (issue 23, defect 6: float16 tables summed
+// in float16). Here A = double and the output float stands in for float16 against float32.
+static void test_wide_levels_round_once() {
+  GridLayout layout;
+  CHECK(make_layout(3, 2, 12, 12, 8, 2.0, &layout));
+  const int F = 12;
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<double> u(0.0, 1.0), v(-1.0, 1.0);
+  std::vector<double> table(static_cast<size_t>(layout.n_entries) * F);
+  for (auto& t : table) t = v(rng) * (1 + 1e-3 * u(rng));
+  int checked = 0;
+  for (int trial = 0; trial < 200; ++trial) {
+    const double x[3] = {u(rng), u(rng), u(rng)};
+    const LevelLayout& lv = layout.levels[trial % 2];
+    float out[F];
+    encode_point_level<3, double>(x, table.data(), lv, F, false, out);
+    uint32_t cell[3];
+    double frac[3];
+    bool inside;
+    for (int d = 0; d < 3; ++d) cell_and_fraction<double>(x[d], lv.scale, false, &cell[d], &frac[d], &inside);
+    for (int f = 0; f < F; ++f) {
+      double acc = 0;
+      for (int c = 0; c < 8; ++c)
+        acc += corner_weight<3, double>(frac, c) * table[corner_entry<3>(cell, c, lv) * F + f];
+      CHECK(out[f] == static_cast<float>(acc));
+      ++checked;
+    }
+  }
+  CHECK(checked == 200 * F);
+}
+
+// Huge scales and far-away coordinates never reach an undefined float-to-integer conversion.
+static void test_conversions_are_bounded() {
+  CHECK(cell_coordinate(3.0) == 3u);
+  CHECK(cell_coordinate(-2.0f) == static_cast<uint32_t>(-2));
+  CHECK(cell_coordinate(std::nan("")) == 0u);
+  CHECK(cell_coordinate(1e20) == 0x7fffffffu);
+  CHECK(cell_coordinate(3e9f) == 0x7fffffffu);
+  CHECK(cell_coordinate(-1e20f) == 0x80000000u);
+  uint32_t cell;
+  float frac;
+  bool inside;
+  cell_and_fraction<float>(1e12f, 4096.0f, false, &cell, &frac, &inside);  // unclamped, far out
+  CHECK(cell == 0x7fffffffu && !inside);
+  CHECK(level_resolution(15.0f) == 16u);
+  CHECK(level_resolution(1e30f) == (1u << 24) + 1u);
+  CHECK(level_resolution(std::nanf("")) == 1u);
+  CHECK(level_resolution(-5.0f) == 1u);
+  GridLayout layout;
+  // 16 * 2^31 cells per side at the finest level: refused. 2^24 - 1: accepted.
+  CHECK(!make_layout(3, 32, 2, 19, 16, 2.0, &layout));
+  CHECK(make_layout(3, 4, 2, 19, 1u << 24, 1.0, &layout));
+  CHECK(layout.levels[3].resolution == (1u << 24));
+  CHECK(!make_layout(3, 4, 2, 19, 16, std::nan(""), &layout));
+}
+
 int main() {
   test_hash();
   test_dense_and_hashed_index();
   test_default_layout();
   test_weights();
   test_cpu_launcher_matches_definition();
+  test_wide_levels_round_once();
+  test_conversions_are_bounded();
   return l2vsd_test::summary("test_hashgrid_math");
 }

@@ -189,12 +189,78 @@ static void test_march_matches_lattice() {
   }
 }
 
+// The fill pass writes a ray only inside its slot [begin, end) (issue 23, defect 4): a slot shorter
+// than the ray's samples (a count pass that disagreed) is filled with the first samples and the
+// next ray's slot keeps its contents; a longer slot is padded with zero-length samples at the
+// last t, never left uninitialised.
+static void test_fill_stays_in_slot() {
+  raymarch::Grid g{{-1, -1, -1, 1, 1, 1}, {2, 2, 2}};
+  const std::vector<uint8_t> bits(1, 0xff);  // every cell occupied
+  const raymarch::MarchOptions opt{0.1f, 0.0f, 1 << 20};
+  const double o[3] = {-2, 0.1, 0.2}, d[3] = {1, 0, 0};
+  const double t_min = 1.0, t_max = 3.0;  // the ray crosses the box along x
+  std::vector<double> want;
+  raymarch::march_ray(g, bits.data(), opt, o, d, t_min, t_max, 0.25, true,
+                      [&](int32_t, double t0, double) { want.push_back(t0); });
+  const int64_t n = static_cast<int64_t>(want.size());
+  expect(n >= 10, "fill test ray has samples", double(n), 10);
+  const double sentinel = -777.0;
+  for (const int64_t slot : {n - 3, n, n + 4, int64_t(0)}) {
+    const int64_t begin = 5, end = begin + slot, size = end + 6;  // 5 slots before, 6 after
+    std::vector<int64_t> ri(size, -9);
+    std::vector<double> ts(size, sentinel), te(size, sentinel);
+    raymarch::fill_ray(g, bits.data(), opt, o, d, t_min, t_max, 0.25, 7, begin, end, ri.data(),
+                       ts.data(), te.data());
+    for (int64_t i = 0; i < size; ++i) {
+      const bool inside = i >= begin && i < end;
+      if (!inside) {
+        expect(ri[i] == -9 && ts[i] == sentinel && te[i] == sentinel, "fill wrote outside its slot",
+               double(i), double(slot));
+        continue;
+      }
+      expect(ri[i] == 7, "fill ray index", double(ri[i]), 7);
+      const int64_t k = i - begin;
+      if (k < n) {
+        expect(ts[i] == want[k], "fill t_start", ts[i], want[k]);
+      } else {  // padding: zero length, at the end of the last real sample
+        expect(ts[i] == te[i] && te[i] == te[begin + n - 1], "fill padding", ts[i], te[begin + n - 1]);
+      }
+    }
+  }
+}
+
+// The CUDA backward of accumulate (one thread per sample) bounds the sample's ray index on both
+// sides (issue 23, defect 5): out-of-range samples get zero gradients and read nothing.
+static void test_accumulate_backward_ray_bounds() {
+  const int64_t n_rays = 2, c = 3;
+  const double w[2] = {0.25, 0.5}, v[6] = {1, 2, 3, 4, 5, 6};
+  const double g[6] = {0.5, -1, 2, 3, 0.25, -0.5};  // grad_out (n_rays, C): nothing past it
+  for (const int64_t ray : {int64_t(-1), int64_t(0), int64_t(1), int64_t(2), int64_t(1) << 40}) {
+    double gw[2] = {-5, -5}, gv[6] = {-5, -5, -5, -5, -5, -5};
+    const bool in = composite::accumulate_backward_sample_of_ray(w, v, g, c, ray, n_rays, 1, gw, gv);
+    expect(in == (ray >= 0 && ray < n_rays), "ray bound verdict", double(in), double(ray));
+    expect(gw[0] == -5 && gv[0] == -5 && gv[1] == -5 && gv[2] == -5, "other sample untouched");
+    if (!in) {
+      expect(gw[1] == 0 && gv[3] == 0 && gv[4] == 0 && gv[5] == 0, "out-of-range sample zeroed");
+      continue;
+    }
+    double want_gw = 0;
+    for (int64_t k = 0; k < c; ++k) {
+      want_gw += v[3 + k] * g[ray * c + k];
+      expect(gv[3 + k] == w[1] * g[ray * c + k], "in-range grad_values", gv[3 + k], w[1] * g[ray * c + k]);
+    }
+    expect(gw[1] == want_gw, "in-range grad_weights", gw[1], want_gw);
+  }
+}
+
 int main() {
   test_weights_backward();
   test_accumulate();
   test_fused_composite();
   test_ray_aabb();
   test_march_matches_lattice();
+  test_fill_stays_in_slot();
+  test_accumulate_backward_ray_bounds();
   if (failures) {
     std::printf("%d failure(s)\n", failures);
     return 1;

@@ -189,7 +189,7 @@ std::tuple<at::Tensor, at::Tensor> accumulate_backward(
     // One thread per sample on the GPU: it needs each sample's ray.
     const at::Tensor ri = ray_indices.to(at::kLong).contiguous();
     composite::accumulate_backward_cuda(kernel_dtype(w), w.data_ptr(), ptr_or_null(v),
-                                        g.data_ptr(), c, ri.data_ptr<int64_t>(), n,
+                                        g.data_ptr(), c, ri.data_ptr<int64_t>(), n, n_rays,
                                         ptr_or_null(gw) ? gw.data_ptr() : nullptr,
                                         gv.defined() ? gv.data_ptr() : nullptr,
                                         c10::cuda::getCurrentCUDAStream());

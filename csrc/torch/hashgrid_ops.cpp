@@ -34,11 +34,23 @@ hashgrid::GridLayout make_checked_layout(int64_t n_dims, int64_t n_levels, int64
                     ": argument 'base_resolution' must be >= 1, got ", base_resolution);
   TORCH_CHECK_VALUE(std::isfinite(per_level_scale) && per_level_scale >= 1.0, kOp,
                     ": argument 'per_level_scale' must be finite and >= 1, got ", per_level_scale);
+  // The finest level's scale bounds every float-to-integer conversion in the kernels (and the
+  // uint32 base_resolution below); checked here with the arguments named, make_layout refuses it too.
+  TORCH_CHECK_VALUE(base_resolution <= static_cast<int64_t>(hashgrid::kMaxScale), kOp,
+                    ": argument 'base_resolution' must be <= 2^24, got ", base_resolution);
+  const double finest = hashgrid::max_level_scale(static_cast<int>(n_levels), per_level_scale,
+                                                  static_cast<uint32_t>(base_resolution));
+  TORCH_CHECK_VALUE(finest <= hashgrid::kMaxScale, kOp,
+                    ": the finest level's scale base_resolution * per_level_scale^(n_levels - 1) - 1"
+                    " = ", finest, " exceeds 2^24 cells per side (base_resolution=", base_resolution,
+                    ", per_level_scale=", per_level_scale, ", n_levels=", n_levels,
+                    "); lower per_level_scale or n_levels");
   hashgrid::GridLayout layout;
-  hashgrid::make_layout(static_cast<int>(n_dims), static_cast<int>(n_levels),
+  const bool made = hashgrid::make_layout(static_cast<int>(n_dims), static_cast<int>(n_levels),
                         static_cast<int>(n_features), static_cast<int>(log2_hashmap_size),
                         static_cast<uint32_t>(base_resolution), per_level_scale,
                         &layout);
+  TORCH_CHECK_VALUE(made, kOp, ": invalid hash-grid configuration");
   // Level offsets are uint32 in the kernels; refuse tables that would overflow them.
   double total = 0;
   for (int l = 0; l < layout.n_levels; ++l) total += layout.levels[l].size;

@@ -1,17 +1,58 @@
 """The op cases the parity checks run: each builds random float64 inputs from a generator, then
 evaluates the compiled op (forward and, where it has one, backward) on a device and dtype, or the
-pure-PyTorch reference in float64. Every case returns a dict of named result tensors."""
+pure-PyTorch reference in float64. Every case returns a dict of named result tensors.
+
+Variants cover the kernels' other paths: hash grids in 1-3 dims, with clamping, with more features
+per level than the CUDA register path keeps, and under torch.use_deterministic_algorithms (the
+float64 gradient buffer); attention with a query count not divisible by 4 and more heads than a
+CUDA grid's y dimension (65535); LoRA ranks not divisible by 4; ray marching. Under
+`noncontiguous_inputs()` every tensor an op receives is a strided view (see `_relayout`)."""
 from __future__ import annotations
+
+import contextlib
+import math
 
 import torch
 
+from .._ext import load_extension
 from ..ops import (accumulate_along_rays, attention_jvp, composite_along_rays, group_norm_jvp,
                    layer_norm_jvp, lora_linear_jvp, ray_aabb_intersect, reference,
                    render_weight_from_density)
 from ..ops.hashgrid import HashGridConfig, hashgrid_encode, n_params
+from ..ops.occupancy import pack_bits
+from .parity_compare import compare_packed_samples
 
 HASHGRID = HashGridConfig(n_input_dims=3, n_levels=8, n_features_per_level=2,
                           log2_hashmap_size=12, base_resolution=4, per_level_scale=1.5)
+
+_NONCONTIGUOUS = False
+
+
+@contextlib.contextmanager
+def noncontiguous_inputs():
+    """Within this block the cases hand every op strided views instead of contiguous tensors."""
+    global _NONCONTIGUOUS
+    previous, _NONCONTIGUOUS = _NONCONTIGUOUS, True
+    try:
+        yield
+    finally:
+        _NONCONTIGUOUS = previous
+
+
+def _relayout(t: torch.Tensor) -> torch.Tensor:
+    """The same values in a non-contiguous view: rows padded by 3 entries (rows stay contiguous,
+    the row stride does not: the layout a slice of a bigger tensor has) for 2-D and up, every
+    other element for 1-D."""
+    if t.dim() == 0 or t.numel() == 0:
+        return t
+    if t.dim() == 1:
+        wide = torch.empty(2 * t.shape[0], dtype=t.dtype, device=t.device)
+        view = wide[::2]
+    else:
+        wide = torch.empty(*t.shape[:-1], t.shape[-1] + 3, dtype=t.dtype, device=t.device)
+        view = wide[..., :t.shape[-1]]
+    view.copy_(t)
+    return view
 
 
 def _grads(outputs, inputs, gen):
@@ -23,7 +64,12 @@ def _grads(outputs, inputs, gen):
 
 
 def _to(t, device, dtype):
-    return t.to(dtype).to(device)
+    out = t.to(dtype).to(device)
+    return _relayout(out) if _NONCONTIGUOUS else out
+
+
+def _index_to(t, device):
+    return _relayout(t.to(device)) if _NONCONTIGUOUS else t.to(device)
 
 
 class Case:
@@ -33,28 +79,50 @@ class Case:
     cuda_dtypes = (torch.float32,)
     cpu_dtypes = (torch.float32, torch.float64)
 
+    def compare(self, got: dict, want: dict):
+        """(max relative error, where) of got against want; None: the parity module's default."""
+        return None
+
 
 class HashGridCase(Case):
-    name = "hashgrid fwd+bwd"
     cuda_dtypes = (torch.float32, torch.float16)  # float16 tables, float32 points
+
+    def __init__(self, n_dims=3, n_features=2, clamp=False, deterministic=False):
+        self.config = HASHGRID._replace(n_input_dims=n_dims, n_features_per_level=n_features)
+        self.clamp, self.deterministic = clamp, deterministic
+        tags = [f"{n_dims}D", f"F={n_features}"] + ["clamp"] * clamp + ["deterministic"] * deterministic
+        self.name = "hashgrid fwd+bwd" + ("" if (n_dims, n_features, clamp, deterministic) ==
+                                          (3, 2, False, False) else f" ({', '.join(tags)})")
+        if deterministic:  # the float64 gradient buffer: float32 and float16 tables, and float64
+            self.cuda_dtypes = (torch.float32, torch.float16, torch.float64)
 
     def inputs(self, gen, size):
         n = {"small": 257, "large": 1 << 16}[size]
-        return {"x": torch.rand(n, 3, generator=gen, dtype=torch.float64),
-                "params": torch.randn(n_params(HASHGRID), generator=gen, dtype=torch.float64)}
+        x = torch.rand(n, self.config.n_input_dims, generator=gen, dtype=torch.float64)
+        if self.clamp:  # a fifth of the coordinates outside [0, 1], clamped by the kernel
+            x = x * 1.5 - 0.25
+        return {"x": x, "params": torch.randn(n_params(self.config), generator=gen,
+                                              dtype=torch.float64)}
 
     def run(self, inp, device, dtype, gen, compiled=True):
         x_dtype = torch.float32 if dtype == torch.float16 else dtype
         x = _to(inp["x"], device, x_dtype).requires_grad_(True)
         params = _to(inp["params"], device, dtype).requires_grad_(True)
-        if compiled:
-            out = hashgrid_encode(x, params, HASHGRID)
-        else:
-            c = HASHGRID
-            out = reference.hashgrid_encode(x, params, c.n_levels, c.n_features_per_level,
-                                            c.log2_hashmap_size, c.base_resolution,
-                                            c.per_level_scale)
-        g_x, g_params = _grads([out], [x, params], gen)
+        c = self.config
+        previous = (torch.are_deterministic_algorithms_enabled(),
+                    torch.is_deterministic_algorithms_warn_only_enabled())
+        if self.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        try:
+            if compiled:
+                out = hashgrid_encode(x, params, c, "clamp" if self.clamp else "error")
+            else:
+                out = reference.hashgrid_encode(x, params, c.n_levels, c.n_features_per_level,
+                                                c.log2_hashmap_size, c.base_resolution,
+                                                c.per_level_scale, clamp=self.clamp)
+            g_x, g_params = _grads([out], [x, params], gen)
+        finally:
+            torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
         return {"out": out, "grad_x": g_x, "grad_params": g_params}
 
 
@@ -77,7 +145,7 @@ class CompositeCase(Case):
         return _packed(gen, *{"small": (37, 20), "large": (4096, 64)}[size])
 
     def run(self, inp, device, dtype, gen, compiled=True):
-        ri = inp["ray_indices"].to(device)
+        ri = _index_to(inp["ray_indices"], device)
         n_rays = inp["n_rays"]
         ts, te = _to(inp["t_starts"], device, dtype), _to(inp["t_ends"], device, dtype)
         sigmas = _to(inp["sigmas"], device, dtype).requires_grad_(True)
@@ -116,11 +184,15 @@ class RayAabbCase(Case):
 
 
 class LoraCase(Case):
-    name = "lora_linear_jvp"
     cuda_dtypes = (torch.float32, torch.float16, torch.bfloat16, "float16+float32 LoRA")
 
+    def __init__(self, rank=4):
+        self.rank = rank
+        self.name = "lora_linear_jvp" + ("" if rank == 4 else f" r={rank}")
+
     def inputs(self, gen, size):
-        m, n_in, n_out, r = {"small": (33, 40, 24, 4), "large": (4096, 320, 320, 4)}[size]
+        m, n_in, n_out = {"small": (33, 40, 24), "large": (4096, 320, 320)}[size]
+        r = self.rank
         shapes = {"x": (m, n_in), "x_dot": (m, n_in), "w": (n_out, n_in), "b": (n_out,),
                   "a": (r, n_in), "a_dot": (r, n_in), "bb": (n_out, r), "bb_dot": (n_out, r)}
         out = {k: torch.randn(s, generator=gen, dtype=torch.float64) for k, s in shapes.items()}
@@ -142,12 +214,17 @@ class AttentionCase(Case):
     name = "attention_jvp"
     cuda_dtypes = (torch.float32, torch.float16, torch.bfloat16)
 
-    def __init__(self, head_dim):
-        self.head_dim = head_dim
-        self.name = f"attention_jvp d={head_dim}"
+    def __init__(self, head_dim, many_heads=False):
+        self.head_dim, self.many_heads = head_dim, many_heads
+        self.name = f"attention_jvp d={head_dim}" + (" (65537 heads)" if many_heads else "")
 
     def inputs(self, gen, size):
-        bh, n, m = {"small": (3, 37, 29), "large": (10, 1024, 77)}[size]
+        # Query counts 37 and 1023 are not multiples of 4 (nor of the CUDA kernel's warps per
+        # block); 65537 heads exceed a CUDA grid's y limit, so the kernel must loop over heads.
+        if self.many_heads:
+            bh, n, m = 65537, 3, 2
+        else:
+            bh, n, m = {"small": (3, 37, 29), "large": (10, 1023, 77)}[size]
         shapes = {"q": (bh, n), "k": (bh, m), "v": (bh, m)}
         out = {}
         for k, (b, rows) in shapes.items():
@@ -155,13 +232,23 @@ class AttentionCase(Case):
             out[k + "_dot"] = torch.randn(b, rows, self.head_dim, generator=gen, dtype=torch.float64)
         return out
 
+    # With 65537 heads the results are compared on these: the first heads, some in the middle and
+    # the last ones, past the grid's 65535 (the float64 reference on every head takes ~10 s on CPU).
+    CHECKED_HEADS = torch.cat([torch.arange(0, 64), torch.arange(32768, 32800),
+                               torch.arange(65472, 65537)])
+
     def run(self, inp, device, dtype, gen, compiled=True):
-        args = [_to(inp[k], device, dtype) for k in ("q", "q_dot", "k", "k_dot", "v", "v_dot")]
+        names = ("q", "q_dot", "k", "k_dot", "v", "v_dot")
         scale = self.head_dim ** -0.5
         if compiled:
-            out, out_dot = attention_jvp(*args, scale)
+            out, out_dot = attention_jvp(*(_to(inp[k], device, dtype) for k in names), scale)
+            if self.many_heads:
+                heads = self.CHECKED_HEADS.to(out.device)
+                out, out_dot = out[heads], out_dot[heads]
         else:
-            out, out_dot = reference.attention_jvp(*args, scale)
+            picked = {k: inp[k][self.CHECKED_HEADS] if self.many_heads else inp[k] for k in names}
+            out, out_dot = reference.attention_jvp(*(_to(picked[k], device, dtype) for k in names),
+                                                   scale)
         return {"out": out, "out_dot": out_dot}
 
 
@@ -191,7 +278,51 @@ class NormCase(Case):
         return {"y": y, "y_dot": y_dot}
 
 
+class MarchRaysCase(Case):
+    """Occupancy-grid ray marching (uniform steps, stratified offsets) against the brute-force
+    reference; samples are matched by (ray, lattice step), see compare_packed_samples."""
+    name = "march_rays"
+    cuda_dtypes = (torch.float32, torch.float64)
+    STEP = 1.0 / 64
+    AABB = (-1.0, -1.0, -1.0, 1.0, 1.0, 1.0)
+    RES = (8, 6, 10)
+
+    def inputs(self, gen, size):
+        n = {"small": 200, "large": 2048}[size]
+        o = 2.5 * torch.randn(n, 3, generator=gen, dtype=torch.float64)
+        d = -o + 0.5 * torch.randn(n, 3, generator=gen, dtype=torch.float64)
+        d = d / d.norm(dim=-1, keepdim=True)
+        return {"o": o, "d": d, "offset": torch.rand(n, generator=gen, dtype=torch.float64),
+                "binary": torch.rand(math.prod(self.RES), generator=gen) < 0.6}
+
+    def run(self, inp, device, dtype, gen, compiled=True):
+        o, d = _to(inp["o"], device, dtype), _to(inp["d"], device, dtype)
+        offset = _to(inp["offset"], device, dtype)
+        fn = ray_aabb_intersect if compiled else reference.ray_aabb_intersect
+        t_near, t_far, _ = fn(o, d, list(self.AABB))
+        t_min = t_near.clamp(min=0)
+        if compiled:
+            ri, ts, te = load_extension().march_rays(
+                o, d, t_min, t_far, offset, _index_to(pack_bits(inp["binary"]), device),
+                list(self.AABB), list(self.RES), self.STEP, 0.0, 1 << 20)
+        else:
+            ri, ts, te = reference.occupancy_sampling(o, d, t_min, t_far, offset, inp["binary"],
+                                                      self.AABB, self.RES, self.STEP)
+        # The lattice step of each sample: how compare() pairs samples of two runs.
+        start = (t_min + offset * self.STEP)[ri] if ri.numel() else ts
+        step = torch.round((ts - start) / self.STEP).long()
+        return {"ray_indices": ri, "lattice_step": step, "t_starts": ts, "t_ends": te,
+                "samples": torch.tensor([float(ri.numel())])}
+
+    def compare(self, got, want):
+        return compare_packed_samples(got, want)
+
+
 def all_cases():
-    return [HashGridCase(), CompositeCase(), RayAabbCase(), LoraCase(),
-            *(AttentionCase(d) for d in (40, 64, 80, 160)),
-            NormCase("group_norm"), NormCase("layer_norm")]
+    return [HashGridCase(), HashGridCase(n_dims=1, n_features=4),
+            HashGridCase(n_dims=2, n_features=16, clamp=True),
+            HashGridCase(n_dims=3, n_features=12, clamp=True),
+            HashGridCase(deterministic=True),
+            CompositeCase(), RayAabbCase(), MarchRaysCase(), LoraCase(), LoraCase(rank=3),
+            LoraCase(rank=6), *(AttentionCase(d) for d in (40, 64, 80, 160)),
+            AttentionCase(40, many_heads=True), NormCase("group_norm"), NormCase("layer_norm")]

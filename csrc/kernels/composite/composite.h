@@ -80,6 +80,23 @@ HD void accumulate_backward_sample(const T* weights, const T* values, const T* g
   if (grad_weights) grad_weights[i] = gw;
 }
 
+// accumulate_backward_sample() for a sample that names its ray (the CUDA launcher's one thread
+// per sample): a ray index outside [0, n_rays) would read grad_out out of bounds, so such a
+// sample (in no ray, hence no gradient) gets zeros. Returns whether the ray was in range.
+template <typename T>
+HD bool accumulate_backward_sample_of_ray(const T* weights, const T* values, const T* grad_out,
+                                          int64_t n_channels, int64_t ray, int64_t n_rays,
+                                          int64_t i, T* grad_weights, T* grad_values) {
+  if (ray < 0 || ray >= n_rays) {
+    for (int64_t c = 0; c < n_channels && grad_values; ++c) grad_values[i * n_channels + c] = T(0);
+    if (grad_weights) grad_weights[i] = T(0);
+    return false;
+  }
+  accumulate_backward_sample(weights, values, grad_out + ray * n_channels, n_channels, i,
+                             grad_weights, grad_values);
+  return true;
+}
+
 // The fused op composite_along_rays: out[c] = sum_i w_i values[i, c] with w_i as in
 // weights_forward_ray(), in one sweep that stores nothing per sample.
 template <typename T>
@@ -173,7 +190,7 @@ void accumulate_forward_cuda(DType dtype, const void* weights, const void* value
                              void* out, cudaStream_t stream);
 void accumulate_backward_cuda(DType dtype, const void* weights, const void* values,
                               const void* grad_out, int64_t n_channels,
-                              const int64_t* ray_of_sample, int64_t n_samples,
+                              const int64_t* ray_of_sample, int64_t n_samples, int64_t n_rays,
                               void* grad_weights, void* grad_values, cudaStream_t stream);
 
 }  // namespace composite

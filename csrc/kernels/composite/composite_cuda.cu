@@ -52,11 +52,11 @@ __global__ void accumulate_forward_kernel(const T* __restrict__ w, const T* v, i
 template <typename T>
 __global__ void accumulate_backward_kernel(const T* __restrict__ w, const T* v,
                                            const T* __restrict__ g, int64_t c,
-                                           const int64_t* __restrict__ ray, int64_t n, T* gw,
-                                           T* gv) {
+                                           const int64_t* __restrict__ ray, int64_t n,
+                                           int64_t n_rays, T* gw, T* gv) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= n || ray[i] < 0) return;
-  accumulate_backward_sample(w, v, g + ray[i] * c, c, i, gw, gv);
+  if (i >= n) return;
+  accumulate_backward_sample_of_ray(w, v, g, c, ray[i], n_rays, i, gw, gv);  // bounds ray[i]
 }
 
 }  // namespace
@@ -102,12 +102,12 @@ void accumulate_forward_cuda(DType dtype, const void* weights, const void* value
 
 void accumulate_backward_cuda(DType dtype, const void* weights, const void* values,
                               const void* grad_out, int64_t n_channels,
-                              const int64_t* ray_of_sample, int64_t n_samples,
+                              const int64_t* ray_of_sample, int64_t n_samples, int64_t n_rays,
                               void* grad_weights, void* grad_values, cudaStream_t stream) {
   if (n_samples == 0) return;
   L2VSD_COMPOSITE_DISPATCH(dtype, (accumulate_backward_kernel<T><<<blocks_for(n_samples), kThreads, 0, stream>>>(
       static_cast<const T*>(weights), static_cast<const T*>(values),
-      static_cast<const T*>(grad_out), n_channels, ray_of_sample, n_samples,
+      static_cast<const T*>(grad_out), n_channels, ray_of_sample, n_samples, n_rays,
       static_cast<T*>(grad_weights), static_cast<T*>(grad_values))));
   check_launch("accumulate backward kernel");
 }

@@ -4,6 +4,8 @@
 
 #include <cuda_runtime.h>
 
+#include <string>
+
 namespace l2vsd {
 namespace device_check {
 namespace {
@@ -16,6 +18,9 @@ __global__ void probe_kernel(int* out) {
 
 DeviceReport probe_device(int device) {
   DeviceReport report{false, 0, 0, ""};
+  // An error some earlier call left pending (a failed launch nobody checked) is not this probe's:
+  // peek at it without clearing it, so that whoever checks next still sees it.
+  const cudaError_t pending = cudaPeekAtLastError();
   int previous = 0;
   cudaGetDevice(&previous);
   cudaError_t err = cudaSetDevice(device);
@@ -27,7 +32,13 @@ DeviceReport probe_device(int device) {
   }
   if (err != cudaSuccess) {
     report.error = cudaGetErrorString(err);
-    cudaGetLastError();  // clear the sticky-free error so later launches report their own
+    // The probe's failure replaced the pending error in the runtime's last-error slot: clear it
+    // (later launches then report their own errors), but only after naming the earlier error in
+    // the report, which the caller raises, so that neither is lost.
+    if (pending != cudaSuccess)
+      report.error += std::string("; a CUDA error from an earlier call was pending: ") +
+                      cudaGetErrorString(pending);
+    cudaGetLastError();
   } else {
     report.runnable = true;
   }

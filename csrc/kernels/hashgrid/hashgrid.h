@@ -12,6 +12,10 @@ namespace hashgrid {
 
 constexpr int kMaxLevels = 32;
 constexpr int kMaxDims = 3;
+// Largest level scale (cells per side) a layout may have: past 2^24 a float32 x * scale + 0.5 no
+// longer resolves the fraction inside a cell, and the float-to-integer conversions of the scale
+// and of cell coordinates stay far inside their types' range.
+constexpr double kMaxScale = 16777216.0;  // 2^24
 
 struct LevelLayout {
   float scale;          // base_resolution * per_level_scale^level - 1
@@ -42,8 +46,11 @@ inline float level_scale(int level, double per_level_scale, uint32_t base_resolu
                                 std::pow(per_level_scale, static_cast<double>(level)) - 1.0);
 }
 
+// Bounded: a scale outside [0, kMaxScale] (make_layout refuses those) maps to the nearest bound
+// instead of an undefined float-to-integer conversion.
 inline uint32_t level_resolution(float scale) {
-  return static_cast<uint32_t>(std::ceil(scale)) + 1u;
+  const double s = std::isnan(scale) ? 0.0 : std::fmin(std::fmax(double(scale), 0.0), kMaxScale);
+  return static_cast<uint32_t>(std::ceil(s)) + 1u;
 }
 
 // Entries of one level: res^D rounded up to a multiple of 8, capped at 2^log2_hashmap_size.
@@ -62,10 +69,18 @@ inline uint32_t level_size(uint32_t resolution, int n_dims, int log2_hashmap_siz
   return dense < cap ? dense : cap;
 }
 
-// Returns false (and leaves `out` unspecified) when the configuration has too many levels/dims.
+// Returns false (and leaves `out` unspecified) when the configuration has too many levels/dims
+// or a level's scale is not in [0, kMaxScale] (see max_level_scale()).
+inline double max_level_scale(int n_levels, double per_level_scale, uint32_t base_resolution) {
+  return static_cast<double>(base_resolution) *
+             std::pow(per_level_scale, static_cast<double>(n_levels - 1)) - 1.0;
+}
+
 inline bool make_layout(int n_dims, int n_levels, int n_features, int log2_hashmap_size,
                         uint32_t base_resolution, double per_level_scale, GridLayout* out) {
   if (n_dims < 1 || n_dims > kMaxDims || n_levels < 1 || n_levels > kMaxLevels) return false;
+  const double finest = max_level_scale(n_levels, per_level_scale, base_resolution);
+  if (!(finest <= kMaxScale) || !(per_level_scale >= 1.0)) return false;
   out->n_dims = n_dims;
   out->n_levels = n_levels;
   out->n_features = n_features;
@@ -108,6 +123,17 @@ HD uint32_t grid_index(const uint32_t* pos, uint32_t resolution, uint32_t size) 
   return index % size;
 }
 
+// floor(x * scale + 0.5) as tiny-cuda-nn's (uint32_t)(int) cast, but defined for every input: an
+// unclamped x far outside [0, 1] (or NaN) would make the float-to-int conversion undefined (x86
+// gives INT_MIN, the GPU saturates), so values beyond int32 saturate and NaN maps to cell 0.
+template <typename T>
+HD uint32_t cell_coordinate(T fl) {
+  if (!(fl == fl)) return 0u;
+  if (fl <= T(-2147483648.0)) return 0x80000000u;
+  if (fl >= T(2147483647.0)) return 0x7fffffffu;
+  return static_cast<uint32_t>(static_cast<int>(fl));
+}
+
 // Splits x*scale + 0.5 into the integer cell and the fraction used for trilinear weights.
 // With clamp, x is clamped to [0,1] first and `inside` reports whether it was already there.
 template <typename T>
@@ -116,7 +142,7 @@ HD void cell_and_fraction(T x, float scale, bool clamp, uint32_t* cell, T* frac,
   if (clamp && !*inside) x = x < T(0) ? T(0) : T(1);
   const T pos = fused_multiply_add(x, cast_to<T>(scale), T(0.5));  // fmaf, as tiny-cuda-nn
   const T fl = floor_of(pos);
-  *cell = static_cast<uint32_t>(static_cast<int>(fl));
+  *cell = cell_coordinate(fl);
   *frac = pos - fl;
 }
 
@@ -159,12 +185,21 @@ HD void encode_point_level(const X* x, const T* table, const LevelLayout& lv, in
   bool inside;
   L2VSD_UNROLL
   for (int d = 0; d < D; ++d) cell_and_fraction<A>(cast_to<A>(x[d]), lv.scale, clamp, &cell[d], &frac[d], &inside);
-  for (int f = 0; f < F; ++f) out[f] = cast_to<O>(0.0f);
+  // Each feature sums its corners in A (float32 for float16 tables, as the CUDA register path
+  // does), in corner order, and is rounded to O once: accumulating in `out` itself would round
+  // every partial sum to float16.
+  A w[1 << D];
+  const T* entry[1 << D];
+  L2VSD_UNROLL
   for (int c = 0; c < (1 << D); ++c) {
-    const A w = corner_weight<D, A>(frac, c);
-    const T* entry = table + static_cast<size_t>(corner_entry<D>(cell, c, lv)) * F;
-    for (int f = 0; f < F; ++f)
-      out[f] = cast_to<O>(cast_to<A>(out[f]) + w * cast_to<A>(entry[f]));
+    w[c] = corner_weight<D, A>(frac, c);
+    entry[c] = table + static_cast<size_t>(corner_entry<D>(cell, c, lv)) * F;
+  }
+  for (int f = 0; f < F; ++f) {
+    A acc = A(0);
+    L2VSD_UNROLL
+    for (int c = 0; c < (1 << D); ++c) acc += w[c] * cast_to<A>(entry[c][f]);
+    out[f] = cast_to<O>(acc);
   }
 }
 

@@ -159,8 +159,10 @@ void backward_cuda(DType dtype, DType grad_dtype, const void* x, const void* dy,
                    const GridLayout& layout, bool clamp, cudaStream_t stream) {
   if (n == 0) return;
   // grad_dtype: float32 for float16 tables, the table's own otherwise; float64 for every table
-  // under torch.use_deterministic_algorithms (float64 atomics: the rounded float32 sums no longer
-  // depend on the order the atomics land in, except in astronomically rare ties).
+  // under torch.use_deterministic_algorithms (float64 atomics: the float32 rounding of an entry's N
+  // contributions depends on their order with probability at most about N * 2^-29, so a backward
+  // pass of 2^26 contributions differs somewhere with probability up to 1/8; see
+  // docs/reproducibility.md).
   const bool wide = grad_dtype == DType::kFloat64;
 #define L2VSD_HG_BACKWARD(T, X, G) \
   backward_typed<T, X, G>(x, dy, table, grad_table, dx, n, layout, clamp, stream)

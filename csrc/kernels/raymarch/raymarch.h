@@ -131,6 +131,32 @@ HD int32_t march_ray(const Grid& g, const uint8_t* bits, const MarchOptions& opt
   return n;
 }
 
+// The fill pass for ray `ray`: re-marches it and writes its samples into its slot [begin, end)
+// of the packed arrays (the prefix sum of the count pass). The march stops at the slot's end, so a
+// ray that yields more samples than it was counted with (the grid updated between the passes, a
+// differently contracted multiply-add) cannot overwrite the next ray's slot; slots it leaves
+// unfilled get zero-length samples at its last t (no weight) instead of uninitialised memory.
+template <typename T>
+HD void fill_ray(const Grid& g, const uint8_t* bits, MarchOptions opt, const T* o, const T* d,
+                 T t_min, T t_max, T offset, int64_t ray, int64_t begin, int64_t end,
+                 int64_t* ray_indices, T* ts, T* te) {
+  if (end <= begin) return;
+  if (end - begin < opt.max_samples) opt.max_samples = static_cast<int32_t>(end - begin);
+  T last = is_finite(t_min) ? t_min : T(0);
+  const int32_t written =
+      march_ray(g, bits, opt, o, d, t_min, t_max, offset, true, [&](int32_t k, T t0, T t1) {
+        ray_indices[begin + k] = ray;
+        ts[begin + k] = t0;
+        te[begin + k] = t1;
+        last = t1;
+      });
+  for (int64_t i = begin + written; i < end; ++i) {
+    ray_indices[i] = ray;
+    ts[i] = last;
+    te[i] = last;
+  }
+}
+
 }  // namespace raymarch
 }  // namespace l2vsd
 

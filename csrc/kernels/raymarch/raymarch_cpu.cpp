@@ -27,15 +27,9 @@ void fill_impl(const T* o, const T* d, const T* t_min, const T* t_max, const T* 
                const Grid& g, const uint8_t* bits, const MarchOptions& opt,
                const int64_t* offsets, int64_t* ray_indices, T* ts, T* te) {
 #pragma omp parallel for schedule(dynamic, 64)
-  for (int64_t r = 0; r < n; ++r) {
-    const int64_t base = offsets[r];
-    march_ray(g, bits, opt, o + 3 * r, d + 3 * r, t_min[r], t_max[r], off ? off[r] : T(0), true,
-              [&](int32_t k, T t0, T t1) {
-                ray_indices[base + k] = r;
-                ts[base + k] = t0;
-                te[base + k] = t1;
-              });
-  }
+  for (int64_t r = 0; r < n; ++r)
+    fill_ray(g, bits, opt, o + 3 * r, d + 3 * r, t_min[r], t_max[r], off ? off[r] : T(0), r,
+             offsets[r], offsets[r + 1], ray_indices, ts, te);
 }
 
 }  // namespace

@@ -33,19 +33,6 @@ struct NoEmit {
 };
 
 template <typename T>
-struct PackedEmit {
-  int64_t base, ray;
-  int64_t* ray_indices;
-  T* ts;
-  T* te;
-  __device__ void operator()(int32_t k, T t0, T t1) const {
-    ray_indices[base + k] = ray;
-    ts[base + k] = t0;
-    te[base + k] = t1;
-  }
-};
-
-template <typename T>
 __global__ void count_kernel(const T* __restrict__ o, const T* __restrict__ d,
                              const T* __restrict__ t_min, const T* __restrict__ t_max,
                              const T* __restrict__ off, int64_t n, Grid g,
@@ -65,8 +52,9 @@ __global__ void fill_kernel(const T* __restrict__ o, const T* __restrict__ d,
                             T* te) {
   const int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (r >= n) return;
-  march_ray(g, bits, opt, o + 3 * r, d + 3 * r, t_min[r], t_max[r], off ? off[r] : T(0), true,
-            PackedEmit<T>{offsets[r], r, ray_indices, ts, te});
+  // Bounded by the ray's own slot [offsets[r], offsets[r + 1]), not by trust in the count pass.
+  fill_ray(g, bits, opt, o + 3 * r, d + 3 * r, t_min[r], t_max[r], off ? off[r] : T(0), r,
+           offsets[r], offsets[r + 1], ray_indices, ts, te);
 }
 
 }  // namespace

@@ -90,11 +90,21 @@ HD void accumulate_backward_sample(const T* weights, const T* values, const T* g
 // scalar or, on the CPU, a SIMD vector U of the element type T.
 constexpr int kDepthStats = 3;
 
-template <typename T, typename U> HD U depth_offset(U t_start, U t_end, T t_ref) {
+// The helpers below also run on the CPU launcher's SIMD vectors inside its per-instruction-set
+// entry points, so for g++ they must inline there (lanes.h: wide vectors never cross a call).
+#if defined(__CUDACC__)
+#define L2VSD_COMPOSITE_HD HD
+#else
+#define L2VSD_COMPOSITE_HD __attribute__((always_inline)) inline
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"  // see lanes.h
+#endif
+
+template <typename T, typename U> L2VSD_COMPOSITE_HD U depth_offset(U t_start, U t_end, T t_ref) {
   return T(0.5) * (t_start + t_end) - t_ref;
 }
 
-template <typename U> HD void add_depth_moments(U w, U d, U& sum_w, U& sum_wd, U& sum_wdd) {
+template <typename U> L2VSD_COMPOSITE_HD void add_depth_moments(U w, U d, U& sum_w, U& sum_wd, U& sum_wdd) {
   sum_w += w;
   const U wd = w * d;
   sum_wd += wd;
@@ -120,7 +130,7 @@ template <typename T> struct DepthStatsGrad {
     const T inv = w > T(0) ? T(1) / w : T(0);
     return {grad[0], grad[1] * inv, grad[2] * inv, stats[1], stats[2], grad[0] * w};
   }
-  template <typename U> HD U weight_grad(U d) const {
+  template <typename U> L2VSD_COMPOSITE_HD U weight_grad(U d) const {
     const U centred = d - mu;
     return g_w + g_mu * centred + g_var * (centred * centred - var);
   }
@@ -128,9 +138,13 @@ template <typename T> struct DepthStatsGrad {
 
 // dL/dsigma_k of the fused op from g_k = dL/dw_k: dL/dtau_k = g_k T_{k+1} - sum_{i>k} g_i w_i with
 // T_{k+1} = T_k - w_k and the suffix sum taken as total - sum_{i<=k} g_i w_i (`upto`).
-template <typename U> HD U fused_sigma_grad(U g, U trans, U w, U total, U upto, U dt) {
+template <typename U> L2VSD_COMPOSITE_HD U fused_sigma_grad(U g, U trans, U w, U total, U upto, U dt) {
   return (g * (trans - w) - (total - upto)) * dt;
 }
+
+#if !defined(__CUDACC__)
+#pragma GCC diagnostic pop
+#endif
 
 // The fused op composite_along_rays: out[c] = sum_i w_i values[i, c] with w_i as in
 // weights_forward_ray(), in one sweep that stores nothing per sample. depth_stats (3 values, may

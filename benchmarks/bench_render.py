@@ -62,12 +62,23 @@ def _fused_composite(ray_indices, t_starts, t_ends, sigmas, rgbs):
     return s.grad
 
 
+def _fused_composite_z_variance(ray_indices, t_starts, t_ends, sigmas, rgbs):
+    # The same plus HiFA's z-variance in the same sweep, in the loss: its cost over the above.
+    s = sigmas.clone().requires_grad_(True)
+    c = rgbs.clone().requires_grad_(True)
+    out = composite_along_rays(t_starts, t_ends, s, c, ray_indices, N_RAYS, z_variance=True)
+    (out.sums.sum() + out.z_variance.sum()).backward()
+    return s.grad
+
+
 @pytest.mark.benchmark(group="composite fwd+bwd 2^20 samples / 4096 rays")
-@pytest.mark.parametrize("impl", ["kernel", "fused kernel", "reference"])
+@pytest.mark.parametrize("impl", ["kernel", "fused kernel", "fused kernel + z-variance",
+                                  "reference"])
 def test_composite_forward_backward(benchmark, packed_samples, impl):
     benchmark.extra_info.update(n_samples=packed_samples[0].numel(), impl=impl)
-    if impl == "fused kernel":
-        benchmark.pedantic(_fused_composite, args=packed_samples, **ROUNDS)
+    if impl.startswith("fused kernel"):
+        fn = _fused_composite if impl == "fused kernel" else _fused_composite_z_variance
+        benchmark.pedantic(fn, args=packed_samples, **ROUNDS)
         return
     fns = {"kernel": (render_weight_from_density, accumulate_along_rays),
            "reference": (ref.render_weight_from_density, ref.accumulate_along_rays)}[impl]
@@ -193,12 +204,13 @@ def test_composite_vs_nerfacc_variable(benchmark, packed_samples, batched_sample
         benchmark.pedantic(_composite, args=args, **ROUNDS)
 
 
-@pytest.mark.parametrize("impl", ["l2vsd_ext-cuda", "nerfacc-cuda"])
+@pytest.mark.parametrize("impl", ["l2vsd_ext-cuda-fused", "l2vsd_ext-cuda", "nerfacc-cuda"])
 def test_composite_vs_nerfacc_cuda(benchmark, packed_samples, impl):
-    # The two ops: on CUDA composite_along_rays composes these very two (no fused CUDA kernel yet).
+    # l2vsd_ext-cuda-fused: composite_along_rays (the fused CUDA kernels, what the renderer runs);
+    # l2vsd_ext-cuda: the two ops, render_weight_from_density then accumulate_along_rays.
     volrend = peers.nerfacc_cuda_volrend()  # skips without a GPU or nerfacc's CUDA extension
     benchmark.group = "compositing fwd+bwd CUDA, 2^20 samples, variable per ray (packed)"
-    _tag(benchmark, impl, "ours" if impl == "l2vsd_ext-cuda" else "peer",
+    _tag(benchmark, impl, "peer" if impl == "nerfacc-cuda" else "ours",
          packed_samples[0].numel())
     ri, *rest = [t.cuda() for t in packed_samples]
 
@@ -212,10 +224,21 @@ def test_composite_vs_nerfacc_cuda(benchmark, packed_samples, impl):
         torch.cuda.synchronize()
         return color, s.grad, c.grad
 
+    def fused_step(_):
+        s = rest[2].clone().requires_grad_(True)
+        c = rest[3].clone().requires_grad_(True)
+        color = composite_along_rays(rest[0], rest[1], s, c, ri, N_RAYS, check_layout=False)
+        color.sum().backward()
+        torch.cuda.synchronize()
+        return color, s.grad, c.grad
+
+    for a, b in zip(fused_step(None), step(volrend)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     for a, b in zip(step(_Ours), step(volrend)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-    benchmark.pedantic(step, args=(_Ours if impl == "l2vsd_ext-cuda" else volrend,),
-                       rounds=10, iterations=1, warmup_rounds=2)
+    run = {"l2vsd_ext-cuda-fused": (fused_step, None), "l2vsd_ext-cuda": (step, _Ours),
+           "nerfacc-cuda": (step, volrend)}[impl]
+    benchmark.pedantic(run[0], args=(run[1],), rounds=10, iterations=1, warmup_rounds=2)
 
 
 @pytest.fixture(scope="module")

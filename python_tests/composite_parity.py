@@ -44,6 +44,16 @@ def _fused_grads(ray_indices, t_starts, t_ends, sigmas, values, g_out):
     return (out,) + torch.autograd.grad(out, (s, v), g_out)
 
 
+def _z_variance_grads(fused, ray_indices, t_starts, t_ends, sigmas, values, g):
+    s = sigmas.clone().requires_grad_(True)
+    if fused is None:
+        opacity, _, z_var = ref.z_variance(t_starts, t_ends, s, ray_indices, len(COUNTS))
+    else:
+        _, z_var, opacity = fused(t_starts, t_ends, s, values, ray_indices, len(COUNTS),
+                                  z_variance=True)
+    return (z_var, opacity) + torch.autograd.grad((z_var * g).sum() + opacity.sum(), s)
+
+
 def check(seed: int):
     """Raises AssertionError on the first mismatch."""
     compiled = (render_weight_from_density, accumulate_along_rays)
@@ -71,6 +81,14 @@ def check(seed: int):
                                       fused, want_sums):
                     torch.testing.assert_close(a, b, **tol, msg=lambda m: f"{dtype} "
                                                f"C={channels} {name}: {m}")
+                # ... and with HiFA's z-variance in the loss (the SIMD kZ kernels).
+                got_z = _z_variance_grads(composite_along_rays, ray_indices, t_starts, t_ends,
+                                          sigmas, values, upstream[1][:len(COUNTS)])
+                want_z = _z_variance_grads(None, ray_indices, t_starts, t_ends, sigmas, values,
+                                           upstream[1][:len(COUNTS)])
+                for name, a, b in zip(["z_variance", "opacity", "z grad_sigmas"], got_z, want_z):
+                    torch.testing.assert_close(a, b, atol=tol["atol"], rtol=10 * tol["rtol"],
+                                               msg=lambda m: f"{dtype} C={channels} {name}: {m}")
 
 
 if __name__ == "__main__":

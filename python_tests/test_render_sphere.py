@@ -5,6 +5,7 @@ import torch
 
 from l2vsd_ext.ops import OccupancyGrid
 from l2vsd_ext.scene import CameraSampler, SolidBackground, VolumeRenderer
+from l2vsd_ext.scene.regularizers import z_variance_loss
 from render_helpers import DEVICES, AnalyticSphere, analytic_sphere_hits
 
 RADIUS = 0.5
@@ -108,3 +109,42 @@ def test_bad_renderer_inputs():
         renderer(o, o.to("meta"))
     with pytest.raises(ValueError, match="render_step_size"):
         VolumeRenderer(AnalyticSphere(), SolidBackground(), render_step_size=0.0)
+
+
+def test_z_variance_is_computed_only_when_asked_and_changes_nothing_else():
+    renderer, _ = make_renderer(True)
+    cams = CameraSampler(32, 32).orbit(1, elevation=20.0, distance=2.0, fovy=45.0)
+    with torch.no_grad():
+        plain = renderer(cams.rays_o, cams.rays_d)
+        out = renderer(cams.rays_o, cams.rays_d, with_z_variance=True)
+    assert "z_variance" not in plain
+    for key, value in plain.items():
+        assert torch.equal(value, out[key]) if torch.is_tensor(value) else value == out[key]
+    assert out["z_variance"].shape == out["opacity"].shape
+    # Density 1000 over steps of 0.01: a hit ray's weight sits in its first sample or two inside
+    # the sphere, so its depth variance is below a step squared.
+    solid = out["opacity"] > 0.999
+    assert int(solid.sum()) > 50
+    assert float(out["z_variance"][solid].max()) < STEP ** 2
+    assert float(z_variance_loss(out["z_variance"], out["opacity"])) < STEP ** 2
+
+
+def test_z_variance_loss_reaches_the_field_through_the_renderer():
+    class TranslucentSphere(AnalyticSphere):
+        def __init__(self):
+            super().__init__(RADIUS, density=1.0)
+            self.scale = torch.nn.Parameter(torch.tensor(3.0))
+
+        def density(self, x):
+            return super().density(x) * self.scale
+
+    field = TranslucentSphere()
+    renderer = VolumeRenderer(field, SolidBackground((0.2, 0.3, 0.4)), None,
+                              render_step_size=STEP, stratified=False).eval()
+    cams = CameraSampler(16, 16).orbit(1, distance=2.0, fovy=45.0)
+    out = renderer(cams.rays_o, cams.rays_d, with_z_variance=True)
+    loss = z_variance_loss(out["z_variance"], out["opacity"])
+    assert float(loss) > 1e-3  # a translucent ball: weight spread over its depth
+    loss.backward()
+    # Denser is thinner: the loss asks for more density.
+    assert torch.isfinite(field.scale.grad) and float(field.scale.grad) < 0

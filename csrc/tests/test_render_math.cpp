@@ -251,12 +251,65 @@ static void test_accumulate_backward_ray_bounds() {
     }
     expect(gw[1] == want_gw, "in-range grad_weights", gw[1], want_gw);
   }
+// The depth spread (HiFA's z-variance) of the fused op: the one-sweep shifted moments give the
+// two-pass definition (mean first, then squared deviations), and the backward with the stats'
+// gradient matches finite differences of L = sum_c g_c out_c + sum_k h_k stats_k w.r.t. sigmas.
+static void test_depth_spread() {
+  std::mt19937 rng(2);
+  std::uniform_real_distribution<double> u(0.05, 1.0);
+  const int64_t n = 13, c = 2;
+  std::vector<double> ts, te, sig, v(n * c), g(c), h(composite::kDepthStats);
+  random_ray(rng, u, n, ts, te, sig);
+  for (auto& x : ts) x += 5.0;  // away from 0: the per-ray t_ref must matter, not the origin
+  for (auto& x : te) x += 5.0;
+  for (auto& x : v) x = u(rng);
+  for (auto& x : g) x = u(rng) - 0.5;
+  for (auto& x : h) x = u(rng) - 0.5;
+  double out[2], stats[3];
+  composite::composite_forward_ray(ts.data(), te.data(), sig.data(), v.data(), c, 0, n, out, stats);
+  std::vector<double> w(n), tr(n), al(n);
+  composite::weights_forward_ray(ts.data(), te.data(), sig.data(), 0, n, w.data(), tr.data(),
+                                 al.data());
+  double sum_w = 0, mean = 0, var = 0;
+  for (int64_t i = 0; i < n; ++i) sum_w += w[i];
+  for (int64_t i = 0; i < n; ++i) mean += w[i] / sum_w * 0.5 * (ts[i] + te[i]);
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = 0.5 * (ts[i] + te[i]) - mean;
+    var += w[i] / sum_w * d * d;
+  }
+  const double t_ref = 0.5 * (ts[0] + te[0]);
+  expect(std::fabs(stats[0] - sum_w) < 1e-14, "depth stats: sum of weights", stats[0], sum_w);
+  expect(std::fabs(stats[1] - (mean - t_ref)) < 1e-13, "depth stats: mean", stats[1], mean - t_ref);
+  expect(std::fabs(stats[2] - var) < 1e-13, "depth stats: variance", stats[2], var);
+  auto loss_of_sigmas = [&](const std::vector<double>& s) {
+    double o[2], z[3];
+    composite::composite_forward_ray(ts.data(), te.data(), s.data(), v.data(), c, 0, n, o, z);
+    return g[0] * o[0] + g[1] * o[1] + h[0] * z[0] + h[1] * z[1] + h[2] * z[2];
+  };
+  std::vector<double> grad_s(n);
+  composite::composite_backward_ray(ts.data(), te.data(), sig.data(), v.data(), g.data(), out, c,
+                                    0, n, grad_s.data(), static_cast<double*>(nullptr), stats,
+                                    h.data());
+  for (int64_t i = 0; i < n; ++i) {
+    const double fd = central_difference(loss_of_sigmas, sig, i);
+    expect(std::fabs(fd - grad_s[i]) < 1e-7, "depth spread d loss / d sigma vs finite differences",
+           grad_s[i], fd);
+  }
+  // A ray without weight (all densities zero) has zero stats and a finite gradient.
+  std::vector<double> zero(n, 0.0);
+  composite::composite_forward_ray(ts.data(), te.data(), zero.data(), v.data(), c, 0, n, out, stats);
+  expect(stats[0] == 0 && stats[1] == 0 && stats[2] == 0, "depth stats of an empty ray");
+  composite::composite_backward_ray(ts.data(), te.data(), zero.data(), v.data(), g.data(), out, c,
+                                    0, n, grad_s.data(), static_cast<double*>(nullptr), stats,
+                                    h.data());
+  for (int64_t i = 0; i < n; ++i) expect(std::isfinite(grad_s[i]), "finite gradient, empty ray");
 }
 
 int main() {
   test_weights_backward();
   test_accumulate();
   test_fused_composite();
+  test_depth_spread();
   test_ray_aabb();
   test_march_matches_lattice();
   test_fill_stays_in_slot();

@@ -1,5 +1,5 @@
-// ATen glue for compositing (render_weight_from_density, accumulate_along_rays): argument checks,
-// per-ray offsets, dispatch to the CPU/CUDA launchers.
+// ATen glue for compositing (render_weight_from_density, accumulate_along_rays and the fused
+// composite_along_rays): argument checks, per-ray offsets, dispatch to the CPU/CUDA launchers.
 #include "registry.h"
 #include "checks.h"
 #include "packed_checks.h"
@@ -220,47 +220,80 @@ int64_t check_fused_inputs(const at::Tensor& t_starts, const at::Tensor& t_ends,
   return values.size(1);
 }
 
-// CPU only: on CUDA the Python op composes render_weight_from_density and
-// accumulate_along_rays (no fused CUDA kernel yet).
-void check_fused_on_cpu(const at::Tensor& sigmas) {
-  TORCH_CHECK_VALUE(sigmas.device().is_cpu(), kCompositeOp,
-                    ": the fused kernel runs on CPU only, got sigmas on ", sigmas.device());
+// The per-ray tensors (n_rays, cols) the backward takes back: checked against the samples.
+void check_ray_tensor(const at::Tensor& t, const at::Tensor& sigmas, int64_t n_rays, int64_t cols,
+                      const char* name, const char* shape) {
+  check_defined(t, kCompositeOp, name);
+  check_dim(t, kCompositeOp, name, 2, shape);
+  check_size(t, kCompositeOp, name, 0, n_rays, shape);
+  check_size(t, kCompositeOp, name, 1, cols, shape);
+  check_same_device(sigmas, "sigmas", t, name, kCompositeOp);
+  check_same_dtype(sigmas, "sigmas", t, name, kCompositeOp);
 }
 
-at::Tensor composite_forward(const at::Tensor& t_starts, const at::Tensor& t_ends,
-                             const at::Tensor& sigmas, const at::Tensor& values,
-                             const at::Tensor& ray_indices, int64_t n_rays, bool validate,
-                             const std::optional<at::Tensor>& layout) {
+// Returns (out (n_rays, C), depth_stats (n_rays, 3) or undefined unless with_depth_stats).
+std::tuple<at::Tensor, at::Tensor> composite_forward(
+    const at::Tensor& t_starts, const at::Tensor& t_ends, const at::Tensor& sigmas,
+    const at::Tensor& values, const at::Tensor& ray_indices, int64_t n_rays, bool validate,
+    const std::optional<at::Tensor>& layout, bool with_depth_stats) {
   const int64_t c = check_fused_inputs(t_starts, t_ends, sigmas, values, ray_indices);
-  check_fused_on_cpu(sigmas);
   const int64_t n = sigmas.size(0);
   const at::Tensor offsets = layout_offsets(ray_indices, n_rays, n, layout, sigmas, "sigmas",
                                             kCompositeOp, validate);
   const at::Tensor ts = t_starts.contiguous(), te = t_ends.contiguous(), sg = sigmas.contiguous();
   const at::Tensor v = values.contiguous();
   // Each ray's row is written by its task, zero for rays without samples.
-  if (n == 0) return at::zeros({n_rays, c}, sg.options());
+  if (n == 0) {
+    return {at::zeros({n_rays, c}, sg.options()),
+            with_depth_stats ? at::zeros({n_rays, composite::kDepthStats}, sg.options())
+                             : at::Tensor()};
+  }
   auto out = at::empty({n_rays, c}, sg.options());
-  if (n_rays == 0 || c == 0) return out;
-  composite::composite_forward_cpu(kernel_dtype(sg), ts.data_ptr(), te.data_ptr(), sg.data_ptr(),
-                                   v.data_ptr(), c, offsets.data_ptr<int64_t>(), n_rays,
-                                   out.data_ptr());
-  return out;
+  at::Tensor stats;
+  if (with_depth_stats) stats = at::empty({n_rays, composite::kDepthStats}, sg.options());
+  if (n_rays == 0) return {out, stats};
+  // C == 0 only happens with the depth spread wanted (otherwise there is nothing to compute).
+  if (c == 0 && !with_depth_stats) return {out, stats};
+  if (sg.is_cuda()) {
+#ifdef WITH_CUDA
+    const c10::cuda::CUDAGuard guard(sg.device());
+    composite::composite_forward_cuda(kernel_dtype(sg), ts.data_ptr(), te.data_ptr(),
+                                      sg.data_ptr(), v.data_ptr(), c,
+                                      offsets.data_ptr<int64_t>(), n_rays, out.data_ptr(),
+                                      stats.defined() ? stats.data_ptr() : nullptr,
+                                      c10::cuda::getCurrentCUDAStream());
+#endif
+  } else {
+    composite::composite_forward_cpu(kernel_dtype(sg), ts.data_ptr(), te.data_ptr(),
+                                     sg.data_ptr(), v.data_ptr(), c, offsets.data_ptr<int64_t>(),
+                                     n_rays, out.data_ptr(),
+                                     stats.defined() ? stats.data_ptr() : nullptr);
+  }
+  return {out, stats};
 }
 
 std::tuple<at::Tensor, at::Tensor> composite_backward(
     const at::Tensor& grad_out, const at::Tensor& out, const at::Tensor& t_starts,
     const at::Tensor& t_ends, const at::Tensor& sigmas, const at::Tensor& values,
     const at::Tensor& ray_indices, int64_t n_rays, bool need_sigmas, bool need_values,
-    const std::optional<at::Tensor>& layout) {
+    const std::optional<at::Tensor>& layout, const std::optional<at::Tensor>& depth_stats,
+    const std::optional<at::Tensor>& grad_depth_stats) {
   const int64_t c = check_fused_inputs(t_starts, t_ends, sigmas, values, ray_indices);
-  check_fused_on_cpu(sigmas);
-  for (auto [t, name] : {std::pair{&grad_out, "grad_out"}, std::pair{&out, "out"}}) {
-    check_dim(*t, kCompositeOp, name, 2, "(n_rays, C)");
-    check_size(*t, kCompositeOp, name, 0, n_rays, "(n_rays, C)");
-    check_size(*t, kCompositeOp, name, 1, c, "(n_rays, C)");
-    check_same_device(sigmas, "sigmas", *t, name, kCompositeOp);
-    check_same_dtype(sigmas, "sigmas", *t, name, kCompositeOp);
+  for (auto [t, name] : {std::pair{&grad_out, "grad_out"}, std::pair{&out, "out"}})
+    check_ray_tensor(*t, sigmas, n_rays, c, name, "(n_rays, C)");
+  // The depth spread's gradient: both tensors or neither.
+  const bool has_stats = depth_stats.has_value() && depth_stats->defined();
+  const bool has_grad_stats = grad_depth_stats.has_value() && grad_depth_stats->defined();
+  TORCH_CHECK_VALUE(has_stats == has_grad_stats, kCompositeOp,
+                    ": 'depth_stats' and 'grad_depth_stats' go together, got only one of them");
+  at::Tensor zs, gzs;
+  if (has_stats) {
+    check_ray_tensor(*depth_stats, sigmas, n_rays, composite::kDepthStats, "depth_stats",
+                     "(n_rays, 3)");
+    check_ray_tensor(*grad_depth_stats, sigmas, n_rays, composite::kDepthStats,
+                     "grad_depth_stats", "(n_rays, 3)");
+    zs = depth_stats->contiguous();
+    gzs = grad_depth_stats->contiguous();
   }
   const int64_t n = sigmas.size(0);
   // The forward pass validated these very indices (or they were valid by construction).
@@ -271,16 +304,30 @@ std::tuple<at::Tensor, at::Tensor> composite_backward(
   at::Tensor gs, gv;
   if (need_sigmas) gs = at::empty_like(sg);  // every sample has a ray: every slot written
   if (need_values) gv = at::empty_like(v);
-  if (n == 0 || n_rays == 0 || c == 0 || (!need_sigmas && !need_values)) {
+  if (n == 0 || n_rays == 0 || (c == 0 && !has_stats) || (!need_sigmas && !need_values)) {
     if (gs.defined()) gs.zero_();
     if (gv.defined()) gv.zero_();
     return {gs, gv};
   }
-  composite::composite_backward_cpu(kernel_dtype(sg), ts.data_ptr(), te.data_ptr(), sg.data_ptr(),
-                                    v.data_ptr(), g.data_ptr(), o.data_ptr(), c,
-                                    offsets.data_ptr<int64_t>(), n_rays,
-                                    gs.defined() ? gs.data_ptr() : nullptr,
-                                    gv.defined() ? gv.data_ptr() : nullptr);
+  const void* zs_ptr = has_stats ? zs.data_ptr() : nullptr;
+  const void* gzs_ptr = has_stats ? gzs.data_ptr() : nullptr;
+  if (sg.is_cuda()) {
+#ifdef WITH_CUDA
+    const c10::cuda::CUDAGuard guard(sg.device());
+    composite::composite_backward_cuda(kernel_dtype(sg), ts.data_ptr(), te.data_ptr(),
+                                       sg.data_ptr(), v.data_ptr(), g.data_ptr(), o.data_ptr(),
+                                       zs_ptr, gzs_ptr, c, offsets.data_ptr<int64_t>(), n_rays,
+                                       gs.defined() ? gs.data_ptr() : nullptr,
+                                       gv.defined() ? gv.data_ptr() : nullptr,
+                                       c10::cuda::getCurrentCUDAStream());
+#endif
+  } else {
+    composite::composite_backward_cpu(kernel_dtype(sg), ts.data_ptr(), te.data_ptr(),
+                                      sg.data_ptr(), v.data_ptr(), g.data_ptr(), o.data_ptr(),
+                                      zs_ptr, gzs_ptr, c, offsets.data_ptr<int64_t>(), n_rays,
+                                      gs.defined() ? gs.data_ptr() : nullptr,
+                                      gv.defined() ? gv.data_ptr() : nullptr);
+  }
   return {gs, gv};
 }
 
@@ -320,17 +367,20 @@ void register_composite(pybind11::module& m) {
         py::arg("weights"), py::arg("values"), py::arg("ray_indices"), py::arg("n_rays"),
         py::arg("need_weights"), py::arg("need_values"), py::arg("offsets") = py::none());
   m.def("composite_forward", &composite_forward,
-        "Fused compositing (CPU): per-ray sums (n_rays, C) of w_i * values_i with the weights of "
-        "render_weights_forward, in one sweep; nothing stored per sample.",
+        "Fused compositing: (out, depth_stats): per-ray sums (n_rays, C) of w_i * values_i with "
+        "the weights of render_weights_forward, in one sweep, nothing stored per sample; with "
+        "depth_stats=True also (n_rays, 3) = (sum w, mean of t_mid - t_ref, variance of t_mid) "
+        "under the normalised weights (t_ref: the ray's first midpoint), else None.",
         py::arg("t_starts"), py::arg("t_ends"), py::arg("sigmas"), py::arg("values"),
         py::arg("ray_indices"), py::arg("n_rays"), py::arg("validate") = true,
-        py::arg("offsets") = py::none());
+        py::arg("offsets") = py::none(), py::arg("depth_stats") = false);
   m.def("composite_backward", &composite_backward,
         "Gradients of composite_forward w.r.t. (sigmas, values), recomputing the weights; `out` "
-        "is composite_forward's result.",
+        "is composite_forward's result, depth_stats (with grad_depth_stats) its depth spread.",
         py::arg("grad_out"), py::arg("out"), py::arg("t_starts"), py::arg("t_ends"),
         py::arg("sigmas"), py::arg("values"), py::arg("ray_indices"), py::arg("n_rays"),
-        py::arg("need_sigmas"), py::arg("need_values"), py::arg("offsets") = py::none());
+        py::arg("need_sigmas"), py::arg("need_values"), py::arg("offsets") = py::none(),
+        py::arg("depth_stats") = py::none(), py::arg("grad_depth_stats") = py::none());
 }
 
 }  // namespace l2vsd

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import threading
 import weakref
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -204,13 +204,13 @@ def accumulate_along_rays(weights: torch.Tensor, values: Optional[torch.Tensor] 
 
 
 class _CompositeFunction(torch.autograd.Function):
-    """The fused CPU kernels: one sweep per ray forward, one backward (the weights are recomputed
-    from the sigmas, not stored)."""
+    """The fused kernels (CPU and CUDA): one sweep per ray forward, one backward (the weights are
+    recomputed from the sigmas, not stored)."""
 
     @staticmethod
     def forward(t_starts, t_ends, sigmas, values, ray_indices, offsets):
         return load_extension().composite_forward(t_starts, t_ends, sigmas, values, ray_indices,
-                                                  offsets.numel() - 1, False, offsets)
+                                                  offsets.numel() - 1, False, offsets)[0]
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -228,16 +228,63 @@ class _CompositeFunction(torch.autograd.Function):
         return None, None, grad_s, grad_v, None, None
 
 
+class _CompositeDepthFunction(torch.autograd.Function):
+    """The fused kernels with the depth spread: (out, depth_stats (n_rays, 3)), the stats being
+    (sum w, mean of t_mid - t_ref, variance of t_mid) under the normalised weights, t_ref the
+    ray's first sample midpoint (composite.h). Differentiable w.r.t. sigmas (all outputs) and
+    values (out)."""
+
+    @staticmethod
+    def forward(t_starts, t_ends, sigmas, values, ray_indices, offsets):
+        return tuple(load_extension().composite_forward(
+            t_starts, t_ends, sigmas, values, ray_indices, offsets.numel() - 1, False, offsets,
+            True))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        t_starts, t_ends, sigmas, values, ray_indices, offsets = inputs
+        ctx.save_for_backward(t_starts, t_ends, sigmas, values, ray_indices, offsets, *output)
+        ctx.set_materialize_grads(False)  # an unused output's gradient arrives as None
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out, grad_stats):
+        t_starts, t_ends, sigmas, values, ray_indices, offsets, out, stats = ctx.saved_tensors
+        need_s, need_v = ctx.needs_input_grad[2], ctx.needs_input_grad[3]
+        if grad_out is None:
+            grad_out = torch.zeros_like(out)
+        grad_s, grad_v = load_extension().composite_backward(
+            grad_out, out, t_starts, t_ends, sigmas, values, ray_indices, offsets.numel() - 1,
+            need_s, need_v, offsets, None if grad_stats is None else stats, grad_stats)
+        return None, None, grad_s, grad_v, None, None
+
+
+class CompositeWithZVariance(NamedTuple):
+    """composite_along_rays(..., z_variance=True): the per-ray sums (n_rays, C), and per ray
+    (n_rays,) the z-variance and the opacity (sum of the weights) that selects the rays it is
+    averaged over (scene.regularizers.z_variance_loss)."""
+    sums: torch.Tensor
+    z_variance: torch.Tensor
+    opacity: torch.Tensor
+
+
 def composite_along_rays(t_starts: torch.Tensor, t_ends: torch.Tensor, sigmas: torch.Tensor,
                          values: torch.Tensor, ray_indices: Optional[torch.Tensor] = None,
-                         n_rays: Optional[int] = None, check_layout: bool = True) -> torch.Tensor:
+                         n_rays: Optional[int] = None, check_layout: bool = True,
+                         z_variance: bool = False):
     """accumulate_along_rays(render_weight_from_density(...)[0], values, ...) in one op: the
     per-ray sums (n_rays, C) of w_i * values_i. Packed: (n_samples,) intervals and sigmas,
     values (n_samples, C), sorted ray_indices. Batched: (n_rays, n_samples) and
     (n_rays, n_samples, C) with ray_indices=None. Differentiable w.r.t. sigmas and values.
-    On CPU one fused kernel reads each sample once forward and once backward and stores no
-    per-sample weights; on CUDA (no fused kernel yet) it composes the two ops.
-    check_layout: as for render_weight_from_density."""
+    One fused kernel (CPU and CUDA) reads each sample once forward and once backward and stores
+    no per-sample weights. check_layout: as for render_weight_from_density.
+
+    z_variance=True (HiFA's regulariser) returns CompositeWithZVariance(sums, z_variance,
+    opacity) instead: per ray, with normalised weights w_i / sum w and sample midpoints t_i,
+    z_variance = sum_i (w_i / sum w) (t_i - mu)^2 around mu = sum_i (w_i / sum w) t_i (0 for a ray
+    with no weight), computed in the same sweep; its gradient reaches the sigmas (t carries
+    none). It can be a rounding error below 0. False (the default) is the op without it, bit for
+    bit."""
     op = "composite_along_rays"
     for name, value in (("t_starts", t_starts), ("t_ends", t_ends), ("sigmas", sigmas),
                         ("values", values)):
@@ -257,8 +304,7 @@ def composite_along_rays(t_starts: torch.Tensor, t_ends: torch.Tensor, sigmas: t
         offsets = _packed_offsets(ray_indices, _infer_n_rays(ray_indices, n_rays),
                                   bool(check_layout), op)
         flat = (t_starts, t_ends, sigmas, values)
-    if sigmas.device.type == "cuda":
-        # No fused CUDA kernel yet: the two CUDA ops back to back, on the layout checked above.
-        weights = _RenderWeightFunction.apply(*flat[:3], indices, offsets)[0]
-        return _AccumulateFunction.apply(weights, flat[3], indices, offsets)
-    return _CompositeFunction.apply(*flat, indices, offsets)
+    if not z_variance:
+        return _CompositeFunction.apply(*flat, indices, offsets)
+    sums, stats = _CompositeDepthFunction.apply(*flat, indices, offsets)
+    return CompositeWithZVariance(sums, stats[:, 2], stats[:, 0])

@@ -121,6 +121,21 @@ def accumulate_along_rays(weights, values, ray_indices, n_rays):
     return out.index_add(0, ray_indices, contrib)
 
 
+def z_variance(t_starts, t_ends, sigmas, ray_indices, n_rays):
+    """(opacity, mean, variance) per ray (n_rays,) of the sample midpoints under the normalised
+    weights w_i / sum w (HiFA's z-variance), by its definition: the mean first, then the
+    squared deviations from it. Rays without weight get zeros."""
+    weights = render_weight_from_density(t_starts, t_ends, sigmas, ray_indices, n_rays)[0]
+    mid = 0.5 * (t_starts + t_ends)
+    opacity = accumulate_along_rays(weights, None, ray_indices, n_rays)[:, 0]
+    safe = torch.where(opacity > 0, opacity, torch.ones_like(opacity))
+    mean = accumulate_along_rays(weights, mid[:, None], ray_indices, n_rays)[:, 0] / safe
+    spread = (mid - mean[ray_indices]) ** 2
+    variance = accumulate_along_rays(weights, spread[:, None], ray_indices, n_rays)[:, 0] / safe
+    zero = torch.zeros_like(opacity)
+    return opacity, torch.where(opacity > 0, mean, zero), torch.where(opacity > 0, variance, zero)
+
+
 def occupancy_sampling(rays_o, rays_d, t_min, t_max, offset, binary, aabb, resolution,
                        step_size, max_samples_per_ray=1 << 30):
     """Uniform-step (cone_angle = 0) marching by brute force: every step of the lattice

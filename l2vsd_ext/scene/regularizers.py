@@ -1,6 +1,7 @@
 """Silhouette regularisers on the rendered opacity, as text-to-3D users know them from
 threestudio (its lambda_sparsity and lambda_opaque): score distillation alone leaves a
-half-transparent haze around the object, which these terms clear."""
+half-transparent haze around the object, which these terms clear. And HiFA's z-variance
+regulariser, which pulls each ray's weight into a thin shell (solid surfaces, fewer floaters)."""
 from __future__ import annotations
 
 import torch
@@ -73,3 +74,20 @@ def mesh_laplacian_smoothing(vertices: torch.Tensor, faces: torch.Tensor) -> tor
     used = degree > 0
     lap = summed[used] / degree[used, None] - vertices[used]
     return lap.norm(dim=-1).mean()
+
+
+def z_variance_loss(z_variance: torch.Tensor, opacity: torch.Tensor,
+                    opacity_threshold: float = 0.5) -> torch.Tensor:
+    """HiFA's z-variance regulariser: the mean z-variance over the rays whose opacity is above
+    `opacity_threshold` (threestudio's `z_variance[opacity > 0.5].mean()`), and 0 (still a
+    graph-connected tensor) when no ray is. The variance is the renderer's
+    `renderer(..., with_z_variance=True)["z_variance"]`, with `["opacity"]` of the same shape.
+    HiFA weighs it 300 with VSD and 100 with SDS; the threshold only selects rays (no gradient
+    flows through it)."""
+    if z_variance.shape != opacity.shape:
+        raise ValueError(f"z_variance_loss: 'z_variance' and 'opacity' must share a shape, got "
+                         f"{tuple(z_variance.shape)} and {tuple(opacity.shape)}")
+    selected = z_variance[opacity.detach() > opacity_threshold]
+    if selected.numel() == 0:
+        return z_variance.sum() * 0
+    return selected.mean()

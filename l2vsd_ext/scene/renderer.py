@@ -82,9 +82,14 @@ class VolumeRenderer(nn.Module):
     def forward(self, rays_o: torch.Tensor, rays_d: torch.Tensor,
                 light_positions: Optional[torch.Tensor] = None, shading: str = "albedo",
                 with_normals: bool = False,
-                generator: Optional[torch.Generator] = None) -> dict:
+                generator: Optional[torch.Generator] = None,
+                with_z_variance: bool = False) -> dict:
         """rays (..., 3) -> dict of (..., C): rgb (3), opacity (1), depth (1), normal (3, in
-        [-1, 1], when with_normals or the shading needs it), plus 'samples_per_ray' (float)."""
+        [-1, 1], when with_normals or the shading needs it), plus 'samples_per_ray' (float).
+        with_z_variance: also 'z_variance' (1), HiFA's per-ray variance of the sample depths
+        under the normalised weights (composite_along_rays(z_variance=True), same pass, gradient
+        to the density); regularizers.z_variance_loss(out['z_variance'], out['opacity']) is the
+        loss. Not computed unless asked."""
         if shading not in SHADING_MODES:
             raise ValueError(f"VolumeRenderer: 'shading' must be one of {SHADING_MODES}, got "
                              f"{shading!r}")
@@ -111,13 +116,17 @@ class VolumeRenderer(nn.Module):
         channels = [color, torch.ones_like(mid)[:, None], mid[:, None].to(color)]
         if need_normals:
             channels.append(out["normal"])
-        sums = composite_along_rays(t_starts, t_ends, out["density"], torch.cat(channels, dim=-1),
-                                    ray_indices, n_rays, check_layout=False)
+        composited = composite_along_rays(t_starts, t_ends, out["density"],
+                                          torch.cat(channels, dim=-1), ray_indices, n_rays,
+                                          check_layout=False, z_variance=with_z_variance)
+        sums = composited.sums if with_z_variance else composited
         rgb_fg, opacity, depth = sums[:, :3], sums[:, 3:4], sums[:, 4:5]
         rgb = rgb_fg + self.background(d).to(rgb_fg) * (1 - opacity)
         result = {"rgb": rgb, "opacity": opacity, "depth": depth}
         if need_normals:
             result["normal"] = sums[:, 5:8]
+        if with_z_variance:
+            result["z_variance"] = composited.z_variance[:, None]
         result = {k: v.reshape(*lead, v.shape[-1]) for k, v in result.items()}
         result["samples_per_ray"] = t_starts.numel() / max(n_rays, 1)
         return result

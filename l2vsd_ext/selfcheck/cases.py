@@ -155,15 +155,18 @@ class CompositeCase(Case):
         w, trans, alphas = weights_fn(ts, te, sigmas, ri, n_rays)
         rgb = acc_fn(w, values, ri, n_rays)
         g_sigmas, g_values = _grads([w, trans, rgb], [sigmas, values], gen)
-        # The fused op (the renderer's): CPU kernel, on CUDA the two ops composed.
+        # The fused op (the renderer's, fused kernels on CPU and CUDA), with HiFA's z-variance.
         sigmas, values = sigmas.detach().requires_grad_(True), values.detach().requires_grad_(True)
         if compiled:
-            fused = composite_along_rays(ts, te, sigmas, values, ri, n_rays)
+            fused, z_var, opacity = composite_along_rays(ts, te, sigmas, values, ri, n_rays,
+                                                         z_variance=True)
         else:
             fused = acc_fn(weights_fn(ts, te, sigmas, ri, n_rays)[0], values, ri, n_rays)
-        g_sigmas_fused, g_values_fused = _grads([fused], [sigmas, values], gen)
+            opacity, _, z_var = reference.z_variance(ts, te, sigmas, ri, n_rays)
+        g_sigmas_fused, g_values_fused = _grads([fused, z_var, opacity], [sigmas, values], gen)
         return {"weights": w, "transmittance": trans, "alphas": alphas, "rgb": rgb,
                 "grad_sigmas": g_sigmas, "grad_values": g_values, "rgb (fused)": fused,
+                "z_variance (fused)": z_var, "opacity (fused)": opacity,
                 "grad_sigmas (fused)": g_sigmas_fused, "grad_values (fused)": g_values_fused}
 
 

@@ -370,18 +370,38 @@ L2VSD_LANES_INLINE void for_each_block(int64_t begin, int64_t end, F&& f) {
   else f.template operator()<kShort>(s, m);
 }
 
+// The depth offsets d = t_mid - t_ref of a block's samples (composite.h's depth_offset). Lanes
+// outside the ray get finite values; their weight is zero.
+template <BlockKind kKind, typename V, int W, typename T>
+L2VSD_LANES_INLINE V block_depth_offsets(const T* ts, const T* te, int64_t s, int m, T t_ref) {
+  return depth_offset(load_block<kKind, V, W>(ts + s, m), load_block<kKind, V, W>(te + s, m), t_ref);
+}
+
+template <typename T> T first_midpoint(const T* ts, const T* te, int64_t begin, int64_t end) {
+  return end > begin ? T(0.5) * (ts[begin] + te[begin]) : T(0);
+}
+
+template <int W, typename V, typename T> L2VSD_LANES_INLINE T lane_sum(const V& x) {
+  T sum = T(0);
+  for (int j = 0; j < W; ++j) sum += x[j];
+  return sum;
+}
+
 // composite_forward_ray() for C <= kMaxVectorChannels: the weights and AccumulateForward's sums in
-// one sweep, nothing stored per sample.
-template <int C, typename T> struct CompositeForward {
+// one sweep, nothing stored per sample. kZ: also the depth spread (W-lane partial moments).
+template <int C, bool kZ, typename T> struct CompositeForward {
   struct Args {
     const T *ts, *te, *sig, *v;
     const int64_t* off;
-    T* out;
+    T *out, *zs;
   };
   template <int Bytes> L2VSD_LANES_INLINE static void ray(const Args& a, int64_t r) {
     using V = VecOf<T, Bytes>;
     constexpr int W = kLanesOf<T, Bytes>;
     V front = V{} + T(1), acc[C] = {};
+    V sum_w{}, sum_wd{}, sum_wdd{};
+    T t_ref = T(0);
+    if constexpr (kZ) t_ref = first_midpoint(a.ts, a.te, a.off[r], a.off[r + 1]);
     for_each_block<W>(a.off[r], a.off[r + 1], [&]<BlockKind kKind>(int64_t s, int m)
                                                   L2VSD_LANES_INLINE_LAMBDA {
       const auto b = BlockWeights<V, W, T>::template of<kKind>(a.ts, a.te, a.sig, s, m, front);
@@ -391,21 +411,29 @@ template <int C, typename T> struct CompositeForward {
         constexpr int K = decltype(k)::value;
         acc[K] += lanes::spread<W, C, K>(b.w) * v[K];
       });
+      if constexpr (kZ)
+        add_depth_moments(b.w, block_depth_offsets<kKind, V, W>(a.ts, a.te, s, m, t_ref), sum_w,
+                          sum_wd, sum_wdd);
       front = b.behind;
     });
     T sums[C] = {};
     for (int k = 0; k < C; ++k)
       for (int j = 0; j < W; ++j) sums[(k * W + j) % C] += acc[k][j];
     for (int c = 0; c < C; ++c) a.out[r * C + c] = sums[c];
+    if constexpr (kZ)
+      finish_depth_stats(lane_sum<W, V, T>(sum_w), lane_sum<W, V, T>(sum_wd),
+                         lane_sum<W, V, T>(sum_wdd), a.zs + r * kDepthStats);
   }
 };
 
 // composite_backward_ray() for C <= kMaxVectorChannels, front to back: the weights recomputed as
 // in the forward, the running sum of g_i w_i an in-register inclusive prefix sum per block plus
-// one carry. kGS/kGV: which gradients are wanted (values are read only for grad_sigmas).
-template <int C, bool kGS, bool kGV, typename T> struct CompositeBackward {
+// one carry. kGS/kGV: which gradients are wanted (values are read only for grad_sigmas). kZ: the
+// depth spread's gradient joins g_i (it only reaches the sigmas, so only with kGS).
+template <int C, bool kGS, bool kGV, bool kZ, typename T> struct CompositeBackward {
+  static_assert(kGS || !kZ, "the depth spread only has a sigma gradient");
   struct Args {
-    const T *ts, *te, *sig, *v, *g, *out;
+    const T *ts, *te, *sig, *v, *g, *out, *zs, *gzs;
     const int64_t* off;
     T *gs, *gv;
   };
@@ -419,6 +447,13 @@ template <int C, bool kGS, bool kGV, typename T> struct CompositeBackward {
     grad_pattern<C, V, W>(g, pattern);
     T total_sum = T(0);
     for (int c = 0; c < C; ++c) total_sum += g[c] * a.out[r * C + c];
+    DepthStatsGrad<T> dg{};
+    T t_ref = T(0);
+    if constexpr (kZ) {
+      dg = DepthStatsGrad<T>::of(a.zs + r * kDepthStats, a.gzs + r * kDepthStats);
+      total_sum += dg.total;
+      t_ref = first_midpoint(a.ts, a.te, begin, end);
+    }
     const V total = V{} + total_sum;
     V front = V{} + T(1), before{};  // transmittance and sum of g_i w_i in front of the block
     for_each_block<W>(begin, end, [&]<BlockKind kKind>(int64_t s, int m)
@@ -438,8 +473,10 @@ template <int C, bool kGS, bool kGV, typename T> struct CompositeBackward {
         for (int k = 0; k < C; ++k) p[k] *= pattern[k];
         V gw = channel_of<W, C, 0>(p);
         static_for<C - 1>([&](auto c) { gw += channel_of<W, C, decltype(c)::value + 1>(p); });
+        if constexpr (kZ)
+          gw += dg.weight_grad(block_depth_offsets<kKind, V, W>(a.ts, a.te, s, m, t_ref));
         const V upto = before + lanes::prefix_sum<W>(gw * b.w);
-        store_block<kKind, V, W>(a.gs + s, (gw * (b.trans - b.w) - (total - upto)) * b.dt, m);
+        store_block<kKind, V, W>(a.gs + s, fused_sigma_grad(gw, b.trans, b.w, total, upto, b.dt), m);
         before = lanes::broadcast<W, W - 1>(upto);
       }
       front = b.behind;
@@ -465,19 +502,23 @@ void accumulate_backward_scalar(const T* w, const T* v, const T* g, int64_t c, c
 
 template <typename T>
 void composite_forward_scalar(const T* ts, const T* te, const T* sig, const T* v, int64_t c,
-                              const int64_t* off, int64_t n_rays, T* out) {
+                              const int64_t* off, int64_t n_rays, T* out, T* zs) {
 #pragma omp parallel for schedule(dynamic, 64)
   for (int64_t r = 0; r < n_rays; ++r)
-    composite_forward_ray(ts, te, sig, v, c, off[r], off[r + 1], out + r * c);
+    composite_forward_ray(ts, te, sig, v, c, off[r], off[r + 1], out + r * c,
+                          zs ? zs + r * kDepthStats : nullptr);
 }
 
 template <typename T>
 void composite_backward_scalar(const T* ts, const T* te, const T* sig, const T* v, const T* g,
-                               const T* out, int64_t c, const int64_t* off, int64_t n_rays,
-                               T* gs, T* gv) {
+                               const T* out, const T* zs, const T* gzs, int64_t c,
+                               const int64_t* off, int64_t n_rays, T* gs, T* gv) {
+  const bool depth = zs && gzs;
 #pragma omp parallel for schedule(dynamic, 64)
   for (int64_t r = 0; r < n_rays; ++r)
-    composite_backward_ray(ts, te, sig, v, g + r * c, out + r * c, c, off[r], off[r + 1], gs, gv);
+    composite_backward_ray(ts, te, sig, v, g + r * c, out + r * c, c, off[r], off[r + 1], gs, gv,
+                           depth ? zs + r * kDepthStats : nullptr,
+                           depth ? gzs + r * kDepthStats : nullptr);
 }
 
 template <typename T>
@@ -539,30 +580,42 @@ void accumulate_backward_impl(const T* w, const T* v, const T* g, int64_t c, con
   if (!vectorised) accumulate_backward_scalar(w, v, g, c, off, n_rays, gw, gv);
 }
 
+// zs: the depth spread (n_rays, 3) or null; the kZ = false kernels are the op without it.
 template <typename T>
 void composite_forward_impl(const T* ts, const T* te, const T* sig, const T* v, int64_t c,
-                            const int64_t* off, int64_t n_rays, T* out) {
-  const bool vectorised = with_channel_count(c, [&](auto C) {
-    for_each_ray<CompositeForward<decltype(C)::value, T>>({ts, te, sig, v, off, out}, n_rays);
-  });
-  if (!vectorised) composite_forward_scalar(ts, te, sig, v, c, off, n_rays, out);
-}
-
-template <typename T>
-void composite_backward_impl(const T* ts, const T* te, const T* sig, const T* v, const T* g,
-                             const T* out, int64_t c, const int64_t* off, int64_t n_rays, T* gs,
-                             T* gv) {
-  if (!gs && !gv) return;
+                            const int64_t* off, int64_t n_rays, T* out, T* zs) {
   const bool vectorised = with_channel_count(c, [&](auto C) {
     constexpr int kC = decltype(C)::value;
-    if (gs && gv)
-      for_each_ray<CompositeBackward<kC, true, true, T>>({ts, te, sig, v, g, out, off, gs, gv}, n_rays);
-    else if (gs)
-      for_each_ray<CompositeBackward<kC, true, false, T>>({ts, te, sig, v, g, out, off, gs, gv}, n_rays);
+    if (zs)
+      for_each_ray<CompositeForward<kC, true, T>>({ts, te, sig, v, off, out, zs}, n_rays);
     else
-      for_each_ray<CompositeBackward<kC, false, true, T>>({ts, te, sig, v, g, out, off, gs, gv}, n_rays);
+      for_each_ray<CompositeForward<kC, false, T>>({ts, te, sig, v, off, out, zs}, n_rays);
   });
-  if (!vectorised) composite_backward_scalar(ts, te, sig, v, g, out, c, off, n_rays, gs, gv);
+  if (!vectorised) composite_forward_scalar(ts, te, sig, v, c, off, n_rays, out, zs);
+}
+
+// The depth spread's gradient (zs and gzs) only reaches the sigmas: without gs it is ignored.
+template <typename T>
+void composite_backward_impl(const T* ts, const T* te, const T* sig, const T* v, const T* g,
+                             const T* out, const T* zs, const T* gzs, int64_t c,
+                             const int64_t* off, int64_t n_rays, T* gs, T* gv) {
+  if (!gs && !gv) return;
+  const bool depth = gs && zs && gzs;
+  if (!depth) zs = gzs = nullptr;
+  const bool vectorised = with_channel_count(c, [&](auto C) {
+    constexpr int kC = decltype(C)::value;
+    const auto run = [&]<bool kGS, bool kGV, bool kZ>() {
+      for_each_ray<CompositeBackward<kC, kGS, kGV, kZ, T>>(
+          {ts, te, sig, v, g, out, zs, gzs, off, gs, gv}, n_rays);
+    };
+    if (depth && gv) run.template operator()<true, true, true>();
+    else if (depth) run.template operator()<true, false, true>();
+    else if (gs && gv) run.template operator()<true, true, false>();
+    else if (gs) run.template operator()<true, false, false>();
+    else run.template operator()<false, true, false>();
+  });
+  if (!vectorised)
+    composite_backward_scalar(ts, te, sig, v, g, out, zs, gzs, c, off, n_rays, gs, gv);
 }
 
 }  // namespace
@@ -611,22 +664,25 @@ void accumulate_backward_cpu(DType dtype, const void* weights, const void* value
 
 void composite_forward_cpu(DType dtype, const void* t_starts, const void* t_ends,
                            const void* sigmas, const void* values, int64_t n_channels,
-                           const int64_t* offsets, int64_t n_rays, void* out) {
+                           const int64_t* offsets, int64_t n_rays, void* out, void* depth_stats) {
   L2VSD_COMPOSITE_DISPATCH(dtype, composite_forward_impl<T>(
       static_cast<const T*>(t_starts), static_cast<const T*>(t_ends),
       static_cast<const T*>(sigmas), static_cast<const T*>(values), n_channels, offsets, n_rays,
-      static_cast<T*>(out)));
+      static_cast<T*>(out), static_cast<T*>(depth_stats)));
 }
 
 void composite_backward_cpu(DType dtype, const void* t_starts, const void* t_ends,
                             const void* sigmas, const void* values, const void* grad_out,
-                            const void* out, int64_t n_channels, const int64_t* offsets,
-                            int64_t n_rays, void* grad_sigmas, void* grad_values) {
+                            const void* out, const void* depth_stats,
+                            const void* grad_depth_stats, int64_t n_channels,
+                            const int64_t* offsets, int64_t n_rays, void* grad_sigmas,
+                            void* grad_values) {
   L2VSD_COMPOSITE_DISPATCH(dtype, composite_backward_impl<T>(
       static_cast<const T*>(t_starts), static_cast<const T*>(t_ends),
       static_cast<const T*>(sigmas), static_cast<const T*>(values),
-      static_cast<const T*>(grad_out), static_cast<const T*>(out), n_channels, offsets, n_rays,
-      static_cast<T*>(grad_sigmas), static_cast<T*>(grad_values)));
+      static_cast<const T*>(grad_out), static_cast<const T*>(out),
+      static_cast<const T*>(depth_stats), static_cast<const T*>(grad_depth_stats), n_channels,
+      offsets, n_rays, static_cast<T*>(grad_sigmas), static_cast<T*>(grad_values)));
 }
 
 }  // namespace composite

@@ -102,6 +102,13 @@ def vae_batch(images, alphas, args, generator) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def balanced_draw_weights(text_index: torch.Tensor, n_texts: int) -> torch.Tensor:
+    """Per-image draw weights 1 / (images sharing its text): every (object, view) text is then
+    drawn equally often, whatever share of the run's cameras its view label gets."""
+    counts = torch.bincount(text_index, minlength=n_texts).double()
+    return 1.0 / counts[text_index]
+
+
 @torch.no_grad()
 def latent_scale(vae, images, alphas, white_probability: float, seed: int, n: int = 1024) -> float:
     """1 / std of the posterior means of n training renders (unit-variance latents, as SD's
@@ -192,9 +199,7 @@ def train(args) -> str:
     render_bar.close()
     images, alphas, text_index = data["images"], data["alpha"], data["text_index"]
     n_images, uncond_index = images.shape[0], len(data["texts"]) - 1
-    # Per-image draw weights: uniform, or 1/(images sharing its text) to balance the views.
-    counts = torch.bincount(text_index, minlength=len(data["texts"])).double()
-    draw_weights = 1.0 / counts[text_index] if args.balance_views else torch.ones(n_images, dtype=torch.double)
+    draw_weights = balanced_draw_weights(text_index, len(data["texts"])) if args.balance_views else None
     tokens = tokenizer(data["texts"], padding="max_length", max_length=tokenizer.model_max_length,
                        truncation=True, return_tensors="pt").input_ids
 

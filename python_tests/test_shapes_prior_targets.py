@@ -79,3 +79,12 @@ def test_mean_psnr_to_own_object(request, summary):
     sampler, s = summary
     _v2_xfail(request, sampler, "mean_psnr_own", lambda v: v >= 20.0)
     assert s["mean_psnr_own"] >= 20.0, s
+
+
+def test_report_diffusers_sampler_needs_a_local_folder(tmp_path, capsys):
+    from l2vsd_ext.shapes.prior_report import main
+
+    code = main(["--pretrained", "tiny-random", "--sampler", "diffusers", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "needs a local folder" in err[0], err
+    assert not (tmp_path / "r").exists()

@@ -37,11 +37,6 @@ def main(argv=None) -> int:
                         "pixel-space folder); needs a local folder")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    try:
-        prior = DiffusionPrior.from_pretrained(args.pretrained, device="cpu")
-    except PriorWeightsUnavailable as err:
-        print(f"l2vsd_ext.shapes.prior_report: error: {err}", file=sys.stderr)
-        return 2
     sampler = None
     if args.sampler == "diffusers":
         from ..prior.loading import SHAPES_ID, shapes_weights_path
@@ -53,6 +48,11 @@ def main(argv=None) -> int:
                   f"not '{args.pretrained}'", file=sys.stderr)
             return 2
         sampler = lambda texts, **kw: sample_images_diffusers(folder, texts, **kw)  # noqa: E731
+    try:
+        prior = DiffusionPrior.from_pretrained(args.pretrained, device="cpu")
+    except PriorWeightsUnavailable as err:
+        print(f"l2vsd_ext.shapes.prior_report: error: {err}", file=sys.stderr)
+        return 2
     os.makedirs(args.out, exist_ok=True)
     rows, _ = evaluate_prior(prior, samples_per_case=args.samples, steps=args.steps,
                              guidance_scale=args.guidance_scale, seed=args.seed, sampler=sampler)

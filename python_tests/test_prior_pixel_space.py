@@ -91,3 +91,19 @@ def test_pixel_folder_with_broken_unet_is_one_clear_error(pixel_folder, tmp_path
     os.remove(broken / "unet" / "config.json")
     with pytest.raises(PriorWeightsUnavailable, match="could not load the diffusion prior"):
         DiffusionPrior.from_pretrained(str(broken), device="cpu")
+
+
+@pytest.mark.parametrize("mode", ["sds", "l2vsd"])
+def test_a_run_distils_from_a_pixel_space_prior(pixel_folder, tmp_path, mode):
+    """The whole run (SDS straight on the image; L²-VSD with its LoRA score model and lookahead on
+    the pixel UNet) goes through with no VAE."""
+    import json
+
+    from tiny_run import make_tiny_run
+
+    out = make_tiny_run(pixel_folder, tmp_path, steps=2, mode=mode)
+    with open(os.path.join(out, "metrics.jsonl")) as fh:
+        rows = [json.loads(line) for line in fh if line.strip()]
+    assert [r["step"] for r in rows if "step" in r][-1] == 2
+    numbers = [v for r in rows for v in r.values() if isinstance(v, float)]
+    assert numbers and all(torch.isfinite(torch.tensor(numbers)))

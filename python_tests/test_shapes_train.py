@@ -37,12 +37,12 @@ def test_toy_training_is_deterministic_resumable_and_loadable(tmp_path, coarse_t
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert train_main(TOY + ["--unet-steps", "3", "--out", str(straight)]) == 0
     split.mkdir()
-    (split / "dataset.pt").write_bytes((straight / "dataset.pt").read_bytes())  # skip re-rendering
+    (split / "dataset.npz").write_bytes((straight / "dataset.npz").read_bytes())  # skip re-rendering
     assert train_main(TOY + ["--unet-steps", "2", "--out", str(split)]) == 0
     assert train_main(TOY + ["--unet-steps", "3", "--out", str(split)]) == 0  # resumes at step 2
     a, b = _weights(straight / "pipeline"), _weights(split / "pipeline")
     assert _same(a, b)
-    data = torch.load(straight / "dataset.pt", weights_only=False)
+    data = dataset.read_dataset(str(straight / "dataset.npz"))
     assert data["images"].shape == (8 * 16, 3, 16, 16) and data["alpha"].shape == (8 * 16, 1, 16, 16)
     assert data["alpha"].float().mean() > 0  # the objects are there, for re-compositing
     assert data["texts"][0] == "a snowman with an orange carrot nose, front view"
@@ -69,3 +69,44 @@ def test_resume_refuses_other_settings(tmp_path, coarse_truth, capsys):
     assert train_main(TOY + ["--unet-steps", "1", "--kl-weight", "0.5", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "other settings (kl_weight)" in err and len(err.splitlines()) == 1
+
+
+PIXEL_TOY = ["--views-per-object", "16", "--resolution", "16", "--unet-channels", "16", "32",
+             "--text-width", "32", "--pixel-space", "--balance-views", "--ckpt-every", "1"]
+
+
+def test_pixel_space_toy_training_resumes_exactly_and_loads_without_vae(tmp_path, coarse_truth, capsys):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert train_main(PIXEL_TOY + ["--unet-steps", "3", "--out", str(straight)]) == 0
+    split.mkdir()
+    (split / "dataset.npz").write_bytes((straight / "dataset.npz").read_bytes())
+    assert train_main(PIXEL_TOY + ["--unet-steps", "2", "--out", str(split)]) == 0
+    assert train_main(PIXEL_TOY + ["--unet-steps", "3", "--out", str(split)]) == 0
+    folder = straight / "pipeline"
+    assert not (folder / "vae").exists()
+    unet = lambda f: load_file(str(f / "unet" / "diffusion_pytorch_model.safetensors"))  # noqa: E731
+    a, b = unet(folder), unet(split / "pipeline")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    from l2vsd_ext.prior import DiffusionPrior
+
+    prior = DiffusionPrior.from_pretrained(str(folder), device="cpu")
+    assert prior.pixel_space and prior.unet.config.in_channels == 3
+    assert prior.unet.config.sample_size == 16 and prior.alphas_cumprod[-1] < 1e-3
+    capsys.readouterr()
+    # No VAE to train: a VAE step count is a mistake, said in one line.
+    assert train_main(PIXEL_TOY + ["--vae-steps", "5", "--out", str(tmp_path / "x")]) == 2
+    assert "--pixel-space has no VAE" in capsys.readouterr().err
+
+
+def test_balanced_draws_equalise_the_views():
+    """--balance-views: every text is drawn equally often, however unequal its share of images."""
+    from l2vsd_ext.shapes.train import balanced_draw_weights
+
+    text_index = torch.tensor([0] * 10 + [1] * 30 + [2] * 5 + [3] * 55)[torch.randperm(100)]
+    weights = balanced_draw_weights(text_index, 5)
+    per_text = torch.zeros(4, dtype=torch.double).index_add_(0, text_index, weights)
+    torch.testing.assert_close(per_text, torch.ones(4, dtype=torch.double))
+    draws = torch.multinomial(weights, 40000, replacement=True, generator=torch.Generator().manual_seed(0))
+    shares = torch.bincount(text_index[draws], minlength=4).double() / 40000
+    torch.testing.assert_close(shares, torch.full((4,), 0.25, dtype=torch.double), atol=0.015, rtol=0)

@@ -22,18 +22,26 @@ class DiffusionPrior:
     """UNet, VAE, text encoder, tokenizer and DDPM noise schedule of a Stable Diffusion model.
 
     All weights are frozen. The UNet may later carry LoRA adapters (LoraScoreModel); ε_pre is
-    always evaluated with them disabled (`base_model()`)."""
+    always evaluated with them disabled (`base_model()`).
+
+    vae None: a pixel-space prior (Imagen/DeepFloyd-IF style). Its "latents" are the images
+    themselves scaled to [-1, 1]; encode/decode are that scaling and nothing else."""
 
     def __init__(self, unet, vae, text_encoder, tokenizer, scheduler, device, dtype):
         self.unet, self.vae, self.text_encoder = unet, vae, text_encoder
         self.tokenizer, self.scheduler = tokenizer, scheduler
         self.device, self.dtype = torch.device(device), dtype
         for module in (unet, vae, text_encoder):
-            module.to(self.device).eval().requires_grad_(False)
+            if module is not None:
+                module.to(self.device).eval().requires_grad_(False)
         self.num_train_timesteps = scheduler.config.num_train_timesteps
         self.alphas_cumprod = scheduler.alphas_cumprod.to(self.device, torch.float32)
-        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        self.latent_channels = vae.config.latent_channels
+        self.pixel_space = vae is None
+        if self.pixel_space:
+            self.vae_scale_factor, self.latent_channels = 1, unet.config.in_channels
+        else:
+            self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+            self.latent_channels = vae.config.latent_channels
         self._base_model_hooks = []  # callables entering contexts that restore the plain prior
 
     @classmethod
@@ -59,11 +67,15 @@ class DiffusionPrior:
         64 px and encodes at 512). Uses the posterior's sample, as the distillation recipes do."""
         if resolution is not None and images.shape[-1] != resolution:
             images = F.interpolate(images, (resolution, resolution), mode="bilinear", align_corners=False)
+        if self.pixel_space:
+            return (images * 2 - 1).to(self.dtype)
         posterior = self.vae.encode((images * 2 - 1).to(self.dtype)).latent_dist
         return posterior.sample() * self.vae.config.scaling_factor
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        if self.pixel_space:
+            return ((latents.float() + 1) / 2).clamp(0, 1)
         images = self.vae.decode((latents / self.vae.config.scaling_factor).to(self.dtype)).sample
         return ((images.float() + 1) / 2).clamp(0, 1)
 

@@ -51,8 +51,25 @@ except ImportError:  # pragma: no cover - older safetensors
     _SafetensorError = OSError
 
 
+def is_pixel_space_folder(path: str) -> bool:
+    """A local diffusers folder without a VAE (Imagen/DeepFloyd-IF style): its model_index.json
+    names no vae (absent or [null, null]) and there is no vae/ folder."""
+    import json
+
+    index = os.path.join(path, "model_index.json")
+    if not os.path.isfile(index) or os.path.isdir(os.path.join(path, "vae")):
+        return False
+    try:
+        with open(index, encoding="utf-8") as fh:
+            entry = json.load(fh).get("vae")
+    except (OSError, ValueError):
+        return False  # the normal loading path below reports the broken folder
+    return entry is None or (isinstance(entry, list) and all(part is None for part in entry))
+
+
 def load_components(id_or_path: str, dtype: torch.dtype):
-    """Returns (unet, vae, text_encoder, tokenizer, scheduler), weights in `dtype`."""
+    """Returns (unet, vae, text_encoder, tokenizer, scheduler), weights in `dtype`; vae is None for
+    a pixel-space folder (see is_pixel_space_folder)."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -76,7 +93,8 @@ def load_components(id_or_path: str, dtype: torch.dtype):
     kwargs = {"local_files_only": True} if local or offline else {}
     try:
         unet = UNet2DConditionModel.from_pretrained(id_or_path, subfolder="unet", torch_dtype=dtype, **kwargs)
-        vae = AutoencoderKL.from_pretrained(id_or_path, subfolder="vae", torch_dtype=dtype, **kwargs)
+        vae = (None if local and is_pixel_space_folder(id_or_path) else
+               AutoencoderKL.from_pretrained(id_or_path, subfolder="vae", torch_dtype=dtype, **kwargs))
         text_encoder = CLIPTextModel.from_pretrained(id_or_path, subfolder="text_encoder", dtype=dtype, **kwargs)
         tokenizer = CLIPTokenizer.from_pretrained(id_or_path, subfolder="tokenizer", **kwargs)
         scheduler = DDPMScheduler.from_pretrained(id_or_path, subfolder="scheduler", **kwargs)

@@ -1,9 +1,16 @@
 """The prior's training set: renders of every object from the run's camera distribution, each
-with the text a run conditions on for that camera (PromptEmbeddings' "<prompt>, <view> view")."""
+with the text a run conditions on for that camera (PromptEmbeddings' "<prompt>, <view> view").
+
+Cached as an .npz of plain arrays, read with allow_pickle=False: a data set file from someone else
+can hold only numbers and strings, never code (a pickle would run on load)."""
 from __future__ import annotations
 
+import io
 import os
+import sys
+import zipfile
 
+import numpy as np
 import torch
 
 from ..checkpoint import atomic_write_bytes
@@ -56,26 +63,69 @@ def build_dataset(views_per_object: int, resolution: int, seed: int, progress=No
             azimuth.append(cams.azimuth)
             if progress is not None:
                 progress(16)
-    return {"images": torch.cat(images), "alpha": torch.cat(alphas), "text_index": torch.tensor(text_index),
+    # Contiguous (the renders come channels-last): a fresh and a reloaded data set then give the
+    # same memory layout downstream, and so bit-identical training.
+    return {"images": torch.cat(images).contiguous(), "alpha": torch.cat(alphas).contiguous(),
+            "text_index": torch.tensor(text_index),
             "elevation": torch.cat(elevation), "azimuth": torch.cat(azimuth),
             "texts": all_texts(), "resolution": resolution, "seed": seed}
+
+
+_TENSORS = ("images", "alpha", "text_index", "elevation", "azimuth")
+
+
+def save_dataset(data: dict, path: str) -> None:
+    """Writes `data` atomically as an .npz of plain arrays (texts as a unicode array)."""
+    arrays = {k: data[k].numpy() for k in _TENSORS}
+    arrays.update(texts=np.array(data["texts"], dtype=str), resolution=np.array(data["resolution"]),
+                  seed=np.array(data["seed"]))
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+class UnreadableDataset(ValueError):
+    """The file is not a data set this module wrote (foreign, truncated, or holding a pickle)."""
+
+
+def read_dataset(path: str) -> dict:
+    """The data set at `path`. Nothing in the file is executed: a pickle anywhere in it (the whole
+    file, or an object array inside the .npz) is refused with UnreadableDataset."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if not isinstance(npz, np.lib.npyio.NpzFile):
+                raise UnreadableDataset("a single array, not an .npz data set")
+            missing = [k for k in _TENSORS + ("texts", "resolution", "seed") if k not in npz.files]
+            if missing:
+                raise UnreadableDataset(f"no {', '.join(missing)}")
+            data = {k: torch.from_numpy(npz[k].copy()) for k in _TENSORS}
+            data.update(texts=[str(t) for t in npz["texts"]], resolution=int(npz["resolution"]),
+                        seed=int(npz["seed"]))
+    except UnreadableDataset:
+        raise
+    except (ValueError, OSError, EOFError, KeyError, TypeError, zipfile.BadZipFile) as err:
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UnreadableDataset(f"{type(err).__name__}: {detail}") from None
+    return data
 
 
 def load_or_build_dataset(path: str, views_per_object: int, resolution: int, seed: int,
                           progress=None) -> dict:
     """The cached data set at `path` if it was built with these settings, else a fresh one
-    (written atomically, so an interrupted build is simply redone)."""
+    (written atomically, so an interrupted build is simply redone). A file that is not a plain
+    .npz data set (a pickle, say) is never executed: it is reported in one line and rebuilt."""
     if os.path.isfile(path):
-        data = torch.load(path, weights_only=False)
-        same = ("alpha" in data and data["resolution"] == resolution and data["seed"] == seed and
-                data["texts"] == all_texts() and
-                data["images"].shape[0] == len(OBJECTS) * 16 * -(-views_per_object // 16))
-        if same:
-            return data
+        try:
+            data = read_dataset(path)
+        except UnreadableDataset as err:
+            print(f"l2vsd_ext.shapes: '{path}' is not a readable data set ({err}); nothing in it was "
+                  "executed; rendering it again", file=sys.stderr)
+        else:
+            same = (data["resolution"] == resolution and data["seed"] == seed and
+                    data["texts"] == all_texts() and
+                    data["images"].shape[0] == len(OBJECTS) * 16 * -(-views_per_object // 16))
+            if same:
+                return data
     data = build_dataset(views_per_object, resolution, seed, progress)
-    import io
-
-    buffer = io.BytesIO()
-    torch.save(data, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_dataset(data, path)
     return data

@@ -1,5 +1,5 @@
 """The prior's quality figures for its model card: python -m l2vsd_ext.shapes.prior_report
-[--pretrained shapes] --out DIR. Writes DIR/prior_quality.json (per-sample rows and the summary of
+[--pretrained shapes] [--sampler prior|diffusers] --out DIR. Writes DIR/prior_quality.json (per-sample rows and the summary of
 shapes.quality) and DIR/prior_samples.png (per object: a true front and back view, then samples
 for the front, side, back and overhead prompts)."""
 from __future__ import annotations
@@ -31,8 +31,23 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=50, help="DDIM steps")
     p.add_argument("--guidance-scale", type=float, default=3.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sampler", choices=("prior", "diffusers"), default="prior",
+                   help="draw the scored samples through this package's DiffusionPrior, or through "
+                        "diffusers alone (StableDiffusionPipeline, or the plain loop for a "
+                        "pixel-space folder); needs a local folder")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    sampler = None
+    if args.sampler == "diffusers":
+        from ..prior.loading import SHAPES_ID, shapes_weights_path
+        from .sample import sample_images_diffusers
+
+        folder = shapes_weights_path() if args.pretrained == SHAPES_ID else args.pretrained
+        if not os.path.isdir(folder):
+            print(f"l2vsd_ext.shapes.prior_report: error: --sampler diffusers needs a local folder, "
+                  f"not '{args.pretrained}'", file=sys.stderr)
+            return 2
+        sampler = lambda texts, **kw: sample_images_diffusers(folder, texts, **kw)  # noqa: E731
     try:
         prior = DiffusionPrior.from_pretrained(args.pretrained, device="cpu")
     except PriorWeightsUnavailable as err:
@@ -40,7 +55,7 @@ def main(argv=None) -> int:
         return 2
     os.makedirs(args.out, exist_ok=True)
     rows, _ = evaluate_prior(prior, samples_per_case=args.samples, steps=args.steps,
-                             guidance_scale=args.guidance_scale, seed=args.seed)
+                             guidance_scale=args.guidance_scale, seed=args.seed, sampler=sampler)
     summary = summarize(rows)
     with open(os.path.join(args.out, "prior_quality.json"), "w") as fh:
         json.dump({"settings": vars(args), "summary": summary, "rows": rows}, fh, indent=2)

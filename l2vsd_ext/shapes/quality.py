@@ -48,17 +48,25 @@ def nearest_psnr(sample: torch.Tensor, references: torch.Tensor, alphas: torch.T
 
 
 def evaluate_prior(prior, samples_per_case: int = 2, views=("front", "back"), steps: int = 30,
-                   guidance_scale: float = 3.0, seed: int = 0, references: dict | None = None):
+                   guidance_scale: float = 3.0, seed: int = 0, references: dict | None = None,
+                   sampler=None):
     """Samples every (object, view) case and scores it. Returns (rows, images): one row per
     sample with the nearest-view PSNR to its own object, the best other object, and to its own
-    object's front / back views; images (N, 3, H, W) in row order."""
+    object's front / back views; images (N, 3, H, W) in row order.
+
+    sampler(texts, steps, guidance_scale, seed) -> images replaces the DDIM sampler through
+    `prior` (e.g. sample.sample_images_diffusers on the prior's folder); prior may then be None
+    if `references` is given."""
     from .sample import sample_images
 
-    references = references or reference_renders(resolution=prior.unet.config.sample_size *
-                                                 prior.vae_scale_factor)
+    if references is None:
+        references = reference_renders(resolution=prior.unet.config.sample_size * prior.vae_scale_factor)
+    if sampler is None:
+        sampler = lambda texts, steps, guidance_scale, seed: sample_images(  # noqa: E731
+            prior, texts, steps=steps, guidance_scale=guidance_scale, seed=seed)
     cases = [(key, view) for key in OBJECTS for view in views for _ in range(samples_per_case)]
-    images = sample_images(prior, [view_text(OBJECTS[k].prompt, v) for k, v in cases],
-                           steps=steps, guidance_scale=guidance_scale, seed=seed)
+    images = sampler([view_text(OBJECTS[k].prompt, v) for k, v in cases], steps=steps,
+                     guidance_scale=guidance_scale, seed=seed)
     rows = []
     for (key, view), image in zip(cases, images):
         to_object = {other: nearest_psnr(image, refs, alphas)

@@ -1,8 +1,8 @@
 """Trains the shapes prior: python -m l2vsd_ext.shapes.train --out DIR
 
-Renders the data set (cached in DIR/dataset.pt), trains the VAE, then the UNet together with the
-small text encoder (text dropout for classifier-free guidance), and writes the diffusers folder
-DIR/pipeline. Deterministic for a seed; an atomic checkpoint (DIR/checkpoint.pt) is written every
+Renders the data set (cached in DIR/dataset.npz, no pickle), trains the VAE, then the UNet together
+with the small text encoder (text dropout for classifier-free guidance), and writes the diffusers
+folder DIR/pipeline. With --pixel-space there is no VAE: the UNet denoises the images themselves. Deterministic for a seed; an atomic checkpoint (DIR/checkpoint.pt) is written every
 --ckpt-every steps, and rerunning the same command resumes from it."""
 from __future__ import annotations
 
@@ -36,8 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, default=32)
     p.add_argument("--vae-channels", type=int, nargs="+", default=[32, 64, 64])
     p.add_argument("--unet-channels", type=int, nargs="+", default=[64, 128])
+    p.add_argument("--unet-layers", type=int, default=1, help="resnet layers per UNet block")
     p.add_argument("--text-width", type=int, default=64)
-    p.add_argument("--vae-steps", type=int, default=800)
+    p.add_argument("--pixel-space", action="store_true",
+                   help="no VAE (Imagen/DeepFloyd-IF style): the UNet works on the 3-channel image in "
+                        "[-1, 1]; --vae-steps must then be 0 (its default)")
+    p.add_argument("--balance-views", action="store_true",
+                   help="draw UNet images so that every (object, view label) text is equally frequent "
+                        "(front and back views are each about 1/6 of the run's cameras)")
+    p.add_argument("--vae-steps", type=int, default=None, help="default 800, or 0 with --pixel-space")
     p.add_argument("--unet-steps", type=int, default=2400)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--vae-lr", type=float, default=1e-3)
@@ -95,6 +102,13 @@ def vae_batch(images, alphas, args, generator) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def balanced_draw_weights(text_index: torch.Tensor, n_texts: int) -> torch.Tensor:
+    """Per-image draw weights 1 / (images sharing its text): every (object, view) text is then
+    drawn equally often, whatever share of the run's cameras its view label gets."""
+    counts = torch.bincount(text_index, minlength=n_texts).double()
+    return 1.0 / counts[text_index]
+
+
 @torch.no_grad()
 def latent_scale(vae, images, alphas, white_probability: float, seed: int, n: int = 1024) -> float:
     """1 / std of the posterior means of n training renders (unit-variance latents, as SD's
@@ -131,8 +145,11 @@ def train(args) -> str:
     os.makedirs(args.out, exist_ok=True)
     ckpt_path = os.path.join(args.out, "checkpoint.pt")
     sizes = PriorSizes(resolution=args.resolution, vae_channels=tuple(args.vae_channels),
-                       unet_channels=tuple(args.unet_channels), text_width=args.text_width)
+                       unet_channels=tuple(args.unet_channels), text_width=args.text_width,
+                       pixel_space=args.pixel_space, unet_layers=args.unet_layers)
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "ckpt_every", "threads")}
+    # Settings added after version 2 have defaults that reproduce it, so its checkpoints resume.
+    added = {"unet_layers": 1, "pixel_space": False, "balance_views": False}
     # A resumed run may be lengthened (trained in several sittings): the step counts may change,
     # the learning-rate schedule then follows the new length. Nothing else may.
     fixed = {k: v for k, v in settings.items() if k not in ("vae_steps", "unet_steps")}
@@ -142,16 +159,18 @@ def train(args) -> str:
     vae = build_vae(sizes)
     text_encoder = build_text_encoder(sizes, len(tokenizer))
     unet = build_unet(sizes)
-    scheduler = build_scheduler()
+    scheduler = build_scheduler(args.pixel_space)
     generator = torch.Generator().manual_seed(args.seed + 1)
     vae_opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
     unet_params = list(unet.parameters()) + list(text_encoder.parameters())
     unet_opt = torch.optim.AdamW(unet_params, lr=args.unet_lr, weight_decay=1e-4)
     unet_ema, text_ema = EMA(unet, args.ema_decay), EMA(text_encoder, args.ema_decay)
-    state = {"phase": "vae", "step": 0, "scaling_factor": None}
+    # Pixel space: no VAE phase, and the "latents" are the images in [-1, 1] (scale 1).
+    state = ({"phase": "unet", "step": 0, "scaling_factor": 1.0} if args.pixel_space else
+             {"phase": "vae", "step": 0, "scaling_factor": None})
     if os.path.isfile(ckpt_path):
         saved = load_checkpoint(ckpt_path)
-        saved_fixed = {k: v for k, v in saved["settings"].items() if k in fixed}
+        saved_fixed = {k: saved["settings"].get(k, added.get(k)) for k in fixed}
         if saved_fixed != fixed:
             changed = sorted(k for k in fixed if saved_fixed.get(k) != fixed[k])
             raise TrainError(f"'{ckpt_path}' was trained with other settings "
@@ -175,11 +194,12 @@ def train(args) -> str:
     n_views = args.views_per_object
     render_bar = tqdm(total=8 * 16 * -(-n_views // 16), desc="render", unit="img", dynamic_ncols=True,
                       leave=False)
-    data = load_or_build_dataset(os.path.join(args.out, "dataset.pt"), n_views, args.resolution,
+    data = load_or_build_dataset(os.path.join(args.out, "dataset.npz"), n_views, args.resolution,
                                  args.seed, progress=render_bar.update)
     render_bar.close()
     images, alphas, text_index = data["images"], data["alpha"], data["text_index"]
     n_images, uncond_index = images.shape[0], len(data["texts"]) - 1
+    draw_weights = balanced_draw_weights(text_index, len(data["texts"])) if args.balance_views else None
     tokens = tokenizer(data["texts"], padding="max_length", max_length=tokenizer.model_max_length,
                        truncation=True, return_tensors="pt").input_ids
 
@@ -220,12 +240,18 @@ def train(args) -> str:
     while state["step"] < args.unet_steps:
         for group in unet_opt.param_groups:
             group["lr"] = args.unet_lr * _lr_factor(state["step"], args.unet_steps)
-        idx = torch.randint(n_images, (args.batch_size,), generator=generator)
+        if args.balance_views:
+            idx = torch.multinomial(draw_weights, args.batch_size, replacement=True, generator=generator)
+        else:  # version 2's draw, kept bit for bit
+            idx = torch.randint(n_images, (args.batch_size,), generator=generator)
         flips = torch.rand(args.batch_size, generator=generator) < 0.5
         x = object_batch(images, alphas, idx, flips, args.white_background, generator)
-        with torch.no_grad():
-            dist = vae.encode(x * 2 - 1).latent_dist
-            latents = (dist.mean + dist.std * torch.randn(dist.mean.shape, generator=generator)) * scale
+        if args.pixel_space:
+            latents = x * 2 - 1
+        else:
+            with torch.no_grad():
+                dist = vae.encode(x * 2 - 1).latent_dist
+                latents = (dist.mean + dist.std * torch.randn(dist.mean.shape, generator=generator)) * scale
         noise = torch.randn(latents.shape, generator=generator)
         t = torch.randint(scheduler.config.num_train_timesteps, (args.batch_size,), generator=generator)
         drop = torch.rand(args.batch_size, generator=generator) < args.text_dropout
@@ -250,8 +276,8 @@ def train(args) -> str:
     text_encoder.load_state_dict(text_ema.shadow)
     vae.requires_grad_(True)
     vae.register_to_config(scaling_factor=scale)
-    folder = save_pipeline(os.path.join(args.out, "pipeline"), unet.eval(), vae, text_encoder.eval(),
-                           tokenizer, scheduler)
+    folder = save_pipeline(os.path.join(args.out, "pipeline"), unet.eval(),
+                           None if args.pixel_space else vae, text_encoder.eval(), tokenizer, scheduler)
     with open(os.path.join(folder, "training_args.json"), "w") as fh:
         json.dump(settings, fh, indent=2)
     return folder
@@ -259,7 +285,14 @@ def train(args) -> str:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    for name in ("views_per_object", "vae_steps", "unet_steps", "batch_size", "ckpt_every", "threads"):
+    if args.vae_steps is None:
+        args.vae_steps = 0 if args.pixel_space else 800
+    elif args.pixel_space and args.vae_steps:
+        print("l2vsd_ext.shapes.train: error: --pixel-space has no VAE; leave out --vae-steps (or give 0)",
+              file=sys.stderr)
+        return 2
+    for name in ("views_per_object", "vae_steps", "unet_steps", "batch_size", "ckpt_every", "threads",
+                 "unet_layers"):
         if getattr(args, name) < 1 and not (name.endswith("_steps") and getattr(args, name) == 0):
             print(f"l2vsd_ext.shapes.train: error: --{name.replace('_', '-')} must be >= 1",
                   file=sys.stderr)

@@ -29,7 +29,8 @@ def prior_for(pretrained: str, dtype, device):
     if key not in _COMPONENTS:
         unet, vae, text_encoder, tokenizer, scheduler = load_components(pretrained, dtype)
         for module in (unet, vae, text_encoder):
-            module.to(device).eval().requires_grad_(False)
+            if module is not None:  # a pixel-space prior has no VAE
+                module.to(device).eval().requires_grad_(False)
         _COMPONENTS[key] = (unet, vae, text_encoder, tokenizer, scheduler)
     unet, vae, text_encoder, tokenizer, scheduler = _COMPONENTS[key]
     return DiffusionPrior(module_sharing_tensors(unet), vae, text_encoder, tokenizer,

@@ -11,6 +11,7 @@ Three mechanical edits, each keeping the line count so that diagnostics point at
 
 Usage: emu_rewrite.py INPUT.cu OUTPUT.cpp
 """
+import os
 import re
 import sys
 
@@ -191,6 +192,7 @@ def main():
     with open(src, encoding="utf-8") as f:
         text = f.read()
     result = rewrite(text, src)
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     with open(dst, "w", encoding="utf-8") as f:
         f.write(result)
 

@@ -231,12 +231,22 @@ void make_ready(int tid) {
   L.ready.push_back(tid);
 }
 
-// Releases `tids` (ascending) in the order's sequence.
-void release(const std::vector<int>& tids) {
+// Releases tids[0..n) (ascending) in the order's sequence.
+void release(const int* tids, int n) {
   if (g_order == Order::kReverse) {
-    for (auto it = tids.rbegin(); it != tids.rend(); ++it) make_ready(*it);
+    for (int k = n - 1; k >= 0; --k) make_ready(tids[k]);
   } else {
-    for (int t : tids) make_ready(t);
+    for (int k = 0; k < n; ++k) make_ready(tids[k]);
+  }
+}
+
+// Releases every thread of the block.
+void release_all(int n_threads) {
+  Launch& L = *g_launch;
+  if (g_order == Order::kReverse) {
+    for (int t = n_threads - 1; t >= 0; --t) L.fibers[t].state = State::kReady, L.ready.push_back(t);
+  } else {
+    for (int t = 0; t < n_threads; ++t) L.fibers[t].state = State::kReady, L.ready.push_back(t);
   }
 }
 
@@ -350,9 +360,7 @@ void run_block(Launch& L, uint64_t block) {
     start_fiber(f, stack_for(t));
   }
   g_stacks_dirty = false;
-  std::vector<int> all(L.n_threads);
-  for (int t = 0; t < L.n_threads; ++t) all[t] = t;
-  release(all);
+  release_all(L.n_threads);
   while (!L.ready.empty() && !L.failed) run_fiber(pick_ready());
   if (!L.failed && L.exited < L.n_threads) {
     L.failed = true;
@@ -483,9 +491,7 @@ int block_barrier(int kind, int predicate, const std::source_location& site) {
     const int result = kind == 1 ? count : kind == 2 ? (count == L.n_threads) : (count > 0);
     for (Fiber& g : L.fibers) g.result = static_cast<uint64_t>(result);
     L.at_barrier = 0;
-    std::vector<int> all(L.n_threads);
-    for (int t = 0; t < L.n_threads; ++t) all[t] = t;
-    release(all);
+    release_all(L.n_threads);
   }
   yield_to_scheduler();
   return static_cast<int>(f.result);
@@ -521,7 +527,7 @@ void complete_warp(Launch& L, int warp, unsigned mask, const Fiber& f) {
     if (first || (is_signed ? v > hi : static_cast<uint64_t>(v) > static_cast<uint64_t>(hi))) hi = v;
     first = false;
   }
-  std::vector<int> tids;
+  int tids[32], n_tids = 0;
   for (int l = 0; l < 32; ++l) {
     if (!(mask >> l & 1u)) continue;
     Fiber& g = lanes[l];
@@ -560,10 +566,10 @@ void complete_warp(Launch& L, int warp, unsigned mask, const Fiber& f) {
         break;
       }
     }
-    tids.push_back(warp * 32 + l);
+    tids[n_tids++] = warp * 32 + l;
   }
   L.warps[warp].waiting &= ~mask;
-  release(tids);
+  release(tids, n_tids);
 }
 
 }  // namespace
@@ -581,17 +587,18 @@ uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int arg, int width,
   f.arg = arg;
   f.width = width;
   f.site = site;
-  const std::string at = std::string(op_name(op)) + " at " + site_text(site);
-  if (!(mask >> lane & 1u))
-    fail(format("%s: mask 0x%08x does not include the calling lane %d", at.c_str(), mask, lane));
-  if (mask & ~w.exist)
-    fail(format("%s: mask 0x%08x names lanes that do not exist (this warp has 0x%08x)", at.c_str(),
-                mask, w.exist));
-  if (mask & ~w.alive)
-    fail(format("%s: mask 0x%08x names lanes that have exited (alive: 0x%08x)", at.c_str(), mask,
-                w.alive));
-  if (width < 1 || width > 32 || (width & (width - 1)))
+  if (!(mask >> lane & 1u) || (mask & ~w.alive) || width < 1 || width > 32 || (width & (width - 1))) {
+    const std::string at = std::string(op_name(op)) + " at " + site_text(site);
+    if (!(mask >> lane & 1u))
+      fail(format("%s: mask 0x%08x does not include the calling lane %d", at.c_str(), mask, lane));
+    if (mask & ~w.exist)
+      fail(format("%s: mask 0x%08x names lanes that do not exist (this warp has 0x%08x)",
+                  at.c_str(), mask, w.exist));
+    if (mask & ~w.alive)
+      fail(format("%s: mask 0x%08x names lanes that have exited (alive: 0x%08x)", at.c_str(),
+                  mask, w.alive));
     fail(format("%s: width %d is not a power of two in [1, 32]", at.c_str(), width));
+  }
   w.waiting |= 1u << lane;
   if ((w.waiting & mask) == mask) complete_warp(L, warp, mask, f);
   yield_to_scheduler();

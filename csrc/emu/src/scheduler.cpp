@@ -309,6 +309,12 @@ void run_fiber(int tid) {
   emu_switch_context(&L.scheduler_sp, f.sp);
 #if EMU_ASAN
   __sanitizer_finish_switch_fiber(scheduler_fake, nullptr, nullptr);
+  // A fiber that will not resume leaves its live frames (fiber_main at least) poisoned: clear
+  // them, or the next fiber on this stack trips over their redzones.
+  if (f.state == State::kExited || L.failed) {
+    char* top = stack_for(tid) + stack_bytes();
+    __asan_unpoison_memory_region(f.sp, static_cast<size_t>(top - static_cast<char*>(f.sp)));
+  }
 #endif
   L.current = -1;
 }
@@ -512,7 +518,8 @@ void complete_warp(Launch& L, int warp, unsigned mask, const Fiber& f) {
                   op_name(g.op), g.mask, site_text(g.site).c_str()));
   }
   uint64_t ballot = 0, any = 0, all = 1;
-  int64_t sum = 0, lo = 0, hi = 0;
+  uint64_t sum = 0;  // wraps like the hardware's 32-bit add (the caller truncates)
+  int64_t lo = 0, hi = 0;
   bool first = true;
   for (int l = 0; l < 32; ++l) {
     if (!(mask >> l & 1u)) continue;
@@ -522,7 +529,7 @@ void complete_warp(Launch& L, int warp, unsigned mask, const Fiber& f) {
     all &= g.value & 1u;
     const int64_t v = static_cast<int64_t>(g.value);
     const bool is_signed = g.arg != 0;
-    sum += v;
+    sum += g.value;
     if (first || (is_signed ? v < lo : static_cast<uint64_t>(v) < static_cast<uint64_t>(lo))) lo = v;
     if (first || (is_signed ? v > hi : static_cast<uint64_t>(v) > static_cast<uint64_t>(hi))) hi = v;
     first = false;
@@ -555,7 +562,7 @@ void complete_warp(Launch& L, int warp, unsigned mask, const Fiber& f) {
       case WarpOp::kAny: g.result = any; break;
       case WarpOp::kAll: g.result = all; break;
       case WarpOp::kSync: g.result = 0; break;
-      case WarpOp::kReduceAdd: g.result = static_cast<uint64_t>(sum); break;
+      case WarpOp::kReduceAdd: g.result = sum; break;
       case WarpOp::kReduceMin: g.result = static_cast<uint64_t>(lo); break;
       case WarpOp::kReduceMax: g.result = static_cast<uint64_t>(hi); break;
       case WarpOp::kMatchAny: {

@@ -54,6 +54,11 @@ template <typename T> double tol_of() {
   else return 2e-2;
 }
 
+// memcpy that accepts the null data() of empty vectors (UBSan rejects memcpy(p, nullptr, 0)).
+inline void copy_bytes(void* dst, const void* src, size_t bytes) {
+  if (bytes) std::memcpy(dst, src, bytes);
+}
+
 constexpr size_t kGuard = 64;  // elements of guard zone on each side of a device buffer
 
 // A device buffer: n elements between two guard zones filled with a canary pattern.

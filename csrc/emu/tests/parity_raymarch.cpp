@@ -22,9 +22,9 @@ void run(Context& ctx, int64_t n, bool jitter, float cone) {
   }
   const std::vector<T> aabb = {T(-1), T(-1), T(-1), T(1), T(1), T(1)};
   Buffer<T> O(3 * n), D(3 * n), box(6);
-  std::memcpy(O.data(), o.data(), o.size() * sizeof(T));
-  std::memcpy(D.data(), d.data(), d.size() * sizeof(T));
-  std::memcpy(box.data(), aabb.data(), 6 * sizeof(T));
+  copy_bytes(O.data(), o.data(), o.size() * sizeof(T));
+  copy_bytes(D.data(), d.data(), d.size() * sizeof(T));
+  copy_bytes(box.data(), aabb.data(), 6 * sizeof(T));
   std::vector<T> tn(n), tf(n);
   std::vector<uint8_t> hit(n);
   Buffer<T> TN(n), TF(n);
@@ -39,11 +39,11 @@ void run(Context& ctx, int64_t n, bool jitter, float cone) {
   std::vector<uint8_t> bits((16 * 12 * 8 + 7) / 8);
   for (auto& b : bits) b = static_cast<uint8_t>(ctx.integer(0, 255) & ctx.integer(0, 255));
   Buffer<uint8_t> BITS(bits.size());
-  std::memcpy(BITS.data(), bits.data(), bits.size());
+  copy_bytes(BITS.data(), bits.data(), bits.size());
   std::vector<T> off(n);
   for (auto& v : off) v = static_cast<T>(ctx.uniform(0, 1));
   Buffer<T> OFF(n), TMIN(n), TMAX(n);
-  std::memcpy(OFF.data(), off.data(), n * sizeof(T));
+  copy_bytes(OFF.data(), off.data(), n * sizeof(T));
   for (int64_t r = 0; r < n; ++r) {
     tn[r] = std::max(tn[r], T(0));
     TMIN[r] = tn[r];
@@ -61,7 +61,7 @@ void run(Context& ctx, int64_t n, bool jitter, float cone) {
   for (int64_t r = 0; r < n; ++r) offsets[r + 1] = offsets[r] + counts[r];
   const int64_t total = offsets[n];
   Buffer<int64_t> OFFSETS(n + 1);
-  std::memcpy(OFFSETS.data(), offsets.data(), (n + 1) * sizeof(int64_t));
+  copy_bytes(OFFSETS.data(), offsets.data(), (n + 1) * sizeof(int64_t));
   std::vector<int64_t> ri(total);
   std::vector<T> ts(total), te(total);
   Buffer<int64_t> RI(total);

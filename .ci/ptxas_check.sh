@@ -17,9 +17,18 @@ done
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 bad=0
+# Compile on every core (each file's architectures in one nvcc call), then read the logs in order.
+jobs_max=$(nproc)
+for cu in csrc/kernels/*/*_cuda.cu; do
+  name=$(basename "$cu")
+  ( "$NVCC" "${FLAGS[@]}" "${gencodes[@]}" -Xptxas -v -c "$cu" -o "$out/$name.o" >"$out/$name.log" 2>&1
+    echo $? >"$out/$name.rc" ) &
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs_max" ]; do wait -n || true; done
+done
+wait
 for cu in csrc/kernels/*/*_cuda.cu; do
   log="$out/$(basename "$cu").log"
-  "$NVCC" "${FLAGS[@]}" "${gencodes[@]}" -Xptxas -v -c "$cu" -o "$out/k.o" >"$log" 2>&1 || {
+  [ "$(cat "$out/$(basename "$cu").rc")" -eq 0 ] || {
     cat "$log"; echo "ptxas check: $cu failed to compile"; exit 1; }
   # "Compiling entry function 'F' for 'sm_XX'" / "Function properties for F" name the function of
   # the next "N bytes stack frame, S bytes spill stores, L bytes spill loads" line.

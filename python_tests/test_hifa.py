@@ -223,3 +223,38 @@ def test_z_variance_wiring_with_a_stub_renderer_and_regulariser(tiny_sd_path, tm
     cams = trainer.cameras.sample(torch.Generator().manual_seed(0))
     _, out = trainer.render(cams, with_z_variance=True)
     assert torch.isclose(trainer.z_variance.loss(out), 300.0 * out["z_variance"].mean())
+
+
+# -- the sweep: Table 1's columns ---------------------------------------------------------------
+def test_sweep_hifa_axis_gives_table1s_hifa_and_l2hifa_columns(tmp_path):
+    from l2vsd_ext.sweep import cli
+    from l2vsd_ext.sweep.report import table
+    from l2vsd_ext.sweep.spec import expand_grid
+
+    specs = expand_grid(["a red apple"], ["sds", "vsd", "lvsd", "l2vsd"], [0],
+                        {"esd_lambda": [0.0, 0.5], "hifa": [False, True]})
+    methods = {s.method for s in specs}
+    assert {"vsd-esd0-hifa", "l2vsd-esd0-hifa", "sds-hifa", "vsd-esd0.5", "lvsd"} <= methods
+    assert "lvsd-hifa" not in methods
+    argv = next(s for s in specs if s.method == "l2vsd-esd0-hifa").run_argv("/o", [])
+    assert "--hifa" in argv and argv[argv.index("--mode") + 1] == "l2vsd"
+    assert "--hifa" not in next(s for s in specs if s.method == "vsd-esd0").run_argv("/o", [])
+    # the flag form: bare --hifa is on
+    (tmp_path / "p.txt").write_text("a red apple\n")
+    plan = cli.build_plan([str(tmp_path / "p.txt"), "--modes", "vsd", "l2vsd", "--hifa", "off", "on",
+                           "--out", str(tmp_path / "s"), "--pretrained", "tiny-random"])
+    assert sorted(s.method for s in plan["specs"]) == ["l2vsd", "l2vsd-hifa", "vsd", "vsd-hifa"]
+    # the report names and orders them as the paper's Table 1
+    rows = [{"method": m, "seed": 0, "status": "done", "clip_angle_deg": 80.0, "prompt": "p"}
+            for m in ("l2vsd-esd0-hifa", "l2vsd", "vsd-hifa", "lvsd", "vsd-esd0", "vsd-esd0.5", "sds")]
+    _, summaries = table(rows)
+    assert [s["paper"] for s in summaries] == ["SDS", "ESD", "VSD", "L-VSD", "HiFA", "L²-VSD", "L²-HiFA"]
+
+
+def test_shapes_bench_takes_hifa_cases():
+    from l2vsd_ext.shapes.bench import BenchError, parse_case
+
+    assert parse_case("l2vsd+hifa") == ["--mode", "l2vsd", "--hifa"]
+    assert parse_case("vsd+hifa+z-variance-weight=0") == ["--mode", "vsd", "--hifa", "--z-variance-weight", "0"]
+    with pytest.raises(BenchError, match="'hifa' takes no value"):
+        parse_case("vsd+hifa=1")

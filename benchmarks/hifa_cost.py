@@ -1,15 +1,18 @@
 """s/it of HiFA's image term (two VAE decodes per step) on the shipped shapes prior: vsd against
 vsd --hifa (z-variance off: not in this build), blocks of N steps interleaved A B A B ..., one
 thread. Prints each block and the ratio of the medians. Usage: python benchmarks/hifa_cost.py [N] [ROUNDS]"""
+import os
 import statistics
 import sys
 import tempfile
 import time
 
-import torch
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's package
 
-from l2vsd_ext.run import resolve_config
-from l2vsd_ext.trainer import Trainer
+import torch  # noqa: E402
+
+from l2vsd_ext.run import resolve_config  # noqa: E402
+from l2vsd_ext.trainer import Trainer  # noqa: E402
 
 PROMPT = "a snowman with an orange carrot nose"
 CASES = {"vsd": [], "vsd --hifa": ["--hifa", "--z-variance-weight", "0"]}

@@ -258,3 +258,13 @@ def test_shapes_bench_takes_hifa_cases():
     assert parse_case("vsd+hifa+z-variance-weight=0") == ["--mode", "vsd", "--hifa", "--z-variance-weight", "0"]
     with pytest.raises(BenchError, match="'hifa' takes no value"):
         parse_case("vsd+hifa=1")
+
+
+@pytest.mark.skipif(__import__("l2vsd_ext.distill.hifa", fromlist=["x"]).z_variance_available(),
+                    reason="this build has the z-variance output")
+def test_cli_hifa_without_the_z_variance_output_stops_in_one_line(tiny_sd_path, tmp_path, capsys):
+    code = main(["--prompt", "a boat", "--pretrained", tiny_sd_path, "--mode", "vsd", "--hifa",
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "z-variance needs the fused compositing" in err[0]
+    assert not (tmp_path / "run").exists()

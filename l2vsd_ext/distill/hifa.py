@@ -61,6 +61,19 @@ def image_loss(render: torch.Tensor, grad: torch.Tensor, weight: float) -> torch
     return weight * 0.5 * F.mse_loss(render, target, reduction="sum") / render.shape[0]
 
 
+def z_variance_available(renderer_forward=None) -> bool:
+    """Whether this build's renderer and regularisers offer HiFA's z-variance."""
+    import inspect
+
+    from ..scene import VolumeRenderer, regularizers
+
+    try:
+        takes_flag = "with_z_variance" in inspect.signature(renderer_forward or VolumeRenderer.forward).parameters
+    except (TypeError, ValueError):
+        takes_flag = False
+    return takes_flag and callable(getattr(regularizers, "z_variance_loss", None))
+
+
 class ZVarianceAdapter:
     """Plugs HiFA's z-variance regulariser into the trainer when this build has it: the renderer's
     `with_z_variance` output and scene.regularizers.z_variance_loss (the fused compositing op's
@@ -69,19 +82,13 @@ class ZVarianceAdapter:
     MISSING = "z-variance needs the fused compositing z-variance output (not in this build)"
 
     def __init__(self, renderer, weight: float):
-        import inspect
-
         from ..config import ConfigError
         from ..scene import regularizers
 
-        self.weight = weight
-        self.loss_fn = getattr(regularizers, "z_variance_loss", None)
-        try:
-            takes_flag = "with_z_variance" in inspect.signature(renderer.forward).parameters
-        except (TypeError, ValueError):
-            takes_flag = False
-        if self.loss_fn is None or not takes_flag:
+        if not z_variance_available(renderer.forward):
             raise ConfigError(f"--z-variance-weight: {self.MISSING}")
+        self.weight = weight
+        self.loss_fn = regularizers.z_variance_loss
 
     def render_kwargs(self) -> dict:
         return {"with_z_variance": True}

@@ -33,7 +33,8 @@ class GuidanceContext:
 
 
 class DistillationMode:
-    """gradient(ctx) -> (∂L/∂latents, stats); after_step(ctx) after the θ optimiser step."""
+    """gradient(ctx) -> (∂L/∂latents, stats), leaving in `last_terms` what it denoised with (for
+    HiFA's image term, distill/hifa.py); after_step(ctx) after the θ optimiser step."""
 
     name = "base"
     uses_score_model = True

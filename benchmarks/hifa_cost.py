@@ -1,6 +1,8 @@
-"""s/it of HiFA's image term (two VAE decodes per step) on the shipped shapes prior: vsd against
-vsd --hifa (z-variance off: not in this build), blocks of N steps interleaved A B A B ..., one
-thread. Prints each block and the ratio of the medians. Usage: python benchmarks/hifa_cost.py [N] [ROUNDS]"""
+"""s/it of HiFA's image term (two VAE decodes per step) on the shipped shapes prior: vsd, vsd with
+the image term alone (--lambda-img 0.01: the decodes' cost, all else equal) and vsd --hifa (z-variance
+off: not in this build; its sparsity term also thins the field, so fewer samples per ray), blocks of
+N steps interleaved A B C A B C ..., one thread. Prints each block (s/it, mean samples per ray) and
+the ratios of the medians to vsd. Usage: python benchmarks/hifa_cost.py [N] [ROUNDS]"""
 import os
 import statistics
 import sys
@@ -15,7 +17,8 @@ from l2vsd_ext.run import resolve_config  # noqa: E402
 from l2vsd_ext.trainer import Trainer  # noqa: E402
 
 PROMPT = "a snowman with an orange carrot nose"
-CASES = {"vsd": [], "vsd --hifa": ["--hifa", "--z-variance-weight", "0"]}
+CASES = {"vsd": [], "vsd --lambda-img 0.01": ["--lambda-img", "0.01"],
+         "vsd --hifa": ["--hifa", "--z-variance-weight", "0"]}
 
 
 def block(flags, steps, out):
@@ -24,10 +27,11 @@ def block(flags, steps, out):
     trainer = Trainer(config)
     for _ in range(3):  # warm-up
         trainer.train_step()
+    samples = 0.0
     start = time.perf_counter()
     for _ in range(steps):
-        trainer.train_step()
-    return (time.perf_counter() - start) / steps
+        samples += float(trainer.train_step()["samples_per_ray"])
+    return (time.perf_counter() - start) / steps, samples / steps
 
 
 def main():
@@ -38,12 +42,13 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
             for name, flags in CASES.items():
-                times[name].append(block(flags, steps, f"{tmp}/{name.replace(' ', '')}{r}"))
-                print(f"round {r} {name}: {times[name][-1]:.4f} s/it", flush=True)
+                seconds, samples = block(flags, steps, f"{tmp}/{name.replace(' ', '')}{r}")
+                times[name].append(seconds)
+                print(f"round {r} {name}: {seconds:.4f} s/it, {samples:.1f} samples/ray", flush=True)
     medians = {name: statistics.median(v) for name, v in times.items()}
-    print({name: round(m, 4) for name, m in medians.items()},
-          f"ratio {medians['vsd --hifa'] / medians['vsd']:.2f}x",
-          "per-round ratios", [round(b / a, 2) for a, b in zip(times["vsd"], times["vsd --hifa"])])
+    for name, median in medians.items():
+        per_round = [round(b / a, 2) for a, b in zip(times["vsd"], times[name])]
+        print(f"{name}: median {median:.4f} s/it, {median / medians['vsd']:.2f}x vsd, per round {per_round}")
 
 
 if __name__ == "__main__":

@@ -34,10 +34,37 @@ def block(flags, steps, out):
     return (time.perf_counter() - start) / steps, samples / steps
 
 
+def fine(steps=40):
+    """Step by step in one trainer: a vsd step, then the image term on its terms (the two decodes),
+    timed back to back, so that load spikes hit both alike."""
+    from l2vsd_ext.distill.hifa import image_gradient
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config = resolve_config(["--prompt", PROMPT, "--pretrained", "shapes", "--mode", "vsd", "--device", "cpu",
+                                 "--out", tmp, "--steps", str(steps + 3)])
+        trainer = Trainer(config)
+        for _ in range(3):
+            trainer.train_step()
+        render = torch.rand(1, 3, config.encode_resolution, config.encode_resolution)
+        ratios, step_times, term_times = [], [], []
+        for _ in range(steps):
+            a = time.perf_counter()
+            trainer.train_step()
+            b = time.perf_counter()
+            image_gradient(trainer.prior, trainer.mode.last_terms, render)
+            c = time.perf_counter()
+            step_times.append(b - a)
+            term_times.append(c - b)
+            ratios.append((c - a) / (b - a))
+    print(f"back to back: vsd step median {statistics.median(step_times):.4f} s, image term (two decodes) "
+          f"median {statistics.median(term_times):.4f} s, median (step + term)/step {statistics.median(ratios):.3f}")
+
+
 def main():
     steps = int(sys.argv[1]) if len(sys.argv) > 1 else 50
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
     torch.set_num_threads(1)
+    fine()
     times = {name: [] for name in CASES}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):

@@ -251,15 +251,6 @@ def test_sweep_hifa_axis_gives_table1s_hifa_and_l2hifa_columns(tmp_path):
     assert [s["paper"] for s in summaries] == ["SDS", "ESD", "VSD", "L-VSD", "HiFA", "L²-VSD", "L²-HiFA"]
 
 
-def test_shapes_bench_takes_hifa_cases():
-    from l2vsd_ext.shapes.bench import BenchError, parse_case
-
-    assert parse_case("l2vsd+hifa") == ["--mode", "l2vsd", "--hifa"]
-    assert parse_case("vsd+hifa+z-variance-weight=0") == ["--mode", "vsd", "--hifa", "--z-variance-weight", "0"]
-    with pytest.raises(BenchError, match="'hifa' takes no value"):
-        parse_case("vsd+hifa=1")
-
-
 @pytest.mark.skipif(__import__("l2vsd_ext.distill.hifa", fromlist=["x"]).z_variance_available(),
                     reason="this build has the z-variance output")
 def test_cli_hifa_without_the_z_variance_output_stops_in_one_line(tiny_sd_path, tmp_path, capsys):

@@ -8,8 +8,7 @@ shapes_eval.json; DIR/results.csv and DIR/results.md aggregate them (mean and sp
 and DIR/comparison.png shows the truth beside every case from the same cameras.
 
 A case is a mode, optionally with variants: 'l2vsd+last-layer', 'l2vsd+eta=0.1',
-'vsd+esd-lambda=0.5', 'vsd+hifa' (HiFA), 'l2vsd+hifa' (L²-HiFA),
-'vsd+hifa+z-variance-weight=0'. --last-layer / --eta / --esd-lambda apply to every case."""
+'vsd+esd-lambda=0.5'. --last-layer / --eta / --esd-lambda apply to every case."""
 from __future__ import annotations
 
 import argparse
@@ -25,9 +24,7 @@ from ..config import MODES, ConfigError
 from .objects import OBJECTS
 
 METRICS = ("psnr", "ssim", "silhouette_iou", "depth_error", "chamfer", "janus", "seconds_per_it")
-VARIANTS = {"last-layer": "--last-layer", "eta": "--eta", "esd-lambda": "--esd-lambda", "hifa": "--hifa",
-            "lambda-img": "--lambda-img", "z-variance-weight": "--z-variance-weight"}
-SWITCHES = ("last-layer", "hifa")  # variants without a value
+VARIANTS = {"last-layer": "--last-layer", "eta": "--eta", "esd-lambda": "--esd-lambda"}
 EVAL_FILE = "shapes_eval.json"
 
 
@@ -46,9 +43,9 @@ def parse_case(spec: str) -> list[str]:
         if name not in VARIANTS:
             raise BenchError(f"--modes: unknown variant '{name}' in '{spec}' "
                              f"(choose from {', '.join(VARIANTS)})")
-        if name in SWITCHES:
+        if name == "last-layer":
             if value:
-                raise BenchError(f"--modes: '{name}' takes no value in '{spec}'")
+                raise BenchError(f"--modes: 'last-layer' takes no value in '{spec}'")
             flags.append(VARIANTS[name])
         else:
             try:

@@ -17,6 +17,7 @@ LOOKAHEAD_DIRECTIONS = ("sgd", "optimizer")
 DTYPES = ("float32", "float16", "bfloat16")
 LOGGERS = ("none", "tensorboard", "wandb")
 BACKGROUNDS = ("mlp", "white")
+TIMESTEP_SCHEDULES = ("uniform", "sqrt")
 
 
 class ConfigError(ValueError):
@@ -66,6 +67,18 @@ class RunConfig:
     anneal_at: float = _f(0.2, "fraction of training after which the largest timestep is max_step_after")
     anneal_step: int | None = _f(None, "step at which the largest timestep anneals (default: anneal_at × steps; "
                                        "fixed when --resume changes --steps, so the annealing point stays put)")
+    timestep_schedule: str = _f("uniform", "timestep schedule: uniform (t ~ U[min_step, max_step·T], with the "
+                                           "annealing above) or sqrt (HiFA: one t per step, from max_step to "
+                                           "min_step as 1 − √(step/N))")
+    sqrt_anneal_steps: int | None = _f(None, "N of the sqrt schedule (default: --steps; fixed when --resume "
+                                             "changes --steps, so the schedule stays put)")
+    # HiFA (docs/hifa.md)
+    hifa: bool = _f(False, "HiFA's preset (threestudio's prolificdreamer-hifa.yaml) for settings not given: "
+                           "--lambda-img 0.01, --timestep-schedule sqrt, --min-step 0.3, --max-step 0.98, "
+                           "--z-variance-weight 300 (sds: 100), --sparsity-weight 10, --entropy-weight 1000 "
+                           "from --entropy-start-step 10000")
+    lambda_img: float = _f(0.0, "weight of HiFA's image-space score (both denoised latents decoded; every mode)")
+    z_variance_weight: float = _f(0.0, "weight of HiFA's z-variance regulariser (rays with opacity > 0.5)")
     # optimisation
     lr: float = _f(1e-2, "NeRF hash-grid learning rate (the MLP and background get lr/10)")
     lora_lr: float = _f(1e-4, "LoRA and camera-embedding learning rate (threestudio: 1e-4)")
@@ -83,6 +96,8 @@ class RunConfig:
     random_background: float = _f(0.5, "probability of a random solid background colour per training step")
     sparsity_weight: float = _f(0.0, "weight of the mean rendered opacity in the loss (clears haze)")
     entropy_weight: float = _f(0.0, "weight of the rendered opacity's binary entropy (crisp silhouettes)")
+    entropy_start_step: int = _f(0, "step from which --entropy-weight applies (threestudio's lambda_opaque "
+                                    "0 -> 1000 at step 10000 in prolificdreamer-hifa)")
     lora_rank: int = _f(4, "LoRA rank")
     condition_dropout: float = _f(0.1, "probability of dropping the camera condition in LoRA steps")
     # scene
@@ -115,7 +130,10 @@ class RunConfig:
             raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))} "
                               "(python -m l2vsd_ext.run --help lists them)")
         types = {f.name: f.type for f in dataclasses.fields(cls)}
-        return cls(**{k: coerce(k, v, types[k]) for k, v in values.items()})
+        typed = {k: coerce(k, v, types[k]) for k, v in values.items()}
+        if typed.get("hifa"):  # the preset fills only what was not given
+            typed = {**hifa_preset(typed.get("mode", cls.mode)), **typed}
+        return cls(**typed)
 
     @classmethod
     def help_of(cls, name: str) -> str:
@@ -130,7 +148,17 @@ CHANGEABLE_ON_RESUME = ("steps", "val_every", "ckpt_every", "export_at_end", "tu
 LEGACY_VALUES = {"lora_beta1": 0.9, "lora_beta2": 0.999, "lora_eps": 1e-8, "lora_weight_decay": 0.0,
                  "lora_init": "kaiming", "camera_init": "zero", "lora_text": "view",
                  "lookahead_camera": False, "lookahead_direction": "sgd", "eta_relative": None,
-                 "high_order_diagnostics": False}
+                 "high_order_diagnostics": False, "hifa": False, "lambda_img": 0.0,
+                 "timestep_schedule": "uniform", "sqrt_anneal_steps": None, "z_variance_weight": 0.0,
+                 "entropy_start_step": 0}
+
+
+def hifa_preset(mode: str) -> dict:
+    """threestudio's configs/prolificdreamer-hifa.yaml in our settings (z-variance: 100 for SDS as
+    in HiFA's paper). Its max_step annealing to 0.5 at 5000 is unused under the sqrt schedule."""
+    return {"lambda_img": 0.01, "timestep_schedule": "sqrt", "min_step": 0.3, "max_step": 0.98,
+            "z_variance_weight": 100.0 if mode == "sds" else 300.0, "sparsity_weight": 10.0,
+            "entropy_weight": 1000.0, "entropy_start_step": 10000}
 
 
 def from_saved(values: dict) -> "RunConfig":
@@ -293,7 +321,7 @@ def validate(config: RunConfig, vae_scale_factor: int = 8) -> None:
         raise ConfigError(f"--lora-steps: must be >= 1, got {config.lora_steps}")
     if config.eta < 0:
         raise ConfigError(f"--eta: must be >= 0, got {config.eta}")
-    for name in ("sparsity_weight", "entropy_weight"):
+    for name in ("sparsity_weight", "entropy_weight", "lambda_img", "z_variance_weight"):
         if not getattr(config, name) >= 0:
             raise ConfigError(f"--{name.replace('_', '-')}: must be >= 0, got {getattr(config, name)}")
     if not 0 <= config.esd_lambda <= 1:
@@ -333,6 +361,16 @@ def validate(config: RunConfig, vae_scale_factor: int = 8) -> None:
                  "max_samples_per_ray", "max_nonfinite_steps"):
         if getattr(config, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(config, name)}")
+    if config.timestep_schedule not in TIMESTEP_SCHEDULES:
+        raise ConfigError(f"--timestep-schedule: must be one of {', '.join(TIMESTEP_SCHEDULES)}, "
+                          f"got '{config.timestep_schedule}'")
+    if config.sqrt_anneal_steps is not None:
+        if config.timestep_schedule != "sqrt":
+            raise ConfigError("--sqrt-anneal-steps: only used with --timestep-schedule sqrt")
+        if config.sqrt_anneal_steps < 1:
+            raise ConfigError(f"--sqrt-anneal-steps: must be >= 1, got {config.sqrt_anneal_steps}")
+    if config.entropy_start_step < 0:
+        raise ConfigError(f"--entropy-start-step: must be >= 0, got {config.entropy_start_step}")
     if config.anneal_step is not None and config.anneal_step < 0:
         raise ConfigError(f"--anneal-step: must be >= 0, got {config.anneal_step}")
     if config.turntable_views < 0:

@@ -96,6 +96,9 @@ def _resume(given: dict, config: RunConfig, folder: RunFolder) -> Plan:
         notes.append(f"the largest timestep still anneals at step "
                      f"{changes.get('anneal_step', [None, saved.anneal_step])[1]} "
                      f"(anneal_at {saved.anneal_at} of the original {saved.steps} steps)")
+        if saved.timestep_schedule == "sqrt" and saved.sqrt_anneal_steps is None:  # likewise HiFA's sqrt
+            changes["sqrt_anneal_steps"] = [None, saved.steps]
+            notes.append(f"the sqrt timestep schedule still anneals over the original {saved.steps} steps")
     values = {**dataclasses.asdict(saved), **{k: new for k, (_, new) in changes.items()},
               "resume": True, "out": config.out, "stop_after": config.stop_after}
     resumed = RunConfig.from_dict(values)

@@ -15,14 +15,15 @@ import os
 import sys
 
 from .config import (CAMERA_INITS, DTYPES, LOGGERS, LOOKAHEAD_DIRECTIONS, LORA_INITS, LORA_TEXTS, MODES,
-                     ConfigError, RunConfig, load_yaml, validate, with_pretrained_defaults)
+                     TIMESTEP_SCHEDULES, ConfigError, RunConfig, load_yaml, validate, with_pretrained_defaults)
 
 PROG = "python -m l2vsd_ext.run"
 _DEFAULTS = RunConfig()
 _CHOICES = {"mode": MODES, "dtype": DTYPES, "logger": LOGGERS, "lora_init": LORA_INITS,
-            "camera_init": CAMERA_INITS, "lora_text": LORA_TEXTS, "lookahead_direction": LOOKAHEAD_DIRECTIONS}
+            "camera_init": CAMERA_INITS, "lora_text": LORA_TEXTS, "lookahead_direction": LOOKAHEAD_DIRECTIONS,
+            "timestep_schedule": TIMESTEP_SCHEDULES}
 # Fields with a flag of another shape than --name VALUE.
-_SWITCHES = {"resume": "--resume", "last_layer": "--last-layer"}
+_SWITCHES = {"resume": "--resume", "last_layer": "--last-layer", "hifa": "--hifa"}
 _METAVARS = {"int": "N", "float": "X", "str": "TEXT", "bool": "BOOL"}
 
 

@@ -16,7 +16,8 @@ from .config import ConfigError, RunConfig, from_saved, save_yaml
 from .interrupts import RunInterrupted, StopRequests
 from .run_folder import CHECKPOINT, RunFolder
 from .distill import GuidanceContext, GuidanceOptions, make_mode
-from .prior import DiffusionPrior, LoraScoreModel, PromptEmbeddings, TimestepSchedule
+from .distill.hifa import ZVarianceAdapter, image_gradient, image_loss, resize_for_vae
+from .prior import DiffusionPrior, LoraScoreModel, PromptEmbeddings, SqrtTimestepSchedule, TimestepSchedule
 from .scene import CameraSampler, MLPBackground, NeRFField, SolidBackground, VolumeRenderer
 from .scene.regularizers import silhouette_regularization
 from .ops import OccupancyGrid
@@ -98,6 +99,10 @@ class Trainer:
         anneal_at = config.anneal_at if config.anneal_step is None else config.anneal_step / config.steps
         schedule = TimestepSchedule(self.prior.num_train_timesteps, config.min_step, config.max_step,
                                     config.max_step_after, anneal_at)
+        if config.timestep_schedule == "sqrt":  # N pinned by --resume with another --steps
+            horizon = 1.0 if config.sqrt_anneal_steps is None else config.sqrt_anneal_steps / config.steps
+            schedule = SqrtTimestepSchedule(self.prior.num_train_timesteps, config.min_step, config.max_step,
+                                            horizon)
         options = GuidanceOptions(guidance_scale=config.guidance_scale, eta=config.eta,
                                   last_layer=config.last_layer, lora_steps=config.lora_steps,
                                   esd_lambda=config.esd_lambda, lookahead_camera=config.lookahead_camera,
@@ -113,14 +118,17 @@ class Trainer:
             {"params": list(field.mlp.parameters()) + list(self.renderer.background.parameters()),
              "lr": config.lr / 10},
         ], betas=(0.9, 0.99), eps=1e-15)
+        # HiFA's z-variance: a ConfigError here (at start) when this build's renderer lacks it.
+        self.z_variance = ZVarianceAdapter(self.renderer, config.z_variance_weight) \
+            if config.z_variance_weight else None
         self.step = 0
         self.nonfinite_param_grads = 0
         self.nonfinite_steps = 0  # steps whose guidance gradient was mostly non-finite
 
     # -- one iteration ------------------------------------------------------------------------
-    def render(self, cams):
+    def render(self, cams, **extra):
         out = self.renderer(cams.rays_o, cams.rays_d, light_positions=cams.light_positions,
-                            generator=self.render_rng)
+                            generator=self.render_rng, **extra)
         return out["rgb"].permute(0, 3, 1, 2).contiguous(), out
 
     def train_step(self) -> dict:
@@ -128,16 +136,26 @@ class Trainer:
         self.renderer.train()
         self.renderer.update_occupancy(self.step, generator=self.render_rng)
         cams = self.cameras.sample(self.camera_rng)
-        images, out = self.render(cams)
-        latents = self.prior.encode_images(images, c.encode_resolution).float()
+        images, out = self.render(cams, **(self.z_variance.render_kwargs() if self.z_variance else {}))
+        vae_input = resize_for_vae(images, c.encode_resolution)  # kept (differentiable) for HiFA's image term
+        latents = self.prior.encode_images(vae_input, c.encode_resolution).float()
         ctx = GuidanceContext(latents, cams.c2w, cams.view_labels, self.step / c.steps)
         grad, stats = self.mode.gradient(ctx)
         stats["nonfinite_fraction"] = stats.get("nonfinite", 0) / grad.numel()
         # The grad -> MSE trick: d(loss)/d(latents) = grad.
         loss = 0.5 * F.mse_loss(latents, (latents - grad).detach(), reduction="sum") / latents.shape[0]
-        regularization = silhouette_regularization(out["opacity"], c.sparsity_weight, c.entropy_weight)
+        if c.lambda_img:
+            grad_img = image_gradient(self.prior, self.mode.last_terms, vae_input)
+            loss = loss + image_loss(vae_input, grad_img, c.lambda_img)
+            stats["img_grad_norm"] = grad_img.norm()
+        entropy_weight = c.entropy_weight if self.step >= c.entropy_start_step else 0.0
+        regularization = silhouette_regularization(out["opacity"], c.sparsity_weight, entropy_weight)
         if regularization is not None:
             loss = loss + regularization
+        if self.z_variance is not None:
+            z_loss = self.z_variance.loss(out)
+            loss = loss + z_loss
+            stats["z_variance_loss"] = z_loss.detach()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self._zero_nonfinite_param_grads()

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .hifa import ScoreTerms
+
 
 @dataclass
 class GuidanceOptions:
@@ -31,7 +33,8 @@ class GuidanceContext:
 
 
 class DistillationMode:
-    """gradient(ctx) -> (∂L/∂latents, stats); after_step(ctx) after the θ optimiser step."""
+    """gradient(ctx) -> (∂L/∂latents, stats), leaving in `last_terms` what it denoised with (for
+    HiFA's image term, distill/hifa.py); after_step(ctx) after the θ optimiser step."""
 
     name = "base"
     uses_score_model = True
@@ -48,6 +51,7 @@ class DistillationMode:
         self.theta_rng = torch.Generator().manual_seed(seed)
         self.lora_rng = torch.Generator().manual_seed(seed + 1)
         self.nonfinite_count = 0
+        self.last_terms = None  # ScoreTerms of the last gradient() (HiFA's image term)
 
     # -- shared pieces ------------------------------------------------------------------------
     def rng_state(self) -> dict:
@@ -96,8 +100,13 @@ class DistillationMode:
             loss = self.score_model.step(ctx.latents, ctx.c2w, cond, self.lora_rng)
         return loss
 
-    def finish(self, eps_target, eps_model, t, stats):
-        """grad = w(t)(ε_target − ε_model), with non-finite entries zeroed and counted."""
+    def finish(self, eps_target, eps_model, t, stats, noisy=None):
+        """grad = w(t)(ε_target − ε_model), with non-finite entries zeroed and counted. With `noisy`
+        (z_t), what was denoised is kept as `last_terms` for HiFA's image term (distill/hifa.py);
+        a mode without a score model (SDS) keeps no ε_model: the render stands in for it."""
+        if noisy is not None:
+            self.last_terms = ScoreTerms(noisy, t, eps_target,
+                                         eps_model if self.uses_score_model else None)
         grad = self.prior.weight(t) * (eps_target - eps_model)
         # Everything stays on the device (no host sync per step): the count and the stats are 0-d
         # tensors, read once per logging interval (see step_stats.py).

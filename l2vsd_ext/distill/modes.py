@@ -14,7 +14,7 @@ class SDS(DistillationMode):
 
     def gradient(self, ctx):
         noisy, noise, t = self.noised(ctx)
-        return self.finish(self.prior_noise(noisy, t, ctx), noise, t, {})
+        return self.finish(self.prior_noise(noisy, t, ctx), noise, t, {}, noisy=noisy)
 
 
 class VSD(DistillationMode):
@@ -23,7 +23,8 @@ class VSD(DistillationMode):
 
     def gradient(self, ctx):
         noisy, _, t = self.noised(ctx)
-        return self.finish(self.prior_noise(noisy, t, ctx), self.score_noise(noisy, t, ctx), t, {})
+        return self.finish(self.prior_noise(noisy, t, ctx), self.score_noise(noisy, t, ctx), t, {},
+                           noisy=noisy)
 
     def after_step(self, ctx):
         return {"lora_loss": self.lora_steps(ctx, self.options.lora_steps)}
@@ -37,7 +38,7 @@ class LVSD(DistillationMode):
         lora_loss = self.lora_steps(ctx, self.options.lora_steps)
         noisy, _, t = self.noised(ctx)
         return self.finish(self.prior_noise(noisy, t, ctx), self.score_noise(noisy, t, ctx), t,
-                           {"lora_loss": lora_loss})
+                           {"lora_loss": lora_loss}, noisy=noisy)
 
 
 class L2VSD(DistillationMode):
@@ -55,7 +56,7 @@ class L2VSD(DistillationMode):
         eps_model = self.combine(lookahead, noisy, t, ctx, eps_phi, eps_first, stats)
         lookahead.finish()
         stats["lora_loss"] = lora_loss
-        return self.finish(eps_pre, eps_model, t, stats)
+        return self.finish(eps_pre, eps_model, t, stats, noisy=noisy)
 
     def combine(self, lookahead, noisy, t, ctx, eps_phi, eps_first, stats):
         """ε_model from ε_φi and ε_first: ε_lin here."""

@@ -4,7 +4,7 @@ from .diffusion import DiffusionPrior
 from .loading import DEFAULT_PRETRAINED, PriorWeightsUnavailable
 from .prompts import VIEW_LABELS, PromptEmbeddings
 from .score_model import CameraEmbedding, LoraScoreModel
-from .timesteps import TimestepSchedule
+from .timesteps import SqrtTimestepSchedule, TimestepSchedule
 
 __all__ = ["DEFAULT_PRETRAINED", "VIEW_LABELS", "CameraEmbedding", "DiffusionPrior",
-           "LoraScoreModel", "PriorWeightsUnavailable", "PromptEmbeddings", "TimestepSchedule"]
+           "LoraScoreModel", "PriorWeightsUnavailable", "PromptEmbeddings", "SqrtTimestepSchedule", "TimestepSchedule"]

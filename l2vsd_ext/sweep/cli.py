@@ -18,11 +18,11 @@ from .state import SweepState
 # Run flags the sweep sets itself, per run.
 OWNED = {"prompt": "PROMPTS", "mode": "--modes", "seed": "--seeds", "out": "--out", "resume": "the sweep",
          "eta": "the sweep's --eta", "last_layer": "the sweep's --last-layer",
-         "esd_lambda": "the sweep's --esd-lambda"}
+         "esd_lambda": "the sweep's --esd-lambda", "hifa": "the sweep's --hifa"}
 DEFAULTS = {"modes": list(MODES), "seeds": [0], "max_retries": 2, "cpus_per_run": 1, "eval_args": "",
             "no_eval": False}
 YAML_KEYS = {"prompts", "prompts_file", "run", "modes", "seeds", "out", "eta", "last_layer", "esd_lambda",
-             "address", "num_cpus", "cpus_per_run", "max_retries", "eval_args", "no_eval"}
+             "hifa", "address", "num_cpus", "cpus_per_run", "max_retries", "eval_args", "no_eval"}
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--last-layer", nargs="*", type=_on_off,
                    help="L²-VSD last-layer approximation; bare: on; 'off on': both variants")
     p.add_argument("--esd-lambda", nargs="+", type=float, help="ESD λ values for vsd/l2vsd, one variant each")
+    p.add_argument("--hifa", nargs="*", type=_on_off,
+                   help="HiFA's preset for sds/vsd/l2vsd (vsd: HiFA, l2vsd: L²-HiFA); bare: on; 'off on': both")
     p.add_argument("--address", help="join this Ray cluster (default: start a local one; 'auto' finds a running one)")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local cluster (default: all)")
     p.add_argument("--cpus-per-run", type=int, help="CPU slots per run where there is no GPU (default: 1)")
@@ -107,8 +109,9 @@ def resolve(argv) -> tuple[dict, list[str]]:
     else:
         settings["prompts_file"] = path
     settings.update(vars(args))
-    if settings.get("last_layer") == []:
-        settings["last_layer"] = [True]
+    for switch in grid.SWITCH_AXES:
+        if settings.get(switch) == []:
+            settings[switch] = [True]
     return _normalise(settings), extras
 
 
@@ -123,11 +126,11 @@ def _normalise(s: dict) -> dict:
     if not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds):
         raise ConfigError(f"--seeds: seeds must be integers, got {seeds}")
     s["seeds"] = seeds
-    for axis, kind in (("eta", (int, float)), ("esd_lambda", (int, float)), ("last_layer", bool)):
+    for axis, kind in (("eta", (int, float)), ("esd_lambda", (int, float)), ("last_layer", bool), ("hifa", bool)):
         if s.get(axis) is None:
             continue
         values = _as_list(s[axis])
-        if not all(isinstance(v, kind) and (axis == "last_layer" or not isinstance(v, bool)) for v in values):
+        if not all(isinstance(v, kind) and (kind is bool or not isinstance(v, bool)) for v in values):
             raise ConfigError(f"--{axis.replace('_', '-')}: expected {'on/off' if kind is bool else 'numbers'}, "
                               f"got {values}")
         s[axis] = [v if kind is bool else float(v) for v in values]

@@ -20,6 +20,10 @@ REPORT_DIR = "report"
 # (key in a run's scores, column title); lower is better for both, as in the paper.
 METRICS = (("clip_angle_deg", "CLIP angle (deg) ↓"), ("fid", "FID ↓"))
 STRIP_FRAMES = 4
+# The paper's Table 1 columns (and Sec. 5.5's L²-HiFA) as sweep methods, in the paper's order:
+# ESD is `--esd-lambda 0.5`, HiFA `--hifa` (threestudio's prolificdreamer-hifa). Other methods follow.
+TABLE1 = {"sds": "SDS", "vsd-esd0.5": "ESD", "vsd": "VSD", "lvsd": "L-VSD", "vsd-hifa": "HiFA",
+          "l2vsd": "L²-VSD", "l2vsd-hifa": "L²-HiFA", "sds-hifa": "HiFA (SDS form)", "hlvsd": "HL-VSD"}
 
 
 def collect(sweep_dir: str) -> list[dict]:
@@ -56,11 +60,13 @@ def table(rows: list[dict]) -> tuple[list[str], list[dict]]:
     metric_keys = [k for k, _ in METRICS] + sorted({k for r in rows for k in r if k.startswith("gt_")
                                                      and isinstance(r[k], (int, float))})
     methods = list(dict.fromkeys(r["method"] for r in rows))
+    order = list(TABLE1)
+    methods.sort(key=lambda m: order.index(_plain(m)) if _plain(m) in order else len(order))  # stable
     summaries = []
     for method in methods:
         mine = [r for r in rows if r["method"] == method]
         summary = {"method": method, "runs": len(mine), "done": sum(r["status"] == "done" for r in mine),
-                   "seeds": len({r["seed"] for r in mine})}
+                   "seeds": len({r["seed"] for r in mine}), "paper": TABLE1.get(_plain(method), "")}
         for key in metric_keys:
             per_seed = defaultdict(list)
             for r in mine:
@@ -72,6 +78,11 @@ def table(rows: list[dict]) -> tuple[list[str], list[dict]]:
                 summary[key + "_n"] = sum(len(v) for v in per_seed.values())
         summaries.append(summary)
     return metric_keys, summaries
+
+
+def _plain(method: str) -> str:
+    """The method without a no-op variant: ESD λ = 0 is plain VSD (a sweep over --esd-lambda 0 0.5)."""
+    return "-".join(part for part in method.split("-") if part != "esd0")
 
 
 def _title(key: str) -> str:
@@ -89,11 +100,11 @@ def markdown(rows: list[dict], metric_keys: list[str], summaries: list[dict]) ->
     seeds = sorted({r["seed"] for r in rows})
     lines = [f"Table 1 layout: {prompts} prompts, seeds {', '.join(map(str, seeds))}. Each score is the "
              "mean over prompts" + (", then mean ± standard deviation over seeds." if len(seeds) > 1 else "."),
-             "", "| Method | " + " | ".join(_title(k) for k in metric_keys) + " | Runs done |",
-             "|---|" + "---|" * len(metric_keys) + "---|"]
+             "", "| Method | " + " | ".join(_title(k) for k in metric_keys) + " | Runs done | Paper |",
+             "|---|" + "---|" * len(metric_keys) + "---|---|"]
     for s in summaries:
         lines.append(f"| {s['method']} | " + " | ".join(_cell(s, k) for k in metric_keys)
-                     + f" | {s['done']}/{s['runs']} |")
+                     + f" | {s['done']}/{s['runs']} | {s['paper']} |")
     notes = sorted({n for r in rows for n in r["notes"].split(" | ") if n})
     failed = [r for r in rows if r["status"] == "failed"]
     if notes or failed:

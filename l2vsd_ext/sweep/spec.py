@@ -12,9 +12,12 @@ from ..config import MODES, ConfigError
 
 # Variant axes and the modes each one changes; other modes get one run with the default, so a
 # sweep over --eta does not repeat identical SDS runs (and never passes a flag the run refuses).
-VARIANT_MODES = {"eta": ("l2vsd",), "last_layer": ("l2vsd",), "esd_lambda": ("vsd", "l2vsd")}
-VARIANT_FLAGS = {"eta": "--eta", "last_layer": "--last-layer", "esd_lambda": "--esd-lambda"}
-VARIANT_LABELS = {"eta": "eta", "last_layer": "last-layer", "esd_lambda": "esd"}
+VARIANT_MODES = {"eta": ("l2vsd",), "last_layer": ("l2vsd",), "esd_lambda": ("vsd", "l2vsd"),
+                 "hifa": ("sds", "vsd", "l2vsd")}
+VARIANT_FLAGS = {"eta": "--eta", "last_layer": "--last-layer", "esd_lambda": "--esd-lambda", "hifa": "--hifa"}
+VARIANT_LABELS = {"eta": "eta", "last_layer": "last-layer", "esd_lambda": "esd", "hifa": "hifa"}
+# On/off axes: False leaves the flag out.
+SWITCH_AXES = ("last_layer", "hifa")
 RUNS_DIR = "runs"
 
 
@@ -108,7 +111,7 @@ def variants_for(mode: str, axes: dict) -> list[tuple]:
     combos = []
     for values in itertools.product(*(v for _, v in chosen)):
         combos.append(tuple((axis, value) for (axis, _), value in zip(chosen, values)
-                            if not (axis == "last_layer" and value is False)))
+                            if not (axis in SWITCH_AXES and value is False)))
     return combos or [()]
 
 

@@ -115,8 +115,10 @@ def write_final_outputs(renderer, config: RunConfig, logger=None) -> dict:
     the video; then the mesh. Returns {name: path} of what was written."""
     from .export import export_at_end_of_run
     from .export.views import render_orbit
+    from .run_folder import RunFolder
     from .trainer import save_png
 
+    folder = RunFolder(config.out)
     written = {}
     frames = None
     if config.turntable_views:
@@ -124,7 +126,7 @@ def write_final_outputs(renderer, config: RunConfig, logger=None) -> dict:
         frames = render_orbit(renderer, config.turntable_views, resolution, progress=True,
                               desc="turntable")
         for i, frame in enumerate(frames):
-            save_png(frame[None], os.path.join(config.out, "turntable", f"frame_{i:03d}.png"))
+            save_png(frame[None], folder.claim("turntable", f"frame_{i:03d}.png"))
         written["turntable"] = os.path.join(config.out, "turntable", "frame_NNN.png")
         if logger is not None:
             logger.log_video("turntable", config.steps, frames)
@@ -138,10 +140,21 @@ def main(argv=None, prior=None) -> int:
     instead of loading one (the sweep's per-worker cache); it must not have served another run."""
     from .interrupts import RunInterrupted
 
+    lock = None
     try:
         from .resume import plan_run
+        from .run_lock import lock_folder
 
-        plan = plan_run(given_settings(argv))
+        given = given_settings(argv)
+        first = RunConfig.from_dict(given)
+        if not first.resume:
+            validate(first)  # a new run's settings are complete: refuse them before creating --out
+        elif not os.path.isdir(first.out):
+            raise ConfigError(f"--resume: no run folder at '{first.out}'")
+        check_out_writable(first.out)
+        # One process per run folder, from before it is read until this command ends.
+        lock = lock_folder(first.out, "--out")
+        plan = plan_run(given)
         config = plan.config
         validate(config)
         from .prior.loading import PriorWeightsUnavailable
@@ -171,6 +184,9 @@ def main(argv=None, prior=None) -> int:
             if logger is not None:
                 logger.close()
     except ConfigError as err:
+        if lock is not None:
+            lock.discard()  # a refused run leaves no folder behind
+            lock = None
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
     except RunInterrupted as stop:
@@ -179,7 +195,18 @@ def main(argv=None, prior=None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; the last checkpoint written (if any) is kept", file=sys.stderr)
         return 130
+    finally:
+        if lock is not None:
+            lock.release()
     return 0
+
+
+def check_out_writable(out: str) -> None:
+    from .config import _is_pseudo_fs, _nearest_existing_parent
+
+    parent = _nearest_existing_parent(out)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK) or _is_pseudo_fs(parent):
+        raise ConfigError(f"--out: '{out}' is not writable ('{parent}' is not a writable folder)")
 
 
 if __name__ == "__main__":

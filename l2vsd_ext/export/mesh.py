@@ -51,8 +51,11 @@ def extract_mesh(field, resolution: int = 128, threshold: float = DEFAULT_THRESH
         raise ValueError(f"extract_mesh: 'threshold' must be finite, got {threshold}")
     volume = density_grid(field, resolution).numpy()
     if not (volume > threshold).any():
+        top = float(volume.max())
+        # Lowering the threshold only helps a field that has some density; an empty one has no surface.
+        advice = f"lower --threshold below {top:.4g}" if top > 0 else "the field is empty (train it longer)"
         raise EmptyMeshError(f"no density above the threshold {threshold} inside the box "
-                             f"(max density {float(volume.max()):.4g}); lower --threshold")
+                             f"(max density {top:.4g}); {advice}")
     padded = np.pad(volume, 1, mode="constant", constant_values=min(0.0, threshold - 1.0))
     vertices, faces = mcubes.marching_cubes(padded, threshold)
     aabb = field.aabb.detach().double().cpu().numpy()

@@ -251,28 +251,37 @@ def run_sweep(argv, stream=None) -> int:
     if plan["settings"].get("address"):
         scheduler.check_reachable(plan["settings"]["address"])
     s, sweep_dir, specs = plan["settings"], plan["sweep_dir"], plan["specs"]
-    os.makedirs(sweep_dir, exist_ok=True)
-    if plan["run_config_path"]:
-        _write_yaml(plan["run_settings"], plan["run_config_path"])
-    state = SweepState(sweep_dir, grid_record(plan, argv), specs)
-    for spec in specs:
-        if is_finished(spec.folder(sweep_dir), spec.run_argv(sweep_dir, plan["common"])):
-            state.runs[spec.name].update(status="done", result=read_result(spec.folder(sweep_dir)))
-    state.save()
-    todo = state.counts()["queued"]
-    name = os.path.basename(sweep_dir)
-    print(f"sweep {name}: {len(specs)} runs, {len(specs) - todo} already done, {todo} to run", file=stream)
-    if todo:
-        started = scheduler.connect(s.get("address"), s.get("num_cpus"))
-        try:
-            scheduler.run_grid(specs, state, sweep_dir, plan["common"], plan["eval_argv"], s["cpus_per_run"],
-                               s["max_retries"], s.get("test_pause_after"), stream)
-        finally:
-            if started:
-                import ray
+    from ..run_lock import lock_folder
 
-                ray.shutdown()
-    written = write_report(sweep_dir)
+    # One driver per sweep folder for as long as it runs (each run's folder is locked by its worker).
+    lock = lock_folder(sweep_dir, "--out")
+    try:
+        state = SweepState(sweep_dir, grid_record(plan, argv), specs)
+        for spec in specs:
+            if is_finished(spec.folder(sweep_dir), spec.run_argv(sweep_dir, plan["common"])):
+                state.runs[spec.name].update(status="done", result=read_result(spec.folder(sweep_dir)))
+        todo = state.counts()["queued"]
+        # Join or start Ray before writing anything: a failed --address leaves no sweep.json behind.
+        started = scheduler.connect(s.get("address"), s.get("num_cpus")) if todo else False
+    except ConfigError:
+        lock.discard()
+        raise
+    try:
+        if plan["run_config_path"]:
+            _write_yaml(plan["run_settings"], plan["run_config_path"])
+        state.save()
+        name = os.path.basename(sweep_dir)
+        print(f"sweep {name}: {len(specs)} runs, {len(specs) - todo} already done, {todo} to run", file=stream)
+        if todo:
+            try:
+                scheduler.run_grid(specs, state, sweep_dir, plan["common"], plan["eval_argv"], s["cpus_per_run"],
+                                   s["max_retries"], s.get("test_pause_after"), stream)
+            finally:
+                if started:
+                    scheduler.shutdown()
+        written = write_report(sweep_dir)
+    finally:
+        lock.release()
     counts = state.counts()
     print(f"sweep {name}: {counts['done']} done, {counts['failed']} failed -> {written['table_md']}", file=stream)
     return 1 if counts["failed"] else 0

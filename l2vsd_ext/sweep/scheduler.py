@@ -36,7 +36,37 @@ def connect(address: str | None, num_cpus: int | None) -> bool:
     except (ConnectionError, RuntimeError, ValueError) as err:
         where = f"the Ray cluster at '{address}'" if address else "a local Ray cluster"
         raise ConfigError(f"--address: cannot start or join {where}: {err}".splitlines()[0]) from err
+    _shut_down_on_exit()
     return True
+
+
+def shutdown() -> None:
+    """Stops the Ray processes this driver started (its local cluster's raylet, GCS, agents)."""
+    ray = import_ray()
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def _shut_down_on_exit() -> None:
+    """Ray's agents outlive a driver that dies without ray.shutdown() for about a minute: shut it
+    down at exit and on SIGTERM/SIGHUP too (SIGINT already unwinds through the driver's finally).
+    A SIGKILL cannot be caught; the next start of the sweep waits for the orphaned workers' locks."""
+    import atexit
+    import signal
+    import threading
+
+    atexit.register(shutdown)
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def on_signal(signum, frame):
+        shutdown()
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) in (signal.SIG_DFL, None):
+            signal.signal(signum, on_signal)
 
 
 def check_reachable(address: str, timeout: float = 10.0) -> None:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import time
 
 RESULT_FILE = "sweep_result.json"
 CHECKPOINT = os.path.join("checkpoints", "last.pt")
+LOCK_WAIT_SECONDS = 120  # how long a worker waits for a run folder another (orphaned) worker holds
 PAUSE_SECONDS = 300  # test hook: how long a paused run waits to be killed before it carries on
 
 
@@ -40,7 +40,9 @@ def is_finished(folder: str, run_argv: list[str]) -> bool:
 def _write_result(folder: str, result: dict) -> None:
     from ..checkpoint import atomic_write_bytes
 
-    atomic_write_bytes(os.path.join(folder, RESULT_FILE), json.dumps(result, indent=2).encode())
+    from ..run_folder import RunFolder
+
+    atomic_write_bytes(RunFolder(folder).claim(RESULT_FILE), json.dumps(result, indent=2).encode())
 
 
 class _Tee:
@@ -110,17 +112,25 @@ def _evaluate(folder: str, eval_argv: list[str] | None, tee: _Tee) -> dict:
 def run_one(folder: str, run_argv: list[str], eval_argv: list[str] | None, log_path: str,
             pause_after: int | None = None) -> dict:
     """Trains, evaluates and scores one run; returns (and writes) its result."""
+    from ..run_folder import RunFolder
+    from ..run_lock import lock_folder
     from .ground_truth import ground_truth_scores
 
     started = time.time()
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     with open(log_path, "a", buffering=1) as log:
         tee = _Tee(log)
-        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(tee):
+        with contextlib.ExitStack() as stack, contextlib.redirect_stdout(log), contextlib.redirect_stderr(tee):
             print(f"== attempt in pid {os.getpid()} on {os.uname().nodename} at {time.ctime()}", flush=True)
+            # The run's folder is this worker's until it returns: a worker orphaned by a killed
+            # driver may still hold it for a moment, so wait for it rather than fail.
+            lock = lock_folder(folder, "run folder", wait=LOCK_WAIT_SECONDS)
+            stack.callback(lock.release)
             resumable = os.path.isfile(os.path.join(folder, CHECKPOINT))
-            if not resumable and os.path.isdir(folder):
-                shutil.rmtree(folder)  # an attempt that died before its first checkpoint: start clean
+            if not resumable:
+                # An attempt that died before its first checkpoint: start clean, removing only the
+                # files that attempt wrote (its manifest), never anything else in the folder.
+                RunFolder(folder).clear_run_files()
             if pause_after is not None and not resumable:
                 _train(run_argv + ["--stop-after", str(pause_after)], tee)
                 _pause_for_test(log_path)

@@ -143,12 +143,14 @@ def main(argv=None, prior=None) -> int:
     lock = None
     try:
         from .resume import plan_run
+        from .memory_check import check_memory
         from .run_lock import lock_folder
 
         given = given_settings(argv)
         first = RunConfig.from_dict(given)
         if not first.resume:
             validate(first)  # a new run's settings are complete: refuse them before creating --out
+            check_memory(first)
         elif not os.path.isdir(first.out):
             raise ConfigError(f"--resume: no run folder at '{first.out}'")
         check_out_writable(first.out)
@@ -157,6 +159,7 @@ def main(argv=None, prior=None) -> int:
         plan = plan_run(given)
         config = plan.config
         validate(config)
+        check_memory(config)
         from .prior.loading import PriorWeightsUnavailable
         from .run_logging import make_logger
         from .run_folder import RunFolder

@@ -110,8 +110,8 @@ class RunFolder:
         return entries
 
     def claim(self, *parts: str) -> str:
-        """The path RUN/parts, recorded in the manifest (with the folders it creates) before the
-        caller writes it."""
+        """The path RUN/parts, recorded in the manifest (with the folders it needs, which are
+        created) before the caller writes it."""
         return self._record(os.path.join(*parts), "file")
 
     def claim_dir(self, *parts: str) -> str:
@@ -141,6 +141,8 @@ class RunFolder:
                 fh.flush()
                 os.fsync(fh.fileno())
             self._claimed.update(e.get("file") or e.get("dir") for e in new)
+        if missing:
+            os.makedirs(self.path(missing[0]), exist_ok=True)
         return self.path(rel)
 
     def clear_run_files(self) -> list[str]:

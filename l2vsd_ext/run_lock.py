@@ -49,6 +49,7 @@ class FolderLock:
         self.fd: int | None = None
         self.count = 0
         self.created_folder = False
+        self.created_file = False
 
     def _acquire(self, wait: float) -> None:
         if not os.path.isdir(self.folder):
@@ -61,6 +62,7 @@ class FolderLock:
                 raise ConfigError(f"{self.flag}: cannot create '{self.folder}': {err.strerror}") from None
         deadline = time.monotonic() + wait
         while True:
+            existed = os.path.exists(self.path)
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as err:
@@ -88,6 +90,7 @@ class FolderLock:
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
             self.fd = fd
+            self.created_file = not existed
             return
 
     def release(self) -> None:
@@ -100,12 +103,13 @@ class FolderLock:
             self.fd = None
 
     def discard(self) -> None:
-        """Releases the lock; when this lock created the folder and nothing else was written into it,
-        removes the lock file and the folder again (a refused command leaves nothing behind)."""
-        if self.count == 1 and self.created_folder:
+        """Releases the lock after a refused command: the lock file goes again when this lock made
+        it, and so does the folder when this lock made it and nothing else was written into it."""
+        if self.count == 1:
             try:
-                if os.listdir(self.folder) == [LOCK_FILE]:
-                    os.unlink(self.path)
+                if self.created_file:
+                    os.unlink(self.path)  # still ours: a process that opened it meanwhile re-checks the inode
+                if self.created_folder and not os.listdir(self.folder):
                     os.rmdir(self.folder)
             except OSError:
                 pass

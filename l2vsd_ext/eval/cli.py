@@ -227,8 +227,9 @@ def main(argv=None) -> int:
         from ..export.cli import writable_target
         from ..run_lock import lock_folder
 
-        if not os.path.isdir(args.run_dir):
-            raise ConfigError(f"'{args.run_dir}' is not a run folder")
+        from ..export.loading import check_run_dir
+
+        check_run_dir(args.run_dir)
         # eval.json and eval/ go into the run folder: refuse a read-only one before rendering.
         writable_target(args.run_dir, "RUN_DIR", " (eval writes eval.json and eval/ into it)")
         lock = lock_folder(args.run_dir, "RUN_DIR")

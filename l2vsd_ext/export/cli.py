@@ -103,17 +103,18 @@ def main(argv=None) -> int:
         args = one_line_parser(build_parser()).parse_args(argv)
         check_arguments(args)
         from ..run_lock import lock_folder
-        from .loading import open_run
+        from .loading import check_run_dir, open_run
         from .outputs import export_run
 
         device = pick_device(args.device)
-        renderer, _, step = open_run(args.run_dir, device)
+        check_run_dir(args.run_dir)
         target = args.out or args.run_dir
         writable_target(target, "--out" if args.out else "RUN_DIR",
                         "" if args.out else "; export elsewhere with --out DIR")
         # The folder written into is this command's alone while it works (a run, a sweep or another
-        # export in it waits its turn or is refused).
+        # export in it is refused).
         lock = lock_folder(target, "--out" if args.out else "RUN_DIR")
+        renderer, _, step = open_run(args.run_dir, device)
         apply_device_defaults(args, device)
         both = not (args.video or args.mesh)
         written = export_run(args.run_dir, renderer, video=both or args.video, mesh=both or args.mesh,
@@ -121,7 +122,7 @@ def main(argv=None) -> int:
                              elevation=args.elevation, fps=args.fps,
                              mesh_resolution=args.mesh_resolution, threshold=args.threshold,
                              progress=True, dest=args.out,
-                             skip_empty_mesh=both)  # both asked: an empty field still gets its video
+                             skip_empty_field=both)  # both asked: an empty field still gets its video
         if not written:
             raise ConfigError("--threshold: nothing was exported")
     except EmptyMeshError as err:

@@ -19,11 +19,13 @@ EXPORT_DIR = "export"
 def export_run(run_dir: str, renderer, video: bool = True, mesh: bool = True, n_views: int = 120,
                resolution: int = 256, elevation: float = 15.0, fps: int = 30,
                mesh_resolution: int = 128, threshold: float = DEFAULT_THRESHOLD, frames=None,
-               progress: bool = False, skip_empty_mesh: bool = False, dest: str | None = None) -> dict:
+               progress: bool = False, skip_empty_mesh: bool = False, dest: str | None = None,
+               skip_empty_field: bool = False) -> dict:
     """Writes RUN/export/turntable.{mp4,gif}, contact_sheet.png (video) and mesh.{obj,ply,glb}
     (mesh); returns {name: path}. `frames` (N, 3, H, W): an already rendered orbit to use instead
     of rendering one. With skip_empty_mesh, a field without surface skips the mesh (a warning)
-    instead of failing the whole export. `dest`: write there instead of RUN/export/ (a run folder
+    instead of failing the whole export; with skip_empty_field, only a field with no density at all
+    does (a too-high --threshold on a real surface is still an error). `dest`: write there instead of RUN/export/ (a run folder
     that is read-only); files written into the run folder are listed in its manifest."""
     from ..chaos_hook import point as chaos_point
     from ..run_folder import RunFolder
@@ -43,7 +45,7 @@ def export_run(run_dir: str, renderer, video: bool = True, mesh: bool = True, n_
                 for fmt, path in zip(MESH_FORMATS, write_mesh(surface, os.path.join(staging, "mesh"))):
                     staged[fmt] = path
             except EmptyMeshError as err:
-                if not skip_empty_mesh:
+                if not (skip_empty_mesh or (skip_empty_field and err.field_empty)):
                     raise
                 import sys
 

@@ -99,6 +99,8 @@ def resolve(argv) -> tuple[dict, list[str]]:
         if "prompts" in values and "prompts_file" in values:
             raise ConfigError(f"PROMPTS: '{path}' gives both prompts and prompts_file")
         if "prompts_file" in values:
+            if not isinstance(values["prompts_file"], str):
+                raise ConfigError(f"PROMPTS: '{path}': prompts_file must be a file path, got {values['prompts_file']!r}")
             settings["prompts_file"] = os.path.join(os.path.dirname(path), values["prompts_file"])
         elif "prompts" not in values:
             raise ConfigError(f"PROMPTS: '{path}' needs a prompts list or a prompts_file")
@@ -118,6 +120,14 @@ def _as_list(value):
 
 def _normalise(s: dict) -> dict:
     """YAML may give one value where flags give lists, and any type at all: check them here."""
+    for key, kinds, what in (("out", (str,), "a folder path"), ("address", (str,), "an address"),
+                             ("prompts_file", (str,), "a file path"), ("eval_args", (str, list, tuple), "flags"),
+                             ("no_eval", (bool,), "true or false"), ("run", (dict,), "a mapping"),
+                             ("num_cpus", (int,), "an integer"), ("cpus_per_run", (int,), "an integer"),
+                             ("max_retries", (int,), "an integer")):
+        value = s.get(key)
+        if value is not None and (not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool))):
+            raise ConfigError(f"--{key.replace('_', '-')}: expected {what}, got {value!r}")
     s["modes"] = [str(m) for m in _as_list(s["modes"])]
     seeds = _as_list(s["seeds"])
     if not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds):
@@ -189,6 +199,7 @@ def _check_runs(plan, resolve_config, validate) -> None:
     import tempfile
 
     from ..config import RunConfig
+    from ..memory_check import check_memory
 
     with tempfile.TemporaryDirectory() as scratch:
         common = list(plan["common"])
@@ -203,6 +214,7 @@ def _check_runs(plan, resolve_config, validate) -> None:
             config = resolve_config(spec.run_argv(plan["sweep_dir"], common))
             try:
                 validate(config)
+                check_memory(config)
             except ConfigError as err:
                 raise ConfigError(f"run {spec.name}: {err}") from err
             except TypeError as err:  # e.g. a number given as text in a YAML file

@@ -19,7 +19,8 @@ RUNS_DIR = "runs"
 
 
 def read_prompts(path: str) -> list[str]:
-    """One prompt per line; blank lines and # comments (whole-line or trailing) are skipped."""
+    """One prompt per line; blank lines and lines starting with # are skipped. A # anywhere else
+    belongs to the prompt ("a C# programmer's desk")."""
     try:
         with open(path, encoding="utf-8") as fh:
             lines = fh.read().splitlines()
@@ -27,7 +28,7 @@ def read_prompts(path: str) -> list[str]:
         raise ConfigError(f"PROMPTS: cannot read '{path}': {err.strerror}") from err
     except UnicodeDecodeError as err:
         raise ConfigError(f"PROMPTS: '{path}' is not UTF-8 text") from err
-    return check_prompts([line.split("#", 1)[0].strip() for line in lines], path)
+    return check_prompts([line.strip() for line in lines if not line.lstrip().startswith("#")], path)
 
 
 def check_prompts(prompts, source: str) -> list[str]:

@@ -387,3 +387,22 @@ def test_wandb_hint_does_not_suggest_the_logging_extra(monkeypatch):
     with pytest.raises(ConfigError) as err:
         make_logger("wandb", "x", None)
     assert "pip install wandb" in str(err.value) and "[logging]" not in str(err.value)
+
+
+# -- 10: the sweep's progress line shows the runs in their evaluation
+def test_progress_line_counts_runs_in_evaluation(tmp_path):
+    import io
+
+    from l2vsd_ext.sweep.progress import ProgressLine
+    from l2vsd_ext.sweep.task import _set_phase, read_phase
+
+    log = str(tmp_path / "run.log")
+    assert read_phase(log) is None
+    _set_phase(log, "evaluating")
+    assert read_phase(log) == "evaluating"
+    _set_phase(log, None)
+    assert read_phase(log) is None
+    stream = io.StringIO()
+    line = ProgressLine("s", 4, stream)
+    line.update({"done": 1, "running": 2, "failed": 0, "queued": 1, "evaluating": 1}, None)
+    assert "2 running (1 evaluating)" in stream.getvalue()

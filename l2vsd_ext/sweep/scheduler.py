@@ -7,7 +7,7 @@ import os
 
 from ..config import ConfigError
 from .progress import ProgressLine, eta_seconds
-from .task import RunError, run_one
+from .task import RunError, read_phase, run_one
 
 INSTALL_HINT = "Ray is not installed; install the sweep extra: pip install 'l2vsd_ext[sweep]' (or: pip install 'ray[default]')"
 
@@ -142,7 +142,10 @@ def run_grid(specs, state, sweep_dir: str, run_common: list[str], eval_argv, cpu
             if counts != saved_counts:
                 state.save()
                 saved_counts = counts
-            progress.update(counts, eta_seconds(durations, counts["running"] + counts["queued"], slots))
+            evaluating = sum(read_phase(os.path.join(logs, spec.name + ".log")) == "evaluating"
+                             for spec in inflight.values() if state.runs[spec.name]["status"] == "running")
+            progress.update({**counts, "evaluating": evaluating},
+                            eta_seconds(durations, counts["running"] + counts["queued"], slots))
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
             for ref in ready:
                 spec = inflight.pop(ref)

@@ -85,6 +85,29 @@ def _train(argv: list[str], tee: _Tee) -> None:
         raise RunError(tee.last_line())
 
 
+PHASE_SUFFIX = ".phase"
+
+
+def _set_phase(log_path: str, phase: str | None) -> None:
+    """OUT/logs/<run>.log.phase: what the run's worker is doing now, beyond training."""
+    from ..checkpoint import atomic_write_bytes
+
+    path = log_path + PHASE_SUFFIX
+    if phase is None:
+        if os.path.exists(path):
+            os.unlink(path)
+    else:
+        atomic_write_bytes(path, phase.encode())
+
+
+def read_phase(log_path: str) -> str | None:
+    try:
+        with open(log_path + PHASE_SUFFIX, encoding="utf-8") as fh:
+            return fh.read().strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
 def _pause_for_test(log_path: str) -> None:
     """Test hook: announce this worker's pid next to the log, then wait to be killed."""
     from ..checkpoint import atomic_write_bytes
@@ -122,6 +145,7 @@ def run_one(folder: str, run_argv: list[str], eval_argv: list[str] | None, log_p
         tee = _Tee(log)
         with contextlib.ExitStack() as stack, contextlib.redirect_stdout(log), contextlib.redirect_stderr(tee):
             print(f"== attempt in pid {os.getpid()} on {os.uname().nodename} at {time.ctime()}", flush=True)
+            _set_phase(log_path, None)
             # The run's folder is this worker's until it returns: a worker orphaned by a killed
             # driver may still hold it for a moment, so wait for it rather than fail.
             lock = lock_folder(folder, "run folder", wait=LOCK_WAIT_SECONDS)
@@ -140,8 +164,10 @@ def run_one(folder: str, run_argv: list[str], eval_argv: list[str] | None, log_p
                 _train(run_argv + (["--resume"] if resumable else []), tee)
                 result = {"trained": True, "run_argv": run_argv, "train_seconds": time.time() - started}
                 _write_result(folder, result)
+            _set_phase(log_path, "evaluating")  # the driver's progress line counts these
             result["eval"] = _evaluate(folder, eval_argv, tee)
             result["ground_truth"] = ground_truth_scores(folder)
             result.update(complete=True, seconds=time.time() - started)
             _write_result(folder, result)
+            _set_phase(log_path, None)
     return result

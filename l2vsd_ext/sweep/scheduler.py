@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from ..chaos_hook import point as chaos_point
 from ..config import ConfigError
 from .progress import ProgressLine, eta_seconds
 from .task import RunError, read_phase, run_one
@@ -146,6 +147,7 @@ def run_grid(specs, state, sweep_dir: str, run_common: list[str], eval_argv, cpu
                              for spec in inflight.values() if state.runs[spec.name]["status"] == "running")
             progress.update({**counts, "evaluating": evaluating},
                             eta_seconds(durations, counts["running"] + counts["queued"], slots))
+            chaos_point("sweep-driver")
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
             for ref in ready:
                 spec = inflight.pop(ref)

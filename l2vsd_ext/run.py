@@ -73,7 +73,9 @@ def parse_overrides(items) -> dict:
 
 def given_settings(argv=None) -> dict:
     """The settings the user gave (YAML, flags, --set), typed by their fields."""
-    args = vars(build_parser().parse_args(argv))
+    from .cli_errors import one_line_parser
+
+    args = vars(one_line_parser(build_parser()).parse_args(argv))
     overrides = parse_overrides(args.pop("set", []))
     values = load_yaml(args.pop("config")) if "config" in args else {}
     for key in set(args) & set(overrides):

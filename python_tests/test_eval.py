@@ -364,6 +364,7 @@ def test_offline_eval_with_no_weights_at_all_still_runs(tiny_run, tmp_path):
     # Offline newcomer: neither CLIP nor Inception weights; both scores skipped, exit 0. Issue 24 (10):
     # no metric can run, so nothing is rendered, and one line says so with both reasons.
     run = shutil.copytree(tiny_run, tmp_path / "run")
+    shutil.rmtree(run / "eval", ignore_errors=True)  # from the evaluations above, in the shared run
     result = _cli(str(run), "--n-views", "2", "--resolution", "8", torch_home=tmp_path)
     assert result.returncode == 0, result.stderr
     notes = [line for line in result.stderr.splitlines() if line.startswith("l2vsd_ext.eval:")]

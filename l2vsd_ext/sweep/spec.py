@@ -28,7 +28,15 @@ def read_prompts(path: str) -> list[str]:
         raise ConfigError(f"PROMPTS: cannot read '{path}': {err.strerror}") from err
     except UnicodeDecodeError as err:
         raise ConfigError(f"PROMPTS: '{path}' is not UTF-8 text") from err
-    return check_prompts([line.strip() for line in lines if not line.lstrip().startswith("#")], path)
+    prompts = [line.strip() for line in lines if not line.lstrip().startswith("#")]
+    looks_like_comment = [i + 1 for i, line in enumerate(lines)
+                          if not line.lstrip().startswith("#") and re.search(r"\s#", line)]
+    if looks_like_comment:  # a trailing "  # note" was cut before; now it is part of the prompt: say so
+        import sys
+
+        print(f"warning: PROMPTS: '{path}' line(s) {', '.join(map(str, looks_like_comment[:5]))}: a '#' after a "
+              "space is kept as part of the prompt (only a line starting with # is a comment)", file=sys.stderr)
+    return check_prompts(prompts, path)
 
 
 def check_prompts(prompts, source: str) -> list[str]:

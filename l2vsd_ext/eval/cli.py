@@ -94,6 +94,7 @@ def evaluate(args) -> dict:
     from ..export.loading import open_run
     from ..export.views import render_orbit, to_uint8
     from ..prior.loading import PriorWeightsUnavailable
+    from ..run_folder import RunFolder
     from .clip_model import load_clip
     from .clip_similarity import clip_similarity
 
@@ -150,7 +151,7 @@ def evaluate(args) -> dict:
                                     progress=True, desc="eval views"))
     if clip is not None:
         result.update(clip_similarity(clip, processor, renders, config.prompt))
-    _save_sheet(renders, os.path.join(args.run_dir, "eval", "views.png"))
+    _save_sheet(renders, RunFolder(args.run_dir).claim("eval", "views.png"))
     pipe = None
     if want_fid:
         from .prior_samples import build_pipeline
@@ -170,7 +171,7 @@ def evaluate(args) -> dict:
         samples = sample_prior(pipe, config.prompt, args.n_prior_samples, args.prior_steps,
                                args.guidance_scale, config.negative_prompt, args.seed)
         del pipe
-        _save_sheet(samples, os.path.join(args.run_dir, "eval", "prior_samples.png"))
+        _save_sheet(samples, RunFolder(args.run_dir).claim("eval", "prior_samples.png"))
         if inception is not None:
             features, features_name = inception, FEATURES_NAME
             result["inception_weights"] = os.path.abspath(inception_path)

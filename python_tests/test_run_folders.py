@@ -406,3 +406,23 @@ def test_progress_line_counts_runs_in_evaluation(tmp_path):
     line = ProgressLine("s", 4, stream)
     line.update({"done": 1, "running": 2, "failed": 0, "queued": 1, "evaluating": 1}, None)
     assert "2 running (1 evaluating)" in stream.getvalue()
+
+
+# -- 9: a failed --address join leaves nothing behind
+def test_a_failed_cluster_join_leaves_no_sweep_json(tiny_sd_path, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("ray")
+    from l2vsd_ext.config import ConfigError
+    from l2vsd_ext.sweep import cli, scheduler
+
+    def refuse(address, num_cpus):
+        raise ConfigError(f"--address: cannot start or join the Ray cluster at '{address}': refused")
+
+    monkeypatch.setattr(scheduler, "connect", refuse)
+    monkeypatch.setattr(scheduler, "check_reachable", lambda address: None)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red apple\n")
+    out = tmp_path / "sweep"
+    assert cli.main([str(prompts), "--out", str(out), "--address", "10.0.0.1:6379", "--modes", "sds",
+                     "--pretrained", tiny_sd_path, "--no-eval"]) == 2
+    one_line(capsys, "l2vsd_ext.sweep: error: --address")
+    assert not out.exists()

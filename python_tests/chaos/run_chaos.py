@@ -46,8 +46,6 @@ SCENE = {"log2_hashmap_size": 12, "n_levels": 8, "occupancy_resolution": 16, "ma
 USER_FILES = {"notes.md": b"# my notes\n", "logs/lab_notebook.txt": b"day 1: a boat\n",
               "export/final_for_paper.png": bytes(range(256)), "validation/mine.png": b"\x89PNG mine",
               "checkpoints/README": b"my checkpoints go elsewhere\n"}
-# (phase, how many times it is reached before the kill, at most) for the hook kills.
-PHASES = {"step": STEPS, "write:last.pt": 3, "write:config.yaml": 1, "write:metrics.jsonl": 1, "export": 1}
 MAX_ATTEMPTS = 40
 
 
@@ -193,8 +191,8 @@ def one_trial(tiny, scene, prior, work, reference, rng, kills_left, stats) -> in
                 phase, how = "random", rng.uniform(0.05, 3.0)
                 outcome = attempt(argv + resume, prior, log, kill_after=how)
             else:
-                phase = rng.choice(list(PHASES))
-                outcome = attempt(argv + resume, prior, log, phase, rng.randint(1, PHASES[phase]))
+                phase, count = pick_phase(out, rng)
+                outcome = attempt(argv + resume, prior, log, phase, count)
         else:
             phase, outcome = None, attempt(argv + resume, prior, log)
         if outcome == ("killed", signal.SIGKILL):
@@ -215,6 +213,22 @@ def one_trial(tiny, scene, prior, work, reference, rng, kills_left, stats) -> in
               f"attempt ended with {outcome}: {line}")
         raise InvariantBroken(f"the folder was refused after a kill: {line}")
     raise InvariantBroken(f"{out}: not finished after {MAX_ATTEMPTS} attempts")
+
+
+def pick_phase(out: str, rng) -> tuple[str, int]:
+    """A kill point this attempt will reach (as far as the folder tells): the metrics trim when the
+    folder has steps past its checkpoint, else a step or checkpoint still ahead, the config or export."""
+    done = checkpoint_step(out) or 0
+    if done and len(metric_steps(out)) > done and rng.random() < 0.6:
+        return "write:metrics.jsonl", 1
+    ahead = STEPS - done
+    checkpoints_ahead = sum(1 for s in range(done + 1, STEPS + 1) if s % CKPT_EVERY == 0 or s == STEPS)
+    choices = [("write:config.yaml", 1), ("export", 1)]
+    if ahead:
+        choices += [("step", rng.randint(1, ahead))] * 2
+    if checkpoints_ahead:
+        choices += [("write:last.pt", rng.randint(1, checkpoints_ahead))] * 2
+    return rng.choice(choices)
 
 
 def reference_weights(tiny, scene, prior, work) -> dict:

@@ -18,7 +18,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from l2vsd_ext.config import RunConfig  # noqa: E402
 
-EXAMPLES = int(os.environ.get("L2VSD_FUZZ_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("L2VSD_FUZZ_EXAMPLES", "100"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=False,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 TRIED = {}

@@ -352,7 +352,9 @@ def test_hash_inside_a_prompt_is_kept(tmp_path):
 
     path = tmp_path / "p.txt"
     path.write_text("# my prompts\na C# programmer's desk\n   # indented comment\n\na bowl of #1 noodles\n")
-    assert read_prompts(str(path)) == ["a C# programmer's desk", "a bowl of #1 noodles"]
+    notes = []
+    assert read_prompts(str(path), notes) == ["a C# programmer's desk", "a bowl of #1 noodles"]
+    assert len(notes) == 1 and "line(s) 5" in notes[0]  # '#1' after a space: kept, and said
 
 
 @pytest.mark.parametrize("entry, words", [({"out": ["o"]}, "--out"), ({"out": 3}, "--out"),

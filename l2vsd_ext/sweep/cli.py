@@ -161,10 +161,11 @@ def build_plan(argv) -> dict:
     from ..config import validate
 
     s, extras = resolve(argv)
+    notes = []
     if "prompts" in s:
         prompts = grid.check_prompts(list(s["prompts"]), s["spec"])
     else:
-        prompts = grid.read_prompts(s["prompts_file"])
+        prompts = grid.read_prompts(s["prompts_file"], notes)
     modes = grid.check_modes(list(s["modes"]))
     if not s.get("out"):
         raise ConfigError("--out: the sweep folder is required")
@@ -188,7 +189,7 @@ def build_plan(argv) -> dict:
         _check_eval_args(eval_argv)
     plan = {"settings": s, "prompts": prompts, "modes": modes, "specs": specs, "sweep_dir": sweep_dir,
             "run_settings": run_settings, "run_config_path": run_config_path, "common": common,
-            "eval_argv": eval_argv}
+            "eval_argv": eval_argv, "notes": notes}
     _check_runs(plan, resolve_config, validate)
     return plan
 
@@ -283,6 +284,8 @@ def run_sweep(argv, stream=None) -> int:
             _write_yaml(plan["run_settings"], plan["run_config_path"])
         state.save()
         name = os.path.basename(sweep_dir)
+        for note in plan["notes"]:
+            print(note, file=stream)
         print(f"sweep {name}: {len(specs)} runs, {len(specs) - todo} already done, {todo} to run", file=stream)
         if todo:
             try:

@@ -14,6 +14,7 @@ import dataclasses
 import os
 import sys
 
+from .cli_errors import one_line
 from .config import (DTYPES, LOGGERS, MODES, ConfigError, RunConfig, load_yaml, validate,
                      with_pretrained_defaults)
 
@@ -192,7 +193,7 @@ def main(argv=None, prior=None) -> int:
         if lock is not None:
             lock.discard()  # a refused run leaves no folder behind
             lock = None
-        print(f"{PROG}: error: {err}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(err)}", file=sys.stderr)
         return 2
     except RunInterrupted as stop:
         print(f"{PROG}: {stop}", file=sys.stderr)

@@ -218,7 +218,7 @@ def _quiet_libraries() -> None:
 
 
 def main(argv=None) -> int:
-    from ..cli_errors import one_line_parser
+    from ..cli_errors import one_line, one_line_parser
 
     lock = None
     try:
@@ -242,7 +242,7 @@ def main(argv=None) -> int:
         _note_other_prior(path, result)
         atomic_write_bytes(path, json.dumps(result, indent=2).encode())
     except ConfigError as err:
-        print(f"l2vsd_ext.eval: error: {err}", file=sys.stderr)
+        print(f"l2vsd_ext.eval: error: {one_line(err)}", file=sys.stderr)
         return 2
     except OSError as err:
         print(f"l2vsd_ext.eval: error: cannot write the evaluation: {err.strerror or err}", file=sys.stderr)

@@ -96,7 +96,7 @@ def writable_target(folder: str, flag: str, hint: str = "") -> None:
 
 
 def main(argv=None) -> int:
-    from ..cli_errors import one_line_parser
+    from ..cli_errors import one_line, one_line_parser
 
     lock = None
     try:
@@ -130,7 +130,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     except ConfigError as err:
-        print(f"l2vsd_ext.export: error: {err}", file=sys.stderr)
+        print(f"l2vsd_ext.export: error: {one_line(err)}", file=sys.stderr)
         return 2
     except OSError as err:
         print(f"l2vsd_ext.export: error: cannot write the export: {err.strerror or err}", file=sys.stderr)

@@ -306,7 +306,9 @@ def main(argv=None) -> int:
     try:
         return run_sweep(argv)
     except ConfigError as err:
-        print(f"l2vsd_ext.sweep: error: {err}", file=sys.stderr)
+        from ..cli_errors import one_line
+
+        print(f"l2vsd_ext.sweep: error: {one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\nl2vsd_ext.sweep: interrupted; run the same command again to continue "

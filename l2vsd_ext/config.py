@@ -170,7 +170,8 @@ PRETRAINED_DEFAULTS = {
 
 def with_pretrained_defaults(values: dict) -> dict:
     """values (the settings given) completed with the defaults of the prior they name."""
-    return {**PRETRAINED_DEFAULTS.get(values.get("pretrained"), {}), **values}
+    name = values.get("pretrained")  # a YAML list or mapping here is refused later, naming --pretrained
+    return {**(PRETRAINED_DEFAULTS.get(name, {}) if isinstance(name, str) else {}), **values}
 
 
 def load_yaml(path: str) -> dict:

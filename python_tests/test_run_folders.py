@@ -428,3 +428,14 @@ def test_a_failed_cluster_join_leaves_no_sweep_json(tiny_sd_path, tmp_path, monk
                      "--pretrained", tiny_sd_path, "--no-eval"]) == 2
     one_line(capsys, "l2vsd_ext.sweep: error: --address")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("doc, words", [("pretrained: []\nprompt: x\n", "--pretrained"),
+                                        ("pretrained: {a: 1}\nprompt: x\n", "--pretrained"),
+                                        ("1: 2\n", "name must be text")])
+def test_yaml_values_of_the_wrong_shape_are_one_line(doc, words, tmp_path, capsys):
+    # Found by the fuzz (python_tests/chaos/test_fuzz_cli.py): a list as --pretrained was a TypeError.
+    path = tmp_path / "c.yaml"
+    path.write_text(doc)
+    assert run_main(["--config", str(path), "--out", str(tmp_path / "o")]) == 2
+    one_line(capsys, "python -m l2vsd_ext.run: error:", words)

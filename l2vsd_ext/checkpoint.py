@@ -10,6 +10,8 @@ import tempfile
 
 import torch
 
+from .chaos_hook import point as chaos_point
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -28,6 +30,7 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        chaos_point("write:" + os.path.basename(path))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -76,4 +79,7 @@ def load_checkpoint(path: str) -> dict:
         raise ConfigError(f"'{path}': not a readable checkpoint ({type(err).__name__}: {text})") from None
     if not isinstance(state, dict):
         raise ConfigError(f"'{path}': not an l2vsd_ext checkpoint (holds a {type(state).__name__})")
+    step = state.get("step", 0)
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ConfigError(f"'{path}': not a readable checkpoint (its step is {step!r}, not a count)")
     return state

@@ -18,6 +18,7 @@ DTYPES = ("float32", "float16", "bfloat16")
 LOGGERS = ("none", "tensorboard", "wandb")
 BACKGROUNDS = ("mlp", "white")
 TIMESTEP_SCHEDULES = ("uniform", "sqrt")
+MIN_SEED, MAX_SEED = -2**63, 2**64 - 1 - 100
 
 
 class ConfigError(ValueError):
@@ -234,21 +235,31 @@ PRETRAINED_DEFAULTS = {
 
 def with_pretrained_defaults(values: dict) -> dict:
     """values (the settings given) completed with the defaults of the prior they name."""
-    return {**PRETRAINED_DEFAULTS.get(values.get("pretrained"), {}), **values}
+    name = values.get("pretrained")  # a YAML list or mapping here is refused later, naming --pretrained
+    return {**(PRETRAINED_DEFAULTS.get(name, {}) if isinstance(name, str) else {}), **values}
 
 
 def load_yaml(path: str) -> dict:
     import yaml
 
+    from .strict_yaml import safe_load_unique
+
     try:
-        with open(path) as fh:
-            data = yaml.safe_load(fh) or {}
+        with open(path, encoding="utf-8") as fh:
+            data = safe_load_unique(fh) or {}
     except OSError as err:
         raise ConfigError(f"--config: cannot read '{path}': {err.strerror}") from err
+    except UnicodeDecodeError:
+        raise ConfigError(f"--config: '{path}' is not UTF-8 text") from None
+    except (ValueError, OverflowError) as err:  # e.g. a date PyYAML cannot build
+        raise ConfigError(f"--config: '{path}' is not valid YAML: {err}") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"--config: '{path}' is not valid YAML: {err}") from err
+        detail = " ".join(str(err).split())  # PyYAML's message spans lines
+        raise ConfigError(f"--config: '{path}' is not valid YAML: {detail}") from err
     if not isinstance(data, dict):
         raise ConfigError(f"--config: '{path}' must hold a mapping of settings")
+    if not all(isinstance(k, str) for k in data):
+        raise ConfigError(f"--config: '{path}': every setting's name must be text")
     return {k.replace("-", "_"): v for k, v in data.items()}
 
 
@@ -300,6 +311,8 @@ def validate(config: RunConfig, vae_scale_factor: int = 8) -> None:
         value = getattr(config, f.name)
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"--{f.name.replace('_', '-')}: must be a finite number, got {value}")
+    if not MIN_SEED <= config.seed <= MAX_SEED:  # torch's generators take 64-bit seeds (seed + 20 is used)
+        raise ConfigError(f"--seed: must be in [{MIN_SEED}, {MAX_SEED}], got {config.seed}")
     if config.steps < 1:
         raise ConfigError(f"--steps: must be >= 1, got {config.steps}")
     if config.resolution < 8:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 
 from .checkpoint import load_checkpoint
 from .config import CHANGEABLE_ON_RESUME, NOT_COMPARED, ConfigError, RunConfig, from_saved
-from .run_folder import RunFolder
+from .run_folder import MANIFEST, RUN_FILES, RunFolder
 
 
 @dataclasses.dataclass
@@ -30,6 +31,12 @@ def _differing(given: dict, saved: RunConfig, skip=()) -> list[str]:
             if k not in NOT_COMPARED and k not in skip and v != getattr(saved, k)]
 
 
+def _change_line(key: str, old, new) -> str:
+    if key == "export_at_end":  # the field reads backwards as its flag (--no-export: True -> False)
+        return f"  export at the end: {'on' if old else 'off'} -> {'on' if new else 'off'}"
+    return f"  {_flag(key)}: {old!r} -> {new!r}"
+
+
 def plan_run(given: dict) -> Plan:
     """`given`: the settings the user gave (YAML, flags, --set), already typed."""
     config = RunConfig.from_dict(given)
@@ -39,17 +46,24 @@ def plan_run(given: dict) -> Plan:
             raise ConfigError(f"--out: '{config.out}' already holds a run; pass --resume to continue it "
                               "or choose another folder")
         return _resume(given, config, folder)
-    present = folder.run_files()
-    if not present:
+    ours = {e["file"] for e in folder.written() if "file" in e}
+    foreign = [name for name in RUN_FILES if os.path.exists(folder.path(name)) and name not in ours]
+    if foreign:  # a run would overwrite them, and no run of ours wrote them: not ours to touch
+        raise ConfigError(f"--out: '{config.out}' holds {', '.join(foreign)} that no run wrote "
+                          f"(no {MANIFEST} lists it); choose another --out, or move those files away")
+    if not ours:
         if config.resume:
             raise ConfigError(f"--resume: no checkpoint at '{folder.checkpoint}'")
         return Plan(config, {})
     # A run stopped before its first checkpoint: same settings -> again from step 0; else refuse.
+    present = folder.run_files()
     saved_values = folder.saved_settings()
     what = f"--out: '{config.out}' holds files of a run that stopped before its first checkpoint " \
            f"({', '.join(present)})"
-    if saved_values is None:
-        raise ConfigError(f"{what} and no readable config.yaml; choose another --out or delete the folder")
+    if saved_values is None:  # killed before its config.yaml was written: nothing to compare, nothing kept
+        config.resume = False
+        return Plan(config, {}, restart=True, notes=[f"'{config.out}' holds a run that stopped before "
+                                                     "writing its settings: starting it again from step 0"])
     try:
         saved = from_saved(saved_values)
     except ConfigError as err:
@@ -81,7 +95,9 @@ def _resume(given: dict, config: RunConfig, folder: RunFolder) -> Plan:
         raise ConfigError(f"--resume: the run keeps the settings it was started with; these differ: {names}. "
                           f"Only {', '.join(map(_flag, CHANGEABLE_ON_RESUME))} may change on resume; "
                           "start a new run in another --out to change the others")
-    step = int(state.get("step", 0))
+    step = state.get("step", 0)
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ConfigError(f"--resume: '{folder.checkpoint}' holds no valid step (got {step!r})")
     changes = {k: [getattr(saved, k), given[k]] for k in CHANGEABLE_ON_RESUME
                if k in given and given[k] != getattr(saved, k)}
     notes = []
@@ -105,6 +121,6 @@ def _resume(given: dict, config: RunConfig, folder: RunFolder) -> Plan:
     if step >= resumed.steps:
         notes.append("the run is already at its last step: only its final outputs are written again")
     notes = [f"resuming '{config.out}' from step {step} of {resumed.steps}"] + \
-            [f"  {_flag(k)}: {old!r} -> {new!r}" for k, (old, new) in changes.items()] + \
+            [_change_line(k, old, new) for k, (old, new) in changes.items()] + \
             [f"  {n}" for n in notes]
     return Plan(resumed, changes, notes=notes)

@@ -14,6 +14,7 @@ import dataclasses
 import os
 import sys
 
+from .cli_errors import one_line
 from .config import (CAMERA_INITS, DTYPES, LOGGERS, LOOKAHEAD_DIRECTIONS, LORA_INITS, LORA_TEXTS, MODES,
                      TIMESTEP_SCHEDULES, ConfigError, RunConfig, load_yaml, validate, with_pretrained_defaults)
 
@@ -75,7 +76,9 @@ def parse_overrides(items) -> dict:
 
 def given_settings(argv=None) -> dict:
     """The settings the user gave (YAML, flags, --set), typed by their fields."""
-    args = vars(build_parser().parse_args(argv))
+    from .cli_errors import one_line_parser
+
+    args = vars(one_line_parser(build_parser()).parse_args(argv))
     overrides = parse_overrides(args.pop("set", []))
     values = load_yaml(args.pop("config")) if "config" in args else {}
     for key in set(args) & set(overrides):
@@ -117,8 +120,10 @@ def write_final_outputs(renderer, config: RunConfig, logger=None) -> dict:
     the video; then the mesh. Returns {name: path} of what was written."""
     from .export import export_at_end_of_run
     from .export.views import render_orbit
+    from .run_folder import RunFolder
     from .trainer import save_png
 
+    folder = RunFolder(config.out)
     written = {}
     frames = None
     if config.turntable_views:
@@ -126,7 +131,7 @@ def write_final_outputs(renderer, config: RunConfig, logger=None) -> dict:
         frames = render_orbit(renderer, config.turntable_views, resolution, progress=True,
                               desc="turntable")
         for i, frame in enumerate(frames):
-            save_png(frame[None], os.path.join(config.out, "turntable", f"frame_{i:03d}.png"))
+            save_png(frame[None], folder.claim("turntable", f"frame_{i:03d}.png"))
         written["turntable"] = os.path.join(config.out, "turntable", "frame_NNN.png")
         if logger is not None:
             logger.log_video("turntable", config.steps, frames)
@@ -145,12 +150,26 @@ def main(argv=None, prior=None) -> int:
     instead of loading one (the sweep's per-worker cache); it must not have served another run."""
     from .interrupts import RunInterrupted
 
+    lock = None
     try:
         from .resume import plan_run
+        from .memory_check import check_memory
+        from .run_lock import lock_folder
 
-        plan = plan_run(given_settings(argv))
+        given = given_settings(argv)
+        first = RunConfig.from_dict(given)
+        if not first.resume:
+            validate(first)  # a new run's settings are complete: refuse them before creating --out
+            check_memory(first)
+        elif not os.path.isdir(first.out):
+            raise ConfigError(f"--resume: no run folder at '{first.out}'")
+        check_out_writable(first.out)
+        # One process per run folder, from before it is read until this command ends.
+        lock = lock_folder(first.out, "--out")
+        plan = plan_run(given)
         config = plan.config
         validate(config)
+        check_memory(config)
         from .prior.loading import PriorWeightsUnavailable
         from .run_logging import make_logger
         from .run_folder import RunFolder
@@ -178,7 +197,10 @@ def main(argv=None, prior=None) -> int:
             if logger is not None:
                 logger.close()
     except ConfigError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
+        if lock is not None:
+            lock.discard()  # a refused run leaves no folder behind
+            lock = None
+        print(f"{PROG}: error: {one_line(err)}", file=sys.stderr)
         return 2
     except RunInterrupted as stop:
         print(f"{PROG}: {stop}", file=sys.stderr)
@@ -186,7 +208,18 @@ def main(argv=None, prior=None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; the last checkpoint written (if any) is kept", file=sys.stderr)
         return 130
+    finally:
+        if lock is not None:
+            lock.release()
     return 0
+
+
+def check_out_writable(out: str) -> None:
+    from .config import _is_pseudo_fs, _nearest_existing_parent
+
+    parent = _nearest_existing_parent(out)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK) or _is_pseudo_fs(parent):
+        raise ConfigError(f"--out: '{out}' is not writable ('{parent}' is not a writable folder)")
 
 
 if __name__ == "__main__":

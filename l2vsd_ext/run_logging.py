@@ -12,8 +12,9 @@ VIEW_NAMES = ("view0", "view1", "view2", "view3")
 
 
 def _missing(package: str, logger: str) -> str:
-    return (f"--logger {logger}: the '{package}' package is not installed "
-            f"(pip install {package}, or pip install 'l2vsd_ext[logging]')")
+    # Only tensorboard is in the [logging] extra; wandb is installed on its own.
+    extra = ", or pip install 'l2vsd_ext[logging]'" if package == "tensorboard" else ""
+    return f"--logger {logger}: the '{package}' package is not installed (pip install {package}{extra})"
 
 
 def make_logger(kind: str, out: str, config):
@@ -62,7 +63,14 @@ class TensorBoardLogger:
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
+            from .run_folder import RunFolder
+
+            run = RunFolder(os.path.dirname(self.folder))
+            run.claim_dir(os.path.basename(self.folder))
+            before = set(os.listdir(self.folder)) if os.path.isdir(self.folder) else set()
             self._writer = SummaryWriter(self.folder)
+            for name in sorted(set(os.listdir(self.folder)) - before):  # the event file it opened
+                run.claim(os.path.basename(self.folder), name)
         return self._writer
 
     def log_scalars(self, step: int, stats: dict) -> None:

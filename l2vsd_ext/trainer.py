@@ -11,6 +11,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from .chaos_hook import point as chaos_point
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ConfigError, RunConfig, from_saved, save_yaml
 from .interrupts import RunInterrupted, StopRequests
@@ -280,7 +281,7 @@ def run_training(config: RunConfig, prior: DiffusionPrior | None = None, progres
         folder.truncate_metrics(trainer.step)
     try:
         os.makedirs(config.out, exist_ok=True)
-        save_yaml(config, folder.config)
+        save_yaml(config, folder.claim("config.yaml"))
         if changes:
             folder.record_changes(trainer.step, changes)
     except OSError as err:
@@ -313,6 +314,7 @@ def run_training(config: RunConfig, prior: DiffusionPrior | None = None, progres
             # total is exact, since flush_metrics waits for the GPU.
             stats["seconds"] = time.perf_counter() - started
             pending.add(stats)
+            chaos_point("step")
             bar.update(1)
             at_val = trainer.step % config.val_every == 0 or trainer.step == config.steps
             at_ckpt = trainer.step % config.ckpt_every == 0 or trainer.step == config.steps or stop.signum
@@ -320,11 +322,11 @@ def run_training(config: RunConfig, prior: DiffusionPrior | None = None, progres
                 flush_metrics()
             if at_val:
                 views = trainer.render_views(4)
-                save_png(views, folder.path("validation", f"step_{trainer.step:06d}.png"))
+                save_png(views, folder.claim("validation", f"step_{trainer.step:06d}.png"))
                 if logger is not None:
                     logger.log_images("validation", trainer.step, views)
             if at_ckpt:
-                save_checkpoint(trainer.state_dict(), folder.checkpoint)
+                save_checkpoint(trainer.state_dict(), folder.claim(CHECKPOINT))
                 if stop.signum:
                     bar.close()
                     raise RunInterrupted(stop.signum, trainer.step, folder.checkpoint, config.out)

@@ -361,13 +361,17 @@ def test_offline_without_inception_weights_skips_fid_with_one_line(tiny_run, tin
 
 
 def test_offline_eval_with_no_weights_at_all_still_runs(tiny_run, tmp_path):
-    # Offline newcomer: neither CLIP nor Inception weights; both scores skipped, one line each, exit 0.
+    # Offline newcomer: neither CLIP nor Inception weights; both scores skipped, exit 0. Issue 24 (10):
+    # no metric can run, so nothing is rendered, and one line says so with both reasons.
     run = shutil.copytree(tiny_run, tmp_path / "run")
+    shutil.rmtree(run / "eval", ignore_errors=True)  # from the evaluations above, in the shared run
     result = _cli(str(run), "--n-views", "2", "--resolution", "8", torch_home=tmp_path)
     assert result.returncode == 0, result.stderr
-    notes = [line for line in result.stderr.splitlines() if line.startswith("l2vsd_ext.eval: skipped")]
-    assert len(notes) == 2 and "hf download" in notes[0] and "--clip-model" in notes[0]
+    notes = [line for line in result.stderr.splitlines() if line.startswith("l2vsd_ext.eval:")]
+    assert len(notes) == 1 and "nothing rendered" in notes[0]
+    assert "hf download" in notes[0] and "--clip-model" in notes[0] and "fid:" in notes[0]
     assert set(json.loads((run / "eval.json").read_text())["skipped"]) == {"clip_similarity", "fid"}
+    assert not (run / "eval").exists()
 
 
 def test_bad_inception_weights_arguments_are_one_line_errors(tiny_run, tiny_clip_path, tmp_path, capsys):

@@ -43,7 +43,8 @@ def inputs(tmp_path_factory, tiny_sd_path):
     root = tmp_path_factory.mktemp("sweep_inputs")
     (root / "small.yaml").write_text(yaml.safe_dump(SMALL_SCENE))
     (root / "prompts.txt").write_text("# two prompts\n" + "\n".join(PROMPTS) + "\n\n")
-    (root / "apple.txt").write_text(PROMPTS[0] + "  # the first prompt alone\n")
+    # Issue 24 (7): only a line starting with # is a comment; a # inside a line belongs to the prompt.
+    (root / "apple.txt").write_text("# the first prompt alone\n" + PROMPTS[0] + "\n")
     clip = build_tiny_clip(str(root / "tiny_clip"))
     return {"root": root, "tiny_sd": tiny_sd_path, "clip": clip}
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -35,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="diffusion model for the FID reference samples (default: the run's --pretrained)")
     p.add_argument("--n-views", type=int, default=120, help="rendered views around the object (default: 120)")
     p.add_argument("--n-prior-samples", type=int, default=120, help="images sampled from the prior (default: 120)")
-    p.add_argument("--resolution", type=int, default=256, help="render size in pixels (default: 256)")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="render size in pixels (default: the input size of the metrics that run: "
+                        "CLIP's 224, Inception's 299)")
     p.add_argument("--elevation", type=float, default=15.0, help="camera elevation in degrees (default: 15)")
     p.add_argument("--prior-steps", type=int, default=50, help="DDIM steps per prior sample (default: 50)")
     p.add_argument("--guidance-scale", type=float, default=7.5, help="prior sampling CFG scale (default: 7.5)")
@@ -52,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_arguments(args) -> None:
-    for name in ("n_views", "resolution", "prior_steps"):
-        if getattr(args, name) < 1:
+    for name in ("n_views", "resolution", "prior_steps", "n_prior_samples"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(args, name)}")
     if not args.no_fid and args.n_views < 2:
         raise ConfigError(f"--n-views: FID needs >= 2 views, got {args.n_views}")
@@ -64,6 +67,26 @@ def check_arguments(args) -> None:
                           f"got --fid-features {args.fid_features}")
     if not -90 <= args.elevation <= 90:
         raise ConfigError(f"--elevation: must be in [-90, 90] degrees, got {args.elevation}")
+    if not math.isfinite(args.guidance_scale):
+        raise ConfigError(f"--guidance-scale: must be a finite number, got {args.guidance_scale}")
+    if not 0 <= args.seed < 2**63:
+        raise ConfigError(f"--seed: must be in [0, 2**63), got {args.seed}")
+
+
+CLIP_INPUT_SIZE = 224  # ViT-L/14's crop
+
+
+def metric_resolution(clip_processor, inception) -> int:
+    """The render size the metrics look at: rendering larger only to be resized down costs time."""
+    sizes = []
+    if clip_processor is not None:
+        crop = getattr(getattr(clip_processor, "image_processor", None), "crop_size", None)
+        sizes.append(int(crop["height"]) if isinstance(crop, dict) and "height" in crop else CLIP_INPUT_SIZE)
+    if inception is not None:
+        from .inception import INPUT_SIZE
+
+        sizes.append(INPUT_SIZE)
+    return max(sizes or [CLIP_INPUT_SIZE])
 
 
 def evaluate(args) -> dict:
@@ -71,6 +94,7 @@ def evaluate(args) -> dict:
     from ..export.loading import open_run
     from ..export.views import render_orbit, to_uint8
     from ..prior.loading import PriorWeightsUnavailable
+    from ..run_folder import RunFolder
     from .clip_model import load_clip
     from .clip_similarity import clip_similarity
 
@@ -80,8 +104,11 @@ def evaluate(args) -> dict:
     skipped = {}
 
     def skip(score: str, why: str) -> None:
-        print(f"l2vsd_ext.eval: skipped {score}: {why}", file=sys.stderr, flush=True)
         skipped[score] = why
+
+    def say_skipped() -> None:
+        for score, why in skipped.items():
+            print(f"l2vsd_ext.eval: skipped {score}: {why}", file=sys.stderr, flush=True)
 
     clip_model = args.clip_model or DEFAULT_CLIP_MODEL
     clip = processor = None
@@ -105,14 +132,26 @@ def evaluate(args) -> dict:
         skip("fid", "--fid-features clip needs the CLIP model (see clip_similarity)")
         want_fid = False
     started = time.perf_counter()
-    renders = to_uint8(render_orbit(renderer, args.n_views, args.resolution, elevation=args.elevation,
-                                    progress=True, desc="eval views"))
     result = {"run_dir": os.path.abspath(args.run_dir), "prompt": config.prompt, "mode": config.mode,
-              "step": step, "n_views": args.n_views, "resolution": args.resolution,
-              "elevation": args.elevation, "clip_model": clip_model if clip is not None else None}
+              "step": step, "n_views": args.n_views, "elevation": args.elevation,
+              "clip_model": clip_model if clip is not None else None}
+    if clip is None and not want_fid:  # no metric can run: rendering 120 views would be for nothing
+        reasons = "; ".join(f"{score}: {why}" for score, why in skipped.items())
+        print(f"l2vsd_ext.eval: no score can be computed, nothing rendered ({reasons})", file=sys.stderr,
+              flush=True)
+        return {**result, "skipped": skipped, "seconds": time.perf_counter() - started}
+    say_skipped()
+    if args.pretrained is not None and want_fid and args.pretrained != config.pretrained:
+        print(f"l2vsd_ext.eval: note: FID against --pretrained '{args.pretrained}', not the run's prior "
+              f"'{config.pretrained}'", file=sys.stderr)
+        result["fid_prior_differs_from_run"] = True
+    resolution = args.resolution or metric_resolution(processor, inception)
+    result["resolution"] = resolution
+    renders = to_uint8(render_orbit(renderer, args.n_views, resolution, elevation=args.elevation,
+                                    progress=True, desc="eval views"))
     if clip is not None:
         result.update(clip_similarity(clip, processor, renders, config.prompt))
-    _save_sheet(renders, os.path.join(args.run_dir, "eval", "views.png"))
+    _save_sheet(renders, RunFolder(args.run_dir).claim("eval", "views.png"))
     pipe = None
     if want_fid:
         from .prior_samples import build_pipeline
@@ -123,6 +162,7 @@ def evaluate(args) -> dict:
             if args.pretrained is not None:
                 raise ConfigError(f"--pretrained: {err}") from err
             skip("fid", f"the run's prior is not available for the reference samples: {err}")
+            print(f"l2vsd_ext.eval: skipped fid: {skipped['fid']}", file=sys.stderr, flush=True)
     if pipe is not None:
         from .fid import ClipImageFeatures, frechet_distance
         from .inception_weights import FEATURES_NAME
@@ -131,7 +171,7 @@ def evaluate(args) -> dict:
         samples = sample_prior(pipe, config.prompt, args.n_prior_samples, args.prior_steps,
                                args.guidance_scale, config.negative_prompt, args.seed)
         del pipe
-        _save_sheet(samples, os.path.join(args.run_dir, "eval", "prior_samples.png"))
+        _save_sheet(samples, RunFolder(args.run_dir).claim("eval", "prior_samples.png"))
         if inception is not None:
             features, features_name = inception, FEATURES_NAME
             result["inception_weights"] = os.path.abspath(inception_path)
@@ -178,18 +218,38 @@ def _quiet_libraries() -> None:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    _quiet_libraries()
-    try:
-        check_arguments(args)
-        result = evaluate(args)
-    except ConfigError as err:
-        print(f"l2vsd_ext.eval: error: {err}", file=sys.stderr)
-        return 2
-    from ..checkpoint import atomic_write_bytes
+    from ..cli_errors import one_line, one_line_parser
 
-    path = os.path.join(args.run_dir, EVAL_FILE)
-    atomic_write_bytes(path, json.dumps(result, indent=2).encode())
+    lock = None
+    try:
+        args = one_line_parser(build_parser()).parse_args(argv)
+        _quiet_libraries()
+        check_arguments(args)
+        from ..export.cli import writable_target
+        from ..run_lock import lock_folder
+
+        from ..export.loading import check_run_dir
+
+        check_run_dir(args.run_dir)
+        # eval.json and eval/ go into the run folder: refuse a read-only one before rendering.
+        writable_target(args.run_dir, "RUN_DIR", " (eval writes eval.json and eval/ into it)")
+        lock = lock_folder(args.run_dir, "RUN_DIR")
+        result = evaluate(args)
+        from ..checkpoint import atomic_write_bytes
+        from ..run_folder import RunFolder
+
+        path = RunFolder(args.run_dir).claim(EVAL_FILE)
+        _note_other_prior(path, result)
+        atomic_write_bytes(path, json.dumps(result, indent=2).encode())
+    except ConfigError as err:
+        print(f"l2vsd_ext.eval: error: {one_line(err)}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"l2vsd_ext.eval: error: cannot write the evaluation: {err.strerror or err}", file=sys.stderr)
+        return 2
+    finally:
+        if lock is not None:
+            lock.release()
     parts = []
     if "clip_cosine_mean" in result:
         parts.append(f"CLIP cosine {result['clip_cosine_mean']:.4f} ({result['clip_angle_deg']:.2f} deg)")
@@ -200,3 +260,19 @@ def main(argv=None) -> int:
     summary = ", ".join(parts) or "no score computed"
     print(f"{summary} -> {path}")
     return 0
+
+
+def _note_other_prior(path: str, result: dict) -> None:
+    """Says so when this FID's reference samples come from another prior than the last eval.json's
+    (e.g. --pretrained tiny-random on a shapes run): the two numbers are not comparable."""
+    if "fid" not in result:
+        return
+    try:
+        with open(path, encoding="utf-8") as fh:
+            previous = json.load(fh)
+    except (OSError, ValueError):
+        return
+    before = previous.get("pretrained") if isinstance(previous, dict) else None
+    if before and "fid" in previous and before != result.get("pretrained"):
+        print(f"l2vsd_ext.eval: note: replacing an eval.json whose FID was taken against the prior "
+              f"'{before}'; this FID is against '{result.get('pretrained')}'", file=sys.stderr)

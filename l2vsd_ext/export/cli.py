@@ -5,6 +5,8 @@ one line on stderr, exit code 2."""
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 
 from ..config import ConfigError
@@ -35,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="marching-cubes grid cells per side (default: 128)")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
                    help=f"density of the surface (default: {DEFAULT_THRESHOLD:g}, threestudio's)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="write the files into DIR instead of RUN_DIR/export/ (e.g. a read-only run folder)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     return p
 
@@ -64,6 +68,8 @@ def check_arguments(args) -> None:
         raise ConfigError(f"--mesh-resolution: must be >= 2, got {args.mesh_resolution}")
     if not -90 <= args.elevation <= 90:
         raise ConfigError(f"--elevation: must be in [-90, 90] degrees, got {args.elevation}")
+    if not math.isfinite(args.threshold):
+        raise ConfigError(f"--threshold: must be a finite density, got {args.threshold}")
 
 
 def pick_device(name: str | None):
@@ -80,28 +86,58 @@ def pick_device(name: str | None):
     return device
 
 
+def writable_target(folder: str, flag: str, hint: str = "") -> None:
+    """Refuses, before any rendering, a folder this command could not write into."""
+    from ..config import _is_pseudo_fs, _nearest_existing_parent
+
+    parent = _nearest_existing_parent(folder)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK) or _is_pseudo_fs(parent):
+        raise ConfigError(f"{flag}: '{folder}' is not writable{hint}")
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    from ..cli_errors import one_line, one_line_parser
+
+    lock = None
     try:
+        args = one_line_parser(build_parser()).parse_args(argv)
         check_arguments(args)
-        from .loading import open_run
+        from ..run_lock import lock_folder
+        from .loading import check_run_dir, open_run
         from .outputs import export_run
 
         device = pick_device(args.device)
+        check_run_dir(args.run_dir)
+        target = args.out or args.run_dir
+        writable_target(target, "--out" if args.out else "RUN_DIR",
+                        "" if args.out else "; export elsewhere with --out DIR")
+        # The folder written into is this command's alone while it works (a run, a sweep or another
+        # export in it is refused).
+        lock = lock_folder(target, "--out" if args.out else "RUN_DIR")
         renderer, _, step = open_run(args.run_dir, device)
         apply_device_defaults(args, device)
         both = not (args.video or args.mesh)
-        try:
-            written = export_run(args.run_dir, renderer, video=both or args.video, mesh=both or args.mesh,
-                                 n_views=args.n_views, resolution=args.resolution,
-                                 elevation=args.elevation, fps=args.fps,
-                                 mesh_resolution=args.mesh_resolution, threshold=args.threshold,
-                                 progress=True)
-        except EmptyMeshError as err:
-            raise ConfigError(f"--threshold: {err}; the previous export, if any, is untouched") from err
-    except ConfigError as err:
-        print(f"l2vsd_ext.export: error: {err}", file=sys.stderr)
+        written = export_run(args.run_dir, renderer, video=both or args.video, mesh=both or args.mesh,
+                             n_views=args.n_views, resolution=args.resolution,
+                             elevation=args.elevation, fps=args.fps,
+                             mesh_resolution=args.mesh_resolution, threshold=args.threshold,
+                             progress=True, dest=args.out,
+                             skip_empty_field=both)  # both asked: an empty field still gets its video
+        if not written:
+            raise ConfigError("--threshold: nothing was exported")
+    except EmptyMeshError as err:
+        print(f"l2vsd_ext.export: error: --threshold: {err}; the previous export, if any, is untouched",
+              file=sys.stderr)
         return 2
+    except ConfigError as err:
+        print(f"l2vsd_ext.export: error: {one_line(err)}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"l2vsd_ext.export: error: cannot write the export: {err.strerror or err}", file=sys.stderr)
+        return 2
+    finally:
+        if lock is not None:
+            lock.release()
     print(f"exported step {step} of '{args.run_dir}':")
     for name, path in written.items():
         print(f"  {name:14s} {path}")

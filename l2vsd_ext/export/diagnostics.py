@@ -3,7 +3,6 @@ against the step, read from RUN/metrics.jsonl and written as RUN/diagnostics.png
 from __future__ import annotations
 
 import io
-import json
 import os
 
 # metrics key -> legend label, in drawing order
@@ -16,26 +15,13 @@ CURVES = {
 }
 
 
-def read_metrics(path: str) -> list[dict]:
-    """The records of a metrics.jsonl; a torn last line (a kill mid-write) is skipped."""
-    records = []
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return records
-
-
 def plot_lookahead_norms(run_dir: str, smooth: int = 20) -> str | None:
     """RUN/diagnostics.png, or None when the run logged no lookahead terms (sds, vsd, lvsd)."""
     from ..checkpoint import atomic_write_bytes
+    from ..run_folder import RunFolder, read_metrics
 
-    metrics = os.path.join(run_dir, "metrics.jsonl")
-    if not os.path.isfile(metrics):
-        return None
-    records = [r for r in read_metrics(metrics) if "eps_first_norm" in r]
+    folder = RunFolder(run_dir)
+    records = [r for r in read_metrics(folder.metrics, warn=lambda _: None) if "eps_first_norm" in r]
     if not records:
         return None
     import matplotlib
@@ -65,7 +51,7 @@ def plot_lookahead_norms(run_dir: str, smooth: int = 20) -> str | None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
-    out = os.path.join(run_dir, "diagnostics.png")
+    out = folder.claim("diagnostics.png")  # in the run's manifest before it is written
     atomic_write_bytes(out, buffer.getvalue())
     return out
 

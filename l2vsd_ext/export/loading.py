@@ -9,6 +9,17 @@ import zipfile
 from ..config import ConfigError
 
 
+def check_run_dir(run_dir: str) -> None:
+    """A folder holding a checkpoint, checked before the folder is locked (a lock file is never
+    created in a folder that is not a run)."""
+    from ..run_folder import CHECKPOINT
+
+    if not os.path.isdir(run_dir):
+        raise ConfigError(f"RUN_DIR: '{run_dir}' is not a folder")
+    if not os.path.isfile(os.path.join(run_dir, CHECKPOINT)):
+        raise ConfigError(f"'{run_dir}' is not a run folder: no {CHECKPOINT} in it")
+
+
 def open_run(run_dir: str, device="cpu"):
     """(renderer in eval mode, config, step) of the run in `run_dir`; no diffusion prior loaded."""
     from ..trainer import load_scene

@@ -17,7 +17,10 @@ POINT_CHUNK = 262144  # points per field call: bounds memory at resolution 256 (
 
 
 class EmptyMeshError(ValueError):
-    """No density crosses the threshold inside the box: there is no surface to export."""
+    """No density crosses the threshold inside the box: there is no surface to export.
+    field_empty: the field has no density anywhere (no threshold would help)."""
+
+    field_empty = False
 
 
 def _chunked(fn, points: torch.Tensor) -> torch.Tensor:
@@ -51,8 +54,13 @@ def extract_mesh(field, resolution: int = 128, threshold: float = DEFAULT_THRESH
         raise ValueError(f"extract_mesh: 'threshold' must be finite, got {threshold}")
     volume = density_grid(field, resolution).numpy()
     if not (volume > threshold).any():
-        raise EmptyMeshError(f"no density above the threshold {threshold} inside the box "
-                             f"(max density {float(volume.max()):.4g}); lower --threshold")
+        top = float(volume.max())
+        # Lowering the threshold only helps a field that has some density; an empty one has no surface.
+        advice = f"lower --threshold below {top:.4g}" if top > 0 else "the field is empty (train it longer)"
+        err = EmptyMeshError(f"no density above the threshold {threshold} inside the box "
+                             f"(max density {top:.4g}); {advice}")
+        err.field_empty = not top > 0
+        raise err
     padded = np.pad(volume, 1, mode="constant", constant_values=min(0.0, threshold - 1.0))
     vertices, faces = mcubes.marching_cubes(padded, threshold)
     aabb = field.aabb.detach().double().cpu().numpy()

@@ -19,12 +19,21 @@ EXPORT_DIR = "export"
 def export_run(run_dir: str, renderer, video: bool = True, mesh: bool = True, n_views: int = 120,
                resolution: int = 256, elevation: float = 15.0, fps: int = 30,
                mesh_resolution: int = 128, threshold: float = DEFAULT_THRESHOLD, frames=None,
-               progress: bool = False, skip_empty_mesh: bool = False) -> dict:
+               progress: bool = False, skip_empty_mesh: bool = False, dest: str | None = None,
+               skip_empty_field: bool = False) -> dict:
     """Writes RUN/export/turntable.{mp4,gif}, contact_sheet.png (video) and mesh.{obj,ply,glb}
     (mesh); returns {name: path}. `frames` (N, 3, H, W): an already rendered orbit to use instead
     of rendering one. With skip_empty_mesh, a field without surface skips the mesh (a warning)
-    instead of failing the whole export."""
-    out = os.path.join(run_dir, EXPORT_DIR)
+    instead of failing the whole export; with skip_empty_field, only a field with no density at all
+    does (a too-high --threshold on a real surface is still an error). `dest`: write there instead of RUN/export/ (a run folder
+    that is read-only); files written into the run folder are listed in its manifest."""
+    from ..chaos_hook import point as chaos_point
+    from ..run_folder import RunFolder
+
+    folder = None if dest else RunFolder(run_dir)
+    out = dest or os.path.join(run_dir, EXPORT_DIR)
+    if folder is not None:
+        folder.claim_dir(EXPORT_DIR)  # records export/ itself when the run creates it
     os.makedirs(out, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".partial-", dir=out)
     os.chmod(staging, 0o755)
@@ -36,11 +45,11 @@ def export_run(run_dir: str, renderer, video: bool = True, mesh: bool = True, n_
                 for fmt, path in zip(MESH_FORMATS, write_mesh(surface, os.path.join(staging, "mesh"))):
                     staged[fmt] = path
             except EmptyMeshError as err:
-                if not skip_empty_mesh:
+                if not (skip_empty_mesh or (skip_empty_field and err.field_empty)):
                     raise
-                import warnings
+                import sys
 
-                warnings.warn(f"export: mesh skipped: {err}")
+                print(f"warning: export: mesh skipped: {err}", file=sys.stderr)
         if video:
             if frames is None:
                 frames = render_orbit(renderer, n_views, resolution, elevation=elevation, progress=progress,
@@ -48,9 +57,12 @@ def export_run(run_dir: str, renderer, video: bool = True, mesh: bool = True, n_
             staged["mp4"] = write_mp4(frames, os.path.join(staging, "turntable.mp4"), fps)
             staged["gif"] = write_gif(frames, os.path.join(staging, "turntable.gif"), fps)
             staged["contact_sheet"] = write_contact_sheet(frames, os.path.join(staging, "contact_sheet.png"))
+        chaos_point("export")
         written = {}
         for name, path in staged.items():
             final = os.path.join(out, os.path.basename(path))
+            if folder is not None:
+                folder.claim(EXPORT_DIR, os.path.basename(path))
             os.replace(path, final)
             written[name] = final
         return written

@@ -101,6 +101,8 @@ def resolve(argv) -> tuple[dict, list[str]]:
         if "prompts" in values and "prompts_file" in values:
             raise ConfigError(f"PROMPTS: '{path}' gives both prompts and prompts_file")
         if "prompts_file" in values:
+            if not isinstance(values["prompts_file"], str):
+                raise ConfigError(f"PROMPTS: '{path}': prompts_file must be a file path, got {values['prompts_file']!r}")
             settings["prompts_file"] = os.path.join(os.path.dirname(path), values["prompts_file"])
         elif "prompts" not in values:
             raise ConfigError(f"PROMPTS: '{path}' needs a prompts list or a prompts_file")
@@ -121,6 +123,14 @@ def _as_list(value):
 
 def _normalise(s: dict) -> dict:
     """YAML may give one value where flags give lists, and any type at all: check them here."""
+    for key, kinds, what in (("out", (str,), "a folder path"), ("address", (str,), "an address"),
+                             ("prompts_file", (str,), "a file path"), ("eval_args", (str, list, tuple), "flags"),
+                             ("no_eval", (bool,), "true or false"), ("run", (dict,), "a mapping"),
+                             ("num_cpus", (int,), "an integer"), ("cpus_per_run", (int,), "an integer"),
+                             ("max_retries", (int,), "an integer")):
+        value = s.get(key)
+        if value is not None and (not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool))):
+            raise ConfigError(f"--{key.replace('_', '-')}: expected {what}, got {value!r}")
     s["modes"] = [str(m) for m in _as_list(s["modes"])]
     seeds = _as_list(s["seeds"])
     if not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds):
@@ -154,10 +164,11 @@ def build_plan(argv) -> dict:
     from ..config import validate
 
     s, extras = resolve(argv)
+    notes = []
     if "prompts" in s:
         prompts = grid.check_prompts(list(s["prompts"]), s["spec"])
     else:
-        prompts = grid.read_prompts(s["prompts_file"])
+        prompts = grid.read_prompts(s["prompts_file"], notes)
     modes = grid.check_modes(list(s["modes"]))
     if not s.get("out"):
         raise ConfigError("--out: the sweep folder is required")
@@ -181,7 +192,7 @@ def build_plan(argv) -> dict:
         _check_eval_args(eval_argv)
     plan = {"settings": s, "prompts": prompts, "modes": modes, "specs": specs, "sweep_dir": sweep_dir,
             "run_settings": run_settings, "run_config_path": run_config_path, "common": common,
-            "eval_argv": eval_argv}
+            "eval_argv": eval_argv, "notes": notes}
     _check_runs(plan, resolve_config, validate)
     return plan
 
@@ -192,6 +203,7 @@ def _check_runs(plan, resolve_config, validate) -> None:
     import tempfile
 
     from ..config import RunConfig
+    from ..memory_check import check_memory
 
     with tempfile.TemporaryDirectory() as scratch:
         common = list(plan["common"])
@@ -206,6 +218,7 @@ def _check_runs(plan, resolve_config, validate) -> None:
             config = resolve_config(spec.run_argv(plan["sweep_dir"], common))
             try:
                 validate(config)
+                check_memory(config)
             except ConfigError as err:
                 raise ConfigError(f"run {spec.name}: {err}") from err
             except TypeError as err:  # e.g. a number given as text in a YAML file
@@ -254,28 +267,39 @@ def run_sweep(argv, stream=None) -> int:
     if plan["settings"].get("address"):
         scheduler.check_reachable(plan["settings"]["address"])
     s, sweep_dir, specs = plan["settings"], plan["sweep_dir"], plan["specs"]
-    os.makedirs(sweep_dir, exist_ok=True)
-    if plan["run_config_path"]:
-        _write_yaml(plan["run_settings"], plan["run_config_path"])
-    state = SweepState(sweep_dir, grid_record(plan, argv), specs)
-    for spec in specs:
-        if is_finished(spec.folder(sweep_dir), spec.run_argv(sweep_dir, plan["common"])):
-            state.runs[spec.name].update(status="done", result=read_result(spec.folder(sweep_dir)))
-    state.save()
-    todo = state.counts()["queued"]
-    name = os.path.basename(sweep_dir)
-    print(f"sweep {name}: {len(specs)} runs, {len(specs) - todo} already done, {todo} to run", file=stream)
-    if todo:
-        started = scheduler.connect(s.get("address"), s.get("num_cpus"))
-        try:
-            scheduler.run_grid(specs, state, sweep_dir, plan["common"], plan["eval_argv"], s["cpus_per_run"],
-                               s["max_retries"], s.get("test_pause_after"), stream)
-        finally:
-            if started:
-                import ray
+    from ..run_lock import lock_folder
 
-                ray.shutdown()
-    written = write_report(sweep_dir)
+    # One driver per sweep folder for as long as it runs (each run's folder is locked by its worker).
+    lock = lock_folder(sweep_dir, "--out")
+    try:
+        state = SweepState(sweep_dir, grid_record(plan, argv), specs)
+        for spec in specs:
+            if is_finished(spec.folder(sweep_dir), spec.run_argv(sweep_dir, plan["common"])):
+                state.runs[spec.name].update(status="done", result=read_result(spec.folder(sweep_dir)))
+        todo = state.counts()["queued"]
+        # Join or start Ray before writing anything: a failed --address leaves no sweep.json behind.
+        started = scheduler.connect(s.get("address"), s.get("num_cpus")) if todo else False
+    except ConfigError:
+        lock.discard()
+        raise
+    try:
+        if plan["run_config_path"]:
+            _write_yaml(plan["run_settings"], plan["run_config_path"])
+        state.save()
+        name = os.path.basename(sweep_dir)
+        for note in plan["notes"]:
+            print(note, file=stream)
+        print(f"sweep {name}: {len(specs)} runs, {len(specs) - todo} already done, {todo} to run", file=stream)
+        if todo:
+            try:
+                scheduler.run_grid(specs, state, sweep_dir, plan["common"], plan["eval_argv"], s["cpus_per_run"],
+                                   s["max_retries"], s.get("test_pause_after"), stream)
+            finally:
+                if started:
+                    scheduler.shutdown()
+        written = write_report(sweep_dir)
+    finally:
+        lock.release()
     counts = state.counts()
     print(f"sweep {name}: {counts['done']} done, {counts['failed']} failed -> {written['table_md']}", file=stream)
     return 1 if counts["failed"] else 0
@@ -285,7 +309,9 @@ def main(argv=None) -> int:
     try:
         return run_sweep(argv)
     except ConfigError as err:
-        print(f"l2vsd_ext.sweep: error: {err}", file=sys.stderr)
+        from ..cli_errors import one_line
+
+        print(f"l2vsd_ext.sweep: error: {one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\nl2vsd_ext.sweep: interrupted; run the same command again to continue "

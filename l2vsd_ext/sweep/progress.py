@@ -30,7 +30,10 @@ class ProgressLine:
 
     def text(self, counts: dict, eta: float | None) -> str:
         eta_text = "ETA --" if eta is None else f"ETA {format_seconds(eta)}"
-        return (f"sweep {self.name}: {counts['done']}/{self.total} done, {counts['running']} running, "
+        running = f"{counts['running']} running"
+        if counts.get("evaluating"):  # the runs past training, in their evaluation
+            running += f" ({counts['evaluating']} evaluating)"
+        return (f"sweep {self.name}: {counts['done']}/{self.total} done, {running}, "
                 f"{counts['failed']} failed, {counts['queued']} queued, {eta_text}")
 
     def update(self, counts: dict, eta: float | None) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 
+from ..chaos_hook import point as chaos_point
 from ..config import ConfigError
 from .progress import ProgressLine, eta_seconds
-from .task import RunError, run_one
+from .task import RunError, read_phase, run_one
 
 INSTALL_HINT = "Ray is not installed; install the sweep extra: pip install 'l2vsd_ext[sweep]' (or: pip install 'ray[default]')"
 
@@ -36,7 +37,37 @@ def connect(address: str | None, num_cpus: int | None) -> bool:
     except (ConnectionError, RuntimeError, ValueError) as err:
         where = f"the Ray cluster at '{address}'" if address else "a local Ray cluster"
         raise ConfigError(f"--address: cannot start or join {where}: {err}".splitlines()[0]) from err
+    _shut_down_on_exit()
     return True
+
+
+def shutdown() -> None:
+    """Stops the Ray processes this driver started (its local cluster's raylet, GCS, agents)."""
+    ray = import_ray()
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def _shut_down_on_exit() -> None:
+    """Ray's agents outlive a driver that dies without ray.shutdown() for about a minute: shut it
+    down at exit and on SIGTERM/SIGHUP too (SIGINT already unwinds through the driver's finally).
+    A SIGKILL cannot be caught; the next start of the sweep waits for the orphaned workers' locks."""
+    import atexit
+    import signal
+    import threading
+
+    atexit.register(shutdown)
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def on_signal(signum, frame):
+        shutdown()
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) in (signal.SIG_DFL, None):
+            signal.signal(signum, on_signal)
 
 
 def check_reachable(address: str, timeout: float = 10.0) -> None:
@@ -112,7 +143,11 @@ def run_grid(specs, state, sweep_dir: str, run_common: list[str], eval_argv, cpu
             if counts != saved_counts:
                 state.save()
                 saved_counts = counts
-            progress.update(counts, eta_seconds(durations, counts["running"] + counts["queued"], slots))
+            evaluating = sum(read_phase(os.path.join(logs, spec.name + ".log")) == "evaluating"
+                             for spec in inflight.values() if state.runs[spec.name]["status"] == "running")
+            progress.update({**counts, "evaluating": evaluating},
+                            eta_seconds(durations, counts["running"] + counts["queued"], slots))
+            chaos_point("sweep-driver")
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
             for ref in ready:
                 spec = inflight.pop(ref)

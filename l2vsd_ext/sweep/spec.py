@@ -21,8 +21,10 @@ SWITCH_AXES = ("last_layer", "hifa")
 RUNS_DIR = "runs"
 
 
-def read_prompts(path: str) -> list[str]:
-    """One prompt per line; blank lines and # comments (whole-line or trailing) are skipped."""
+def read_prompts(path: str, notes: list | None = None) -> list[str]:
+    """One prompt per line; blank lines and lines starting with # are skipped. A # anywhere else
+    belongs to the prompt ("a C# programmer's desk"). `notes` collects warnings, printed by the caller
+    once the sweep is accepted (a refused one is a single line)."""
     try:
         with open(path, encoding="utf-8") as fh:
             lines = fh.read().splitlines()
@@ -30,7 +32,13 @@ def read_prompts(path: str) -> list[str]:
         raise ConfigError(f"PROMPTS: cannot read '{path}': {err.strerror}") from err
     except UnicodeDecodeError as err:
         raise ConfigError(f"PROMPTS: '{path}' is not UTF-8 text") from err
-    return check_prompts([line.split("#", 1)[0].strip() for line in lines], path)
+    prompts = [line.strip() for line in lines if not line.lstrip().startswith("#")]
+    looks_like_comment = [i + 1 for i, line in enumerate(lines)
+                          if not line.lstrip().startswith("#") and re.search(r"\s#", line)]
+    if looks_like_comment and notes is not None:  # a trailing "  # note" was cut before; now it is kept: say so
+        notes.append(f"warning: PROMPTS: '{path}' line(s) {', '.join(map(str, looks_like_comment[:5]))}: a '#' "
+                     "after a space is kept as part of the prompt (only a line starting with # is a comment)")
+    return check_prompts(prompts, path)
 
 
 def check_prompts(prompts, source: str) -> list[str]:

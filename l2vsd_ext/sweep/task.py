@@ -9,11 +9,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import time
 
 RESULT_FILE = "sweep_result.json"
 CHECKPOINT = os.path.join("checkpoints", "last.pt")
+LOCK_WAIT_SECONDS = 120  # how long a worker waits for a run folder another (orphaned) worker holds
 PAUSE_SECONDS = 300  # test hook: how long a paused run waits to be killed before it carries on
 
 
@@ -40,7 +40,9 @@ def is_finished(folder: str, run_argv: list[str]) -> bool:
 def _write_result(folder: str, result: dict) -> None:
     from ..checkpoint import atomic_write_bytes
 
-    atomic_write_bytes(os.path.join(folder, RESULT_FILE), json.dumps(result, indent=2).encode())
+    from ..run_folder import RunFolder
+
+    atomic_write_bytes(RunFolder(folder).claim(RESULT_FILE), json.dumps(result, indent=2).encode())
 
 
 class _Tee:
@@ -83,6 +85,29 @@ def _train(argv: list[str], tee: _Tee) -> None:
         raise RunError(tee.last_line())
 
 
+PHASE_SUFFIX = ".phase"
+
+
+def _set_phase(log_path: str, phase: str | None) -> None:
+    """OUT/logs/<run>.log.phase: what the run's worker is doing now, beyond training."""
+    from ..checkpoint import atomic_write_bytes
+
+    path = log_path + PHASE_SUFFIX
+    if phase is None:
+        if os.path.exists(path):
+            os.unlink(path)
+    else:
+        atomic_write_bytes(path, phase.encode())
+
+
+def read_phase(log_path: str) -> str | None:
+    try:
+        with open(log_path + PHASE_SUFFIX, encoding="utf-8") as fh:
+            return fh.read().strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
 def _pause_for_test(log_path: str) -> None:
     """Test hook: announce this worker's pid next to the log, then wait to be killed."""
     from ..checkpoint import atomic_write_bytes
@@ -110,17 +135,26 @@ def _evaluate(folder: str, eval_argv: list[str] | None, tee: _Tee) -> dict:
 def run_one(folder: str, run_argv: list[str], eval_argv: list[str] | None, log_path: str,
             pause_after: int | None = None) -> dict:
     """Trains, evaluates and scores one run; returns (and writes) its result."""
+    from ..run_folder import RunFolder
+    from ..run_lock import lock_folder
     from .ground_truth import ground_truth_scores
 
     started = time.time()
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     with open(log_path, "a", buffering=1) as log:
         tee = _Tee(log)
-        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(tee):
+        with contextlib.ExitStack() as stack, contextlib.redirect_stdout(log), contextlib.redirect_stderr(tee):
             print(f"== attempt in pid {os.getpid()} on {os.uname().nodename} at {time.ctime()}", flush=True)
+            _set_phase(log_path, None)
+            # The run's folder is this worker's until it returns: a worker orphaned by a killed
+            # driver may still hold it for a moment, so wait for it rather than fail.
+            lock = lock_folder(folder, "run folder", wait=LOCK_WAIT_SECONDS)
+            stack.callback(lock.release)
             resumable = os.path.isfile(os.path.join(folder, CHECKPOINT))
-            if not resumable and os.path.isdir(folder):
-                shutil.rmtree(folder)  # an attempt that died before its first checkpoint: start clean
+            if not resumable:
+                # An attempt that died before its first checkpoint: start clean, removing only the
+                # files that attempt wrote (its manifest), never anything else in the folder.
+                RunFolder(folder).clear_run_files()
             if pause_after is not None and not resumable:
                 _train(run_argv + ["--stop-after", str(pause_after)], tee)
                 _pause_for_test(log_path)
@@ -130,8 +164,10 @@ def run_one(folder: str, run_argv: list[str], eval_argv: list[str] | None, log_p
                 _train(run_argv + (["--resume"] if resumable else []), tee)
                 result = {"trained": True, "run_argv": run_argv, "train_seconds": time.time() - started}
                 _write_result(folder, result)
+            _set_phase(log_path, "evaluating")  # the driver's progress line counts these
             result["eval"] = _evaluate(folder, eval_argv, tee)
             result["ground_truth"] = ground_truth_scores(folder)
             result.update(complete=True, seconds=time.time() - started)
             _write_result(folder, result)
+            _set_phase(log_path, None)
     return result

@@ -3,7 +3,6 @@ against the step, read from RUN/metrics.jsonl and written as RUN/diagnostics.png
 from __future__ import annotations
 
 import io
-import os
 
 # metrics key -> legend label, in drawing order
 CURVES = {

@@ -251,6 +251,8 @@ static void test_accumulate_backward_ray_bounds() {
     }
     expect(gw[1] == want_gw, "in-range grad_weights", gw[1], want_gw);
   }
+}
+
 // The depth spread (HiFA's z-variance) of the fused op: the one-sweep shifted moments give the
 // two-pass definition (mean first, then squared deviations), and the backward with the stats'
 // gradient matches finite differences of L = sum_c g_c out_c + sum_k h_k stats_k w.r.t. sigmas.

@@ -67,9 +67,28 @@ void run(Context& ctx, int64_t n_rays, int64_t channels, bool with_values) {
   std::vector<T> agw(n), agv(n * channels);
   Buffer<T> AGW(n), AGV(n * channels);
   cp::accumulate_backward_cpu(dt, w.data(), with_values ? v.data() : nullptr, g.data(), channels, offsets.data(), n_rays, agw.data(), with_values ? agv.data() : nullptr);
-  cp::accumulate_backward_cuda(dt, W.data(), with_values ? V.data() : nullptr, G.data(), channels, RAY.data(), n, AGW.data(), with_values ? AGV.data() : nullptr, nullptr);
+  cp::accumulate_backward_cuda(dt, W.data(), with_values ? V.data() : nullptr, G.data(), channels, RAY.data(), n, n_rays, AGW.data(), with_values ? AGV.data() : nullptr, nullptr);
   ctx.compare("accumulate grad_weights", AGW, agw, tol);
   if (with_values) ctx.compare("accumulate grad_values", AGV, agv, tol);
+
+  // Samples naming a ray outside [0, n_rays) (-1, n_rays, n_rays + 5) get zero gradients; the
+  // others keep the CPU twin's. Needs three samples.
+  if (n >= 3) {
+    std::vector<int64_t> bad = ray;
+    const int64_t wrong[3] = {-1, n_rays, n_rays + 5};
+    for (int k = 0; k < 3; ++k) {
+      const int64_t i = (k * (n - 1)) / 2;  // first, middle, last sample
+      bad[i] = wrong[k];
+      agw[i] = T(0);
+      for (int64_t c = 0; c < channels && with_values; ++c) agv[i * channels + c] = T(0);
+    }
+    auto BAD = copy_of(bad);
+    AGW.poison();
+    AGV.poison();
+    cp::accumulate_backward_cuda(dt, W.data(), with_values ? V.data() : nullptr, G.data(), channels, BAD.data(), n, n_rays, AGW.data(), with_values ? AGV.data() : nullptr, nullptr);
+    ctx.compare("accumulate grad_weights, rays out of range", AGW, agw, tol);
+    if (with_values) ctx.compare("accumulate grad_values, rays out of range", AGV, agv, tol);
+  }
 }
 }  // namespace
 

@@ -54,5 +54,10 @@ template <typename T, typename C, typename G> void shapes(Context& ctx) {
 PARITY_CASE("hashgrid/f32") { shapes<float, float, float>(ctx); }
 PARITY_CASE("hashgrid/f64") { shapes<double, double, double>(ctx); }
 PARITY_CASE("hashgrid/f16 table, f32 gradient") { shapes<__half, float, float>(ctx); }
+// Wide levels (> 8 features) accumulate in float32 for float16 tables.
+PARITY_CASE("hashgrid/f16 table, F = 9, 12, 16") {
+  for (int f : {9, 12, 16}) run<__half, float, float>(ctx, 3, f, 131, true, true);
+  run<__half, float, float>(ctx, 2, 16, 70, false, true);
+}
 PARITY_CASE("hashgrid/f32, f64 gradient (deterministic)") { shapes<float, float, double>(ctx); }
 PARITY_CASE("hashgrid/f16 table, f64 gradient (deterministic)") { shapes<__half, float, double>(ctx); }

@@ -75,6 +75,34 @@ void run(Context& ctx, int64_t n, bool jitter, float cone) {
   ctx.compare("ray_indices", RI, ri, 0);
   ctx.compare("t_starts", TS, ts, 0);
   ctx.compare("t_ends", TE, te, 0);
+
+  // Tampered slots (offsets that disagree with the counts): ray `a` gets 2 slots fewer than its
+  // samples, ray `b` 3 more. The fill stays inside each ray's slot and pads a long slot; the
+  // device must do exactly what the CPU does.
+  int64_t a = -1, b = -1;
+  for (int64_t r = 0; r < n && a < 0; ++r)
+    if (counts[r] >= 3) a = r;
+  if (a < 0) return;
+  b = (a + 7) % n == a ? -1 : (a + 7) % n;
+  std::vector<int64_t> tampered(n + 1, 0);
+  for (int64_t r = 0; r < n; ++r)
+    tampered[r + 1] = tampered[r] + counts[r] - (r == a ? 2 : 0) + (r == b ? 3 : 0);
+  const int64_t t_total = tampered[n];
+  Buffer<int64_t> TAMPERED(n + 1);
+  copy_bytes(TAMPERED.data(), tampered.data(), (n + 1) * sizeof(int64_t));
+  std::vector<int64_t> ri2(t_total);
+  std::vector<T> ts2(t_total), te2(t_total);
+  Buffer<int64_t> RI2(t_total);
+  Buffer<T> TS2(t_total), TE2(t_total);
+  rm::march_fill_cpu(dtype_of<T>(), o.data(), d.data(), tn.data(), tf.data(),
+                     jitter ? off.data() : nullptr, n, grid, bits.data(), opt, tampered.data(),
+                     ri2.data(), ts2.data(), te2.data());
+  rm::march_fill_cuda(dtype_of<T>(), O.data(), D.data(), TMIN.data(), TMAX.data(),
+                      jitter ? OFF.data() : nullptr, n, grid, BITS.data(), opt, TAMPERED.data(),
+                      RI2.data(), TS2.data(), TE2.data(), nullptr);
+  ctx.compare("tampered ray_indices", RI2, ri2, 0);
+  ctx.compare("tampered t_starts", TS2, ts2, 0);
+  ctx.compare("tampered t_ends", TE2, te2, 0);
 }
 }  // namespace
 

@@ -401,13 +401,14 @@ HD void antialias_pixel(const T* color, const T* pos, const int32_t* tris, const
                         int64_t W, int64_t C, T near_w, int64_t pixel, T* out) {
   for (int64_t c = 0; c < C; ++c) out[c] = color[pixel * C + c];
   const int64_t x = pixel % W, y = pixel / W;
-  // (first pixel of the pair, axis): left, right, below, above.
-  const int64_t firsts[4] = {pixel - 1, pixel, pixel - W, pixel};
-  const bool exists[4] = {x > 0, x + 1 < W, y > 0, y + 1 < H};
+  // (first pixel of the pair, axis): left, right, below, above. Computed per k rather than read
+  // from small local arrays: nvcc keeps a dynamically indexed array in a stack frame.
   for (int k = 0; k < 4; ++k) {
-    if (!exists[k]) continue;
+    const bool exists = k == 0 ? x > 0 : k == 1 ? x + 1 < W : k == 2 ? y > 0 : y + 1 < H;
+    if (!exists) continue;
+    const int64_t first = k == 0 ? pixel - 1 : k == 2 ? pixel - W : pixel;
     const PairEdge<T> e = analyse_pair(pos, tris, neighbors, n_vertices, tri_id, depth, H, W,
-                                       near_w, firsts[k], k < 2 ? 0 : 1);
+                                       near_w, first, k < 2 ? 0 : 1);
     if (!e.active) continue;
     const int64_t target = e.s > T(0.5) ? e.other : e.front;
     if (target != pixel) continue;

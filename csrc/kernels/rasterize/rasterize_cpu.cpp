@@ -34,7 +34,8 @@ void backward_impl(const RasterArgs& a, const T* pos, const int32_t* tris, const
                    const T* g_bary, const T* g_depth, T* grad_pos) {
   const int64_t hw = a.height * a.width;
   const T near_w = static_cast<T>(a.near_w);
-#pragma omp parallel for schedule(static)
+  // One thread: the scatter-adds below then sum in a fixed order, so the CPU backward is
+  // bit-deterministic (atomics from several threads made gradcheck see a non-reentrant backward).
   for (int64_t i = 0; i < a.batch * hw; ++i) {
     const int64_t b = i / hw;
     resolve_backward_pixel(pos + b * a.pos_stride, tris, a.n_vertices, a.height, a.width, near_w,
@@ -55,7 +56,8 @@ template <typename T>
 void interp_backward_impl(int64_t hw, int64_t batch, int64_t C, int64_t stride, const T* attr,
                           const int32_t* tris, const int32_t* tri_id, const T* bary,
                           const T* g_out, T* grad_attr, T* grad_bary) {
-#pragma omp parallel for schedule(static)
+  // One thread: the scatter-adds below then sum in a fixed order, so the CPU backward is
+  // bit-deterministic (atomics from several threads made gradcheck see a non-reentrant backward).
   for (int64_t i = 0; i < batch * hw; ++i) {
     const int64_t b = i / hw;
     interpolate_backward_pixel(attr + b * stride, tris, tri_id[i], bary + 3 * i, C, g_out + C * i,
@@ -85,7 +87,8 @@ void aa_backward_impl(const RasterArgs& a, int64_t C, const T* color, const T* p
   const int64_t hw = a.height * a.width, H = a.height, W = a.width;
   const T near_w = static_cast<T>(a.near_w);
   // Two pair directions per pixel: k = 2 i + axis.
-#pragma omp parallel for schedule(static)
+  // One thread: the scatter-adds below then sum in a fixed order, so the CPU backward is
+  // bit-deterministic (atomics from several threads made gradcheck see a non-reentrant backward).
   for (int64_t k = 0; k < 2 * a.batch * hw; ++k) {
     const int64_t i = k / 2, b = i / hw, p = i % hw;
     const int axis = static_cast<int>(k % 2);

@@ -116,7 +116,13 @@ def test_export_eval_sweep_and_a_second_run_are_refused_while_a_run_holds_the_fo
             lines = [line for line in err.strip().splitlines() if line.strip()]
             assert proc.returncode == 2, (cmd[2], err)
             assert len(lines) == 1 and f"in use by process {holder.pid}" in lines[0], (cmd[2], err)
-        assert holder.poll() is None  # still training, undisturbed
+        assert holder.poll() is None  # still running, undisturbed
+        # Stop it once it trains past the first run's steps: a SIGTERM while it is still loading the
+        # prior (before the training loop's handler) ends it with -15, not the graceful 143.
+        while holder.poll() is None and time.time() < deadline and \
+                len((out / "metrics.jsonl").read_text().splitlines()) <= 2:
+            time.sleep(0.1)
+        assert holder.poll() is None
     finally:
         holder.terminate()
         holder.wait(timeout=600)

@@ -244,6 +244,17 @@ def test_cuda_dtypes_match_float64_reference(dtype, tol):
     direction, inputs = random_direction(unet), random_inputs(unet, batch=2)
     want, want_dot = func_jvp(unet, direction, inputs)
     unet_gpu = unet.to("cuda", dtype)
+    # cuDNN runs float32 convolutions in TF32 by default (rel err ~3e-4 on an H100): the float32
+    # case checks float32 arithmetic, so it turns TF32 off for its own duration.
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        _check_cuda_dtype(unet_gpu, direction, inputs, want, want_dot, dtype, tol)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+
+
+def _check_cuda_dtype(unet_gpu, direction, inputs, want, want_dot, dtype, tol):
     move = lambda t: None if t is None else (t.to("cuda", dtype) if t.is_floating_point() else t.cuda())  # noqa: E731
     eps, eps_dot = lora_jvp(unet_gpu, {k: move(v) for k, v in direction.items()},
                             *(move(t) for t in inputs[:3]), class_labels=move(inputs[3]))

@@ -1,5 +1,6 @@
 """The JVP engine's fused rules (LoRA linear, attention, group/layer norm) vs their pure-PyTorch
 references (torch.func.jvp of the plain formula), on random shapes; and their argument checks."""
+import importlib
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
@@ -374,3 +375,21 @@ def test_norm_bad_inputs():
         layer_norm_jvp(x, x, (4,))
     with pytest.raises(TypeError, match="'x'"):
         layer_norm_jvp(x.int(), None, 3)
+
+
+def test_backend_environment_variable_picks_the_blocked_path(monkeypatch):
+    module = importlib.import_module("l2vsd_ext.ops.attention_jvp")
+    args = attn_case(2, 17, 13, 8, torch.float64, "cpu", 5)
+    ref = reference.attention_jvp(*args, 0.4)
+    calls = []
+    blocked = module.attention_jvp_blocked
+    monkeypatch.setattr(module, "attention_jvp_blocked", lambda *a, **k: calls.append(1) or blocked(*a, **k))
+    monkeypatch.setenv(module.BACKEND_ENV, "blocked")
+    out, out_dot = module.attention_jvp(*args, 0.4)
+    assert calls and torch.allclose(out_dot, ref[1], atol=1e-12)
+    heads = [None if t is None else merge_heads(t, 1) for t in args]  # (1, N, 2 * d)
+    module.attention_jvp_heads(*heads, 2, 0.4)
+    assert len(calls) == 2
+    monkeypatch.setenv(module.BACKEND_ENV, "fast")
+    with pytest.raises(ValueError, match=module.BACKEND_ENV):
+        module.attention_jvp(*args, 0.4)

@@ -15,6 +15,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from l2vsd_ext.jvp import lora_jvp
+from l2vsd_ext.ops.attention_jvp import BACKEND_ENV
 from l2vsd_ext.selfcheck.sd_models import sd21_lora_unet
 
 
@@ -45,9 +46,18 @@ def main():
     t = torch.tensor([500], device="cuda")
     direction = {n: torch.randn(p.shape, generator=gen).to("cuda", p.dtype)
                  for n, p in unet.named_parameters() if "lora_" in n}
+    def blocked_attention(i):
+        os.environ[BACKEND_ENV] = "blocked"
+        try:
+            return lora_jvp(unet, direction, inputs[i][0], t, inputs[i][1])
+        finally:
+            del os.environ[BACKEND_ENV]
+
     variants = {
         "forward": lambda i: unet(inputs[i][0], t, inputs[i][1], return_dict=False)[0],
         "engine": lambda i: lora_jvp(unet, direction, inputs[i][0], t, inputs[i][1]),
+        # the attention rule through cuBLAS bmm (S and P materialised per block of queries)
+        "engine_blocked_attention": blocked_attention,
         "engine_last_layer": lambda i: lora_jvp(unet, direction, inputs[i][0], t, inputs[i][1],
                                                 last_layer_only=True),
     }

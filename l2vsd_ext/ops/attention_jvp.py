@@ -4,6 +4,8 @@ Two implementations of the same formula: the online-softmax kernel (CPU + CUDA, 
 the default, and a query-blocked ATen one (MKL bmm), slower on this CPU (docs/jvp.md)."""
 from __future__ import annotations
 
+import os
+
 import torch
 
 from .._ext import load_extension
@@ -14,6 +16,12 @@ BACKENDS = ("auto", "kernel", "blocked")
 # Score-matrix entries per block of the blocked path: a few MB, so each block's S, P and S_dot
 # stay in cache-friendly sizes while the bmm calls stay large enough for MKL.
 _BLOCK_ELEMENTS = 1 << 20
+# On a GPU each block costs a handful of launches, and launches, not bytes, bound a batch-1 UNet
+# there (docs/gpu.md): blocks of 32M entries (e.g. 5 heads x 1638 x 4096), 192 MB per float16 buffer.
+_BLOCK_ELEMENTS_CUDA = 1 << 25
+# Overrides backend="auto" (kernel | blocked): how benchmarks/device/profile_jvp.py times the
+# blocked formulation through cuBLAS against the tiled kernel inside the whole engine.
+BACKEND_ENV = "L2VSD_ATTENTION_JVP_BACKEND"
 
 
 def attention_jvp_kernel(q, q_dot, k, k_dot, v, v_dot, scale):
@@ -38,7 +46,8 @@ def attention_jvp_heads(q, q_dot, k, k_dot, v, v_dot, heads, scale):
     produce; outputs (B, N, heads * d). On CPU the kernel reads the tensors in place (entries of a
     row contiguous, any row/batch strides), saving the head-split copies; elsewhere the heads are
     split into (B * heads, N, d) copies for attention_jvp. A None tangent is zero."""
-    if q.device.type == "cpu" and kernels_support(q, "attention_jvp_heads"):
+    if (q.device.type == "cpu" and os.environ.get(BACKEND_ENV) != "blocked"
+            and kernels_support(q, "attention_jvp_heads")):
         return load_extension().attention_jvp_heads(q, q_dot, k, k_dot, v, v_dot, int(heads),
                                                     float(scale))
     for name, t in (("q", q), ("k", k), ("v", v)):
@@ -50,8 +59,10 @@ def attention_jvp_heads(q, q_dot, k, k_dot, v, v_dot, heads, scale):
     return merge_heads(out, q.shape[0]), merge_heads(out_dot, q.shape[0])
 
 
-def attention_jvp_blocked(q, q_dot, k, k_dot, v, v_dot, scale, block_elements=_BLOCK_ELEMENTS):
+def attention_jvp_blocked(q, q_dot, k, k_dot, v, v_dot, scale, block_elements=None):
     """The same formula through ATen bmm, one block of queries at a time (all heads at once)."""
+    if block_elements is None:
+        block_elements = _BLOCK_ELEMENTS_CUDA if q.is_cuda else _BLOCK_ELEMENTS
     q_dot = torch.zeros_like(q) if q_dot is None else q_dot
     k_dot = torch.zeros_like(k) if k_dot is None else k_dot
     v_dot = torch.zeros_like(v) if v_dot is None else v_dot
@@ -93,6 +104,11 @@ def attention_jvp(q, q_dot, k, k_dot, v, v_dot, scale, backend: str = "auto"):
     (CPU float32/float64, CUDA), the blocked ATen formulation otherwise."""
     if backend not in BACKENDS:
         raise ValueError(f"attention_jvp: argument 'backend' must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        backend = os.environ.get(BACKEND_ENV, "auto")
+        if backend not in BACKENDS:
+            raise ValueError(f"attention_jvp: environment variable {BACKEND_ENV} must be one of "
+                             f"{BACKENDS}, got {backend!r}")
     if backend == "auto":
         backend = "kernel" if kernels_support(q, "attention_jvp") else "blocked"
     if backend == "kernel":

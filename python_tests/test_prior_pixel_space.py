@@ -83,6 +83,28 @@ def test_pixel_space_samplers_agree(prior, pixel_folder):
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-4)
 
 
+def test_v_prediction_folder_samples_as_diffusers_does(tmp_path):
+    """A v-prediction pixel folder (shapes.train --prediction-type v_prediction): the package's
+    sampler, which works in ε through DiffusionPrior.to_epsilon, draws what diffusers' DDIM draws
+    with its own v handling."""
+    from l2vsd_ext.shapes.models import (PriorSizes, build_scheduler, build_text_encoder,
+                                         build_tokenizer, build_unet, save_pipeline)
+    from l2vsd_ext.shapes.sample import sample_images, sample_images_diffusers
+
+    sizes = PriorSizes(resolution=16, unet_channels=(16, 32), text_width=32, pixel_space=True)
+    torch.manual_seed(1)
+    tokenizer = build_tokenizer(str(tmp_path / "tok"))
+    folder = save_pipeline(str(tmp_path / "pipeline"), build_unet(sizes), None,
+                           build_text_encoder(sizes, len(tokenizer)), tokenizer,
+                           build_scheduler(pixel_space=True, prediction_type="v_prediction"))
+    v_prior = DiffusionPrior.from_pretrained(folder, device="cpu", dtype=torch.float32)
+    assert v_prior.prediction_type == "v_prediction"
+    texts = ["a duck, front view", "a mug, back view"]
+    ours = sample_images(v_prior, texts, steps=4, seed=2)
+    theirs = sample_images_diffusers(folder, texts, steps=4, seed=2)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-4)
+
+
 def test_pixel_folder_with_broken_unet_is_one_clear_error(pixel_folder, tmp_path):
     import shutil
 

@@ -82,7 +82,8 @@ class L2VSD(DistillationMode):
                                 last_layer_only=self.options.last_layer, param_direction=camera_dir)
         # float32 at least (fp16/bf16 priors), float64 kept (the exactness tests)
         wide = torch.promote_types(eps.dtype, torch.float32)
-        eps_phi, eps_first = eps.to(wide), eps_dot.to(wide)
+        eps_phi = self.prior.to_epsilon(eps.to(wide), noisy, t)
+        eps_first = self.prior.tangent_to_epsilon(eps_dot.to(wide), t)
         scale = torch.ones(())
         if self.options.eta_relative is not None:
             # κ = K exactly: ε_first is linear in the tangent's scale.

@@ -18,6 +18,9 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.float16 if device.type == "cuda" else torch.float32
 
 
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+
+
 class DiffusionPrior:
     """UNet, VAE, text encoder, tokenizer and DDPM noise schedule of a Stable Diffusion model.
 
@@ -36,6 +39,10 @@ class DiffusionPrior:
                 module.to(self.device).eval().requires_grad_(False)
         self.num_train_timesteps = scheduler.config.num_train_timesteps
         self.alphas_cumprod = scheduler.alphas_cumprod.to(self.device, torch.float32)
+        self.prediction_type = scheduler.config.prediction_type
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"DiffusionPrior: the scheduler's prediction_type must be one of "
+                             f"{PREDICTION_TYPES}, got {self.prediction_type!r}")
         self.pixel_space = vae is None
         if self.pixel_space:
             self.vae_scale_factor, self.latent_channels = 1, unet.config.in_channels
@@ -80,6 +87,21 @@ class DiffusionPrior:
         return ((images.float() + 1) / 2).clamp(0, 1)
 
     # -- noise --------------------------------------------------------------------------------
+    def to_epsilon(self, output: torch.Tensor, noisy: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The UNet's output as a noise prediction. An ε-prediction prior's output is ε itself; a
+        v-prediction one's (e.g. Stable Diffusion 2.1 768-v) gives ε = √ᾱ_t v + √(1−ᾱ_t) x_t, so
+        every score difference the modes form (ε_pre − ε_φ, ε_first, ...) is in ε for either."""
+        if self.prediction_type == "epsilon":
+            return output
+        a = self.alphas_cumprod[t].view(-1, 1, 1, 1).to(output.dtype)
+        return a.sqrt() * output + (1 - a).sqrt() * noisy.to(output.dtype)
+
+    def tangent_to_epsilon(self, output_dot: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """to_epsilon's derivative along a parameter tangent (x_t fixed): √ᾱ_t v̇ for v-prediction."""
+        if self.prediction_type == "epsilon":
+            return output_dot
+        return self.alphas_cumprod[t].view(-1, 1, 1, 1).to(output_dot.dtype).sqrt() * output_dot
+
     def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         a = self.alphas_cumprod[t].view(-1, 1, 1, 1).to(latents.dtype)
         return a.sqrt() * latents + (1 - a).sqrt() * noise
@@ -108,5 +130,7 @@ class DiffusionPrior:
         with self.base_model():
             both = self.unet_forward(torch.cat([noisy, noisy]), torch.cat([t, t]),
                                      torch.cat([cond, uncond]))
-        eps_cond, eps_uncond = both.float().chunk(2)
-        return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+        # float32 at least (fp16/bf16 priors), float64 kept, as the score model does
+        eps_cond, eps_uncond = both.to(torch.promote_types(both.dtype, torch.float32)).chunk(2)
+        # Guidance is affine with weights summing to 1, so it commutes with to_epsilon.
+        return self.to_epsilon(eps_uncond + guidance_scale * (eps_cond - eps_uncond), noisy, t)

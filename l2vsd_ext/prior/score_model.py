@@ -115,6 +115,10 @@ class LoraScoreModel:
     def predict_noise(self, noisy: torch.Tensor, t: torch.Tensor, text: torch.Tensor,
                       c2w: torch.Tensor) -> torch.Tensor:
         """ε_φ(x_t, t, c, y): guidance scale 1 (conditional only), differentiable w.r.t. φ."""
+        return self.prior.to_epsilon(self.raw_prediction(noisy, t, text, c2w), noisy, t)
+
+    def raw_prediction(self, noisy, t, text, c2w) -> torch.Tensor:
+        """The UNet's own output (ε, or v for a v-prediction prior): what the LoRA loss fits."""
         return self.prior.unet_forward(noisy, t, text, class_labels=flatten_cameras(c2w)).to(
             torch.promote_types(self.prior.dtype, torch.float32))
 
@@ -134,7 +138,8 @@ class LoraScoreModel:
         t, noise, keep = (v.to(latents.device) for v in (t, noise, keep))
         noisy = self.prior.add_noise(latents, noise, t)
         c2w = c2w * keep.view(-1, 1, 1)
-        pred = self.predict_noise(noisy, t, text, c2w)
+        # threestudio's VSD: the LoRA fits the prior's own target (v for a v-prediction prior).
+        pred = self.raw_prediction(noisy, t, text, c2w)
         return torch.nn.functional.mse_loss(pred, self.training_target(latents, noise, t).float())
 
     def compute_gradient(self, latents, c2w, text, generator) -> torch.Tensor:

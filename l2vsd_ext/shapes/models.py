@@ -82,17 +82,17 @@ def build_unet(sizes: PriorSizes):
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1))
 
 
-def build_scheduler(pixel_space: bool = False):
+def build_scheduler(pixel_space: bool = False, prediction_type: str = "epsilon"):
     """Stable Diffusion's training schedule; in pixel space DDPM's linear one (beta 1e-4 to 0.02),
     whose last step leaves almost no signal (alpha_bar 4e-5; SD's keeps 0.005, tuned for latents)."""
     from diffusers import DDPMScheduler
 
     if pixel_space:
         return DDPMScheduler(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02,
-                             beta_schedule="linear", prediction_type="epsilon", clip_sample=False,
+                             beta_schedule="linear", prediction_type=prediction_type, clip_sample=False,
                              steps_offset=1)
     return DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                         beta_schedule="scaled_linear", prediction_type="epsilon",
+                         beta_schedule="scaled_linear", prediction_type=prediction_type,
                          clip_sample=False, steps_offset=1)
 
 

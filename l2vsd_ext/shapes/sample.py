@@ -11,8 +11,10 @@ def sample_images(prior, texts: list[str], steps: int = 50, guidance_scale: floa
     """One image per text: (len(texts), 3, H, W) in [0, 1]."""
     from diffusers import DDIMScheduler
 
+    # predict_noise returns ε for every prior (v-prediction ones converted), so the DDIM step
+    # takes ε whatever the folder's own prediction_type.
     scheduler = DDIMScheduler.from_config(prior.scheduler.config, clip_sample=False,
-                                          set_alpha_to_one=False)
+                                          set_alpha_to_one=False, prediction_type="epsilon")
     scheduler.set_timesteps(steps)
     cond = prior.encode_text(list(texts))
     uncond = prior.encode_text([""] * len(texts))

@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--balance-views", action="store_true",
                    help="draw UNet images so that every (object, view label) text is equally frequent "
                         "(front and back views are each about 1/6 of the run's cameras)")
+    p.add_argument("--prediction-type", choices=("epsilon", "v_prediction"), default="epsilon",
+                   help="the UNet's target: the noise (version 2's), or v = √ᾱ ε − √(1−ᾱ) x0, whose "
+                        "x0 estimate stays well-conditioned at high noise (pixel space samples need that)")
     p.add_argument("--vae-steps", type=int, default=None, help="default 800, or 0 with --pixel-space")
     p.add_argument("--unet-steps", type=int, default=2400)
     p.add_argument("--batch-size", type=int, default=32)
@@ -149,7 +152,8 @@ def train(args) -> str:
                        pixel_space=args.pixel_space, unet_layers=args.unet_layers)
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "ckpt_every", "threads")}
     # Settings added after version 2 have defaults that reproduce it, so its checkpoints resume.
-    added = {"unet_layers": 1, "pixel_space": False, "balance_views": False}
+    added = {"unet_layers": 1, "pixel_space": False, "balance_views": False,
+             "prediction_type": "epsilon"}
     # A resumed run may be lengthened (trained in several sittings): the step counts may change,
     # the learning-rate schedule then follows the new length. Nothing else may.
     fixed = {k: v for k, v in settings.items() if k not in ("vae_steps", "unet_steps")}
@@ -159,7 +163,7 @@ def train(args) -> str:
     vae = build_vae(sizes)
     text_encoder = build_text_encoder(sizes, len(tokenizer))
     unet = build_unet(sizes)
-    scheduler = build_scheduler(args.pixel_space)
+    scheduler = build_scheduler(args.pixel_space, args.prediction_type)
     generator = torch.Generator().manual_seed(args.seed + 1)
     vae_opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
     unet_params = list(unet.parameters()) + list(text_encoder.parameters())
@@ -258,7 +262,8 @@ def train(args) -> str:
         which = torch.where(drop, torch.full_like(idx, uncond_index), text_index[idx])
         hidden = text_encoder(tokens)[0][which]
         noisy = scheduler.add_noise(latents, noise, t)
-        loss = F.mse_loss(unet(noisy, t, encoder_hidden_states=hidden).sample, noise)
+        target = noise if args.prediction_type == "epsilon" else scheduler.get_velocity(latents, noise, t)
+        loss = F.mse_loss(unet(noisy, t, encoder_hidden_states=hidden).sample, target)
         unet_opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet_params, 1.0)

@@ -1,0 +1,29 @@
+#!/bin/bash
+# Issue 20's study: does the lookahead (L-VSD, L²-VSD) change what VSD distils, on the shapes
+# prior, with threestudio's VSD settings? Three phases, most important first; each is one shapes
+# bench folder, and rerunning this script resumes unfinished runs and skips scored ones, so it can
+# be killed at any time. Usage:
+#   PRIOR=shapes OUT=study bash benchmarks/studies/lookahead.sh [A|B|C ...]
+#   (two shells with different phases run side by side on two cores)
+# A: the modes at LoRA lr 1e-4 (threestudio's), η at κ = 7.8e-3 (the middle of the paper's range).
+# B: the η range (κ 7.8e-5 … 7.8e-2, the paper's η 1e-3 … 1), last-layer and HL-VSD.
+# C: LoRA lr 1e-2, the regime where one LoRA step moves ε_φ by ~10 % of the VSD signal.
+set -u
+PRIOR=${PRIOR:-shapes}; OUT=${OUT:-study}; THREADS=${THREADS:-1}
+OBJECTS=${OBJECTS:-"pumpkin robot house duck"}; SEEDS=${SEEDS:-"0 1 2"}
+L2="lookahead_direction=optimizer"
+bench() {  # folder, baseline case, cases...
+  local folder=$1 baseline=$2; shift 2
+  python -m l2vsd_ext.shapes.bench --pretrained "$PRIOR" --out "$OUT/$folder" --objects $OBJECTS \
+    --seeds $SEEDS --threads "$THREADS" --val-every 50 --baseline "$baseline" --modes "$@"
+}
+for phase in "${@:-A B C}"; do
+  case $phase in
+    A) bench A_lr1e-4 vsd sds vsd lvsd "l2vsd:eta_relative=7.8e-3,$L2" ;;
+    B) bench B_eta vsd vsd "l2vsd:eta_relative=7.8e-5,$L2" "l2vsd:eta_relative=7.8e-4,$L2" \
+         "l2vsd:eta_relative=7.8e-2,$L2" "l2vsd:eta_relative=7.8e-3,$L2,last_layer=1" \
+         "hlvsd:eta_relative=7.8e-3,$L2" ;;
+    C) bench C_lr1e-2 vsd:lora_lr=1e-2 vsd:lora_lr=1e-2 lvsd:lora_lr=1e-2 "l2vsd:lora_lr=1e-2,eta_relative=7.8e-3,$L2" ;;
+    *) echo "unknown phase $phase (A, B or C)" >&2; exit 2 ;;
+  esac
+done

@@ -118,8 +118,10 @@ def resumed_config(given: dict, overrides: dict) -> tuple[GeometryConfig, dict]:
     if overrides:
         refused.append("--set")
     if refused:
+        flags = [k if k.startswith("--") else "--" + k.replace("_", "-") for k in refused]
+        allowed = ", ".join("--" + k.replace("_", "-") for k in CHANGEABLE_ON_RESUME)
         raise ConfigError(f"--resume: the run keeps the settings it was started with; these differ: "
-                          f"{', '.join(refused)}. Only {', '.join(CHANGEABLE_ON_RESUME)} may change")
+                          f"{', '.join(flags)}. Only {allowed} may change")
     changes = {k: [getattr(saved, k), given[k]] for k in CHANGEABLE_ON_RESUME
                if k in given and given[k] != getattr(saved, k)}
     if "steps" in changes and changes["steps"][1] < state["step"]:

@@ -48,8 +48,9 @@ def test_conversion_of_a_known_density_lands_on_its_level_set():
     mesh = marching_tets(grid.vertices, sdf, grid)
     distance = (mesh.vertices - field.center).norm(dim=-1)
     assert (distance - radius).abs().max() < 0.5 * grid.cell_size
-    chamfer = conversion_chamfer(field, level, mesh.vertices, mesh.faces, resolution=64)
-    assert 0 < chamfer < 0.5 * grid.cell_size
+    chamfer, floor = conversion_chamfer(field, level, mesh.vertices, mesh.faces, box, resolution=49)
+    print(f"conversion Chamfer {chamfer:.5f}, sampling floor {floor:.5f}, cell {grid.cell_size:.4f}")
+    assert 0 < floor < chamfer < 0.25 * grid.cell_size
     with pytest.raises(NoSurfaceError, match="never exceeds the level"):
         tight_box(field, 1e6)
 
@@ -88,7 +89,8 @@ def test_geometry_stage_converts_trains_and_writes_a_closed_mesh(stage1, tmp_pat
     assert [r["step"] for r in records] == list(range(5))
     conversion = records[0]
     # the initial tet mesh is within a cell of the stage-1 marching-cubes surface
-    assert 0 < conversion["conversion_chamfer"] < conversion["conversion_cell"]
+    assert 0 < conversion["conversion_chamfer_floor"] < conversion["conversion_chamfer"] \
+        < conversion["conversion_cell"]
     assert conversion["conversion_faces"] > 100
     for r in records[1:]:
         for key in ("loss", "guidance_loss", "normal_consistency", "laplacian"):

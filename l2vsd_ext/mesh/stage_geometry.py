@@ -133,10 +133,12 @@ class GeometryTrainer:
         if mesh.faces.shape[0] == 0:
             raise ConfigError(f"--init-from: '{c.init_from}': the density at level {c.level:g} leaves no "
                               f"surface on a {c.tet_resolution}^3 tet grid; raise --tet-resolution")
-        chamfer = conversion_chamfer(field_, c.level, mesh.vertices, mesh.faces,
-                                     resolution=max(64, 2 * c.tet_resolution))
+        # the reference: marching cubes at twice the tet resolution over the same box
+        chamfer, floor = conversion_chamfer(field_, c.level, mesh.vertices, mesh.faces, box,
+                                            resolution=2 * c.tet_resolution + 1)
         self._set_parameters(box, sdf, torch.zeros_like(grid.vertices))
-        self.initial_metrics = [{"step": 0, "conversion_chamfer": chamfer, "conversion_cell": grid.cell_size,
+        self.initial_metrics = [{"step": 0, "conversion_chamfer": chamfer, "conversion_chamfer_floor": floor,
+                                 "conversion_cell": grid.cell_size,
                                  "conversion_faces": int(mesh.faces.shape[0]),
                                  "box_center": list(box.center), "box_half_extent": box.half_extent}]
 

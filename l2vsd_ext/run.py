@@ -41,8 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                "--set name=value.\nOn --resume the run keeps its saved settings; only --steps (not below "
                "the checkpoint), --val-every,\n--ckpt-every, --no-export, --turntable-views, --logger, "
                "--max-nonfinite-steps and --device may change.")
-    p.add_argument("--stage", choices=("nerf", "geometry"),
-                   help="nerf: stage 1 (default); geometry: stage 2 on a mesh, see --stage geometry --help")
+    p.add_argument("--stage", choices=("nerf", "geometry", "texture"),
+                   help="nerf: stage 1 (default); geometry, texture: stages 2 and 3 on a mesh "
+                        "(--stage geometry --help)")
     p.add_argument("--config", metavar="FILE", help="YAML file with any of the settings below")
     p.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
                    help="override any setting by its field name, e.g. --set lr=1e-3 lora_rank=8")
@@ -147,7 +148,7 @@ def write_final_outputs(renderer, config: RunConfig, logger=None) -> dict:
     return written
 
 
-STAGES = ("nerf", "geometry")
+STAGES = ("nerf", "geometry", "texture")
 
 
 def split_stage(argv: list) -> tuple[str, list]:
@@ -163,9 +164,8 @@ def split_stage(argv: list) -> tuple[str, list]:
             else:
                 raise ConfigError("argument --stage: expected one argument")
             if stage not in STAGES:
-                hint = " (the texture stage is not built yet)" if stage == "texture" else ""
                 raise ConfigError(f"argument --stage: invalid choice: '{stage}' (choose from "
-                                  f"{', '.join(STAGES)}){hint}")
+                                  f"{', '.join(STAGES)})")
         else:
             rest.append(arg)
         i += 1
@@ -175,17 +175,17 @@ def split_stage(argv: list) -> tuple[str, list]:
 def main(argv=None, prior=None) -> int:
     """`prior`: an already loaded DiffusionPrior for this run's --pretrained/--dtype/--device, used
     instead of loading one (the sweep's per-worker cache); it must not have served another run.
-    --stage geometry hands the arguments to the mesh stage (l2vsd_ext.mesh.stage_cli)."""
+    --stage geometry / texture hands the arguments to the mesh stages (l2vsd_ext.mesh.stage_cli)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         stage, argv = split_stage(argv)
     except ConfigError as err:
         print(f"{PROG}: error: {one_line(err)}", file=sys.stderr)
         return 2
-    if stage == "geometry":
-        from .mesh.stage_cli import main as geometry_main
+    if stage != "nerf":
+        from .mesh.stage_cli import main as stage_main
 
-        return geometry_main(argv, prior)
+        return stage_main(stage, argv, prior)
     return _main_nerf(argv, prior)
 
 

@@ -147,11 +147,11 @@ def test_bad_input_is_one_line_and_exit_2_and_writes_nothing(stage1, tmp_path, c
         "is not a folder": geometry(str(tmp_path / "missing"), out, 2),
         "is not a run folder": geometry(str(not_a_run), out, 2),
         "never exceeds the level": geometry(stage1, out, 2, "--level", "1e30"),
-        "is the stage-1 run": ["--stage", "geometry", "--init-from", stage1, "--out", stage1],
+        "is the --init-from run": ["--stage", "geometry", "--init-from", stage1, "--out", stage1],
         "--tet-resolution": geometry(stage1, out, 2, "--tet-resolution", "1"),
         "--set": geometry(stage1, out, 2, "--set", "no_such_setting=1"),
         "--resume: no run folder": ["--stage", "geometry", "--out", str(out), "--resume"],
-        "texture stage is not built": ["--stage", "texture", "--init-from", stage1],
+        "invalid choice": ["--stage", "mesh", "--init-from", stage1],
     }
     for needle, argv in cases.items():
         assert needle in _one_line_exit_2(capsys, argv)
@@ -161,7 +161,7 @@ def test_bad_input_is_one_line_and_exit_2_and_writes_nothing(stage1, tmp_path, c
     # a geometry run is not a stage-1 run to start from
     geom = tmp_path / "geom_ok"
     assert main(geometry(stage1, geom, 2)) == 0
-    assert "not a stage-1 run" in _one_line_exit_2(capsys, geometry(str(geom), out, 2))
+    assert "is a geometry run, not a stage-1 run" in _one_line_exit_2(capsys, geometry(str(geom), out, 2))
     # a resume may not change what a step computes
     assert "--level" in _one_line_exit_2(capsys, ["--stage", "geometry", "--out", str(geom), "--resume",
                                                   "--level", "5"])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import sys
 
@@ -162,7 +163,7 @@ def resumed_config(config_cls, given: dict, overrides: dict) -> tuple[StageConfi
     pinned = {"steps": config.steps, "device": config.device}
     if "steps" in changes:  # the timestep schedule keeps annealing where it was planned
         if g.anneal_step is None:
-            pinned["anneal_step"] = int(round(g.anneal_at * g.steps))
+            pinned["anneal_step"] = math.ceil(g.anneal_at * g.steps - 1e-9)  # as stage 1's resume
         if g.timestep_schedule == "sqrt" and g.sqrt_anneal_steps is None:
             pinned["sqrt_anneal_steps"] = g.steps
     config.guidance = dataclasses.replace(g, **pinned, out=out, resume=True)

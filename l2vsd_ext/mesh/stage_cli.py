@@ -25,6 +25,7 @@ from .stage_base import CHANGEABLE_ON_RESUME, StageConfig
 
 # Stage-1 options that belong to one family of modes: reset when --mode changes the family.
 _MODE_OPTIONS = ("eta_relative", "last_layer", "high_order_diagnostics", "esd_lambda")
+_METAVARS = {"int": "N", "float": "X", "str": "TEXT", "bool": "BOOL"}
 DESCRIPTIONS = {
     "geometry": "Stage 2: refine the stage-1 geometry on a tet-grid mesh (SDF + offsets) with score "
                 "distillation on normal maps.",
@@ -58,8 +59,12 @@ def build_parser(stage: str, config_cls) -> argparse.ArgumentParser:
         elif f.name == "resume":
             p.add_argument(flag, action="store_true", help=f.metadata["help"])
         else:
-            p.add_argument(flag, dest=f.name, choices=MODES if f.name == "mode" else None,
-                           help=f.metadata["help"])
+            default = f.default
+            shown = "" if default in (None, "") else f" (default: {default})"
+            choices = {"mode": MODES, "color_init": ("stage1", "none")}.get(f.name)
+            metavar = None if choices else _METAVARS.get(f.type.split("|")[0].strip())
+            p.add_argument(flag, dest=f.name, choices=choices, metavar=metavar,
+                           help=f.metadata["help"] + shown)
     p.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
                    help="change a stage-1 guidance setting for this stage, e.g. --set guidance_scale=20")
     return p

@@ -165,3 +165,18 @@ def test_bad_input_is_one_line_and_exit_2_and_writes_nothing(stage1, tmp_path, c
     # a resume may not change what a step computes
     assert "--level" in _one_line_exit_2(capsys, ["--stage", "geometry", "--out", str(geom), "--resume",
                                                   "--level", "5"])
+
+
+@pytest.mark.parametrize("mode", ["lvsd", "l2vsd", "hlvsd"])
+def test_every_guidance_mode_drives_the_geometry_stage(stage1, tmp_path, mode):
+    out = tmp_path / mode
+    extra = ("--set", "last_layer=true") if mode == "l2vsd" else ()
+    assert main(geometry(stage1, out, 2, "--mode", mode, *extra)) == 0
+    records = _records(out)[1:]
+    assert [r["step"] for r in records] == [1, 2]
+    for r in records:
+        assert math.isfinite(r["loss"]) and math.isfinite(r["lora_loss"])
+        if mode in ("l2vsd", "hlvsd"):
+            assert r["kappa"] >= 0 and math.isfinite(r["eps_first_norm"])
+    saved = yaml.safe_load((out / "config.yaml").read_text())["guidance"]
+    assert saved["mode"] == mode and saved["last_layer"] == (mode == "l2vsd")

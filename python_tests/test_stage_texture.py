@@ -164,3 +164,19 @@ def test_texture_bad_input_is_one_line_and_exit_2(runs, tmp_path, capsys):
     assert "--color-init none" in refused(texture(str(moved), out, 2))
     assert main(texture(str(moved), out, 2, "--color-init", "none")) == 0
     assert "color_init_mse_after" not in _records(out)[0]
+
+
+def test_texture_refuses_a_damaged_geometry_checkpoint(runs, tmp_path, capsys):
+    _, geometry = runs
+    damaged = tmp_path / "damaged"
+    shutil.copytree(geometry, damaged)
+    path = damaged / "checkpoints" / "last.pt"
+    state = load_checkpoint(str(path))
+    state["sdf"] = state["sdf"][:10]  # no longer the grid's size
+    torch.save(state, path)
+    out = tmp_path / "tex"
+    capsys.readouterr()
+    assert main(texture(str(damaged), out, 2)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no readable geometry checkpoint" in err, err
+    assert not out.exists()

@@ -55,15 +55,19 @@ class TextureTrainer(StageTrainer):
         from .stage_geometry import GeometryConfig
 
         c = self.config
-        state = load_checkpoint(os.path.join(c.init_from, CHECKPOINT))
-        geometry = GeometryConfig.from_saved(state["config"])
-        center, half = tuple(state["box"]["center"]), float(state["box"]["half_extent"])
-        with torch.no_grad():
-            from .sdf_init import Box
+        from .sdf_init import Box
 
-            grid = placed_grid(geometry.tet_resolution, Box(center, half))
-            positions = vertex_positions(grid, state["offsets"], geometry.max_offset_cells)
-            mesh = marching_tets(positions, state["sdf"], grid)
+        state = load_checkpoint(os.path.join(c.init_from, CHECKPOINT))
+        try:
+            geometry = GeometryConfig.from_saved(state["config"])
+            center, half = tuple(float(v) for v in state["box"]["center"]), float(state["box"]["half_extent"])
+            with torch.no_grad():
+                grid = placed_grid(geometry.tet_resolution, Box(center, half))
+                positions = vertex_positions(grid, state["offsets"], geometry.max_offset_cells)
+                mesh = marching_tets(positions, state["sdf"], grid)
+        except (ConfigError, KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise ConfigError(f"--init-from: '{c.init_from}' holds no readable geometry checkpoint "
+                              f"({type(err).__name__}: {err})") from None
         if mesh.faces.shape[0] == 0:
             raise ConfigError(f"--init-from: '{c.init_from}': the geometry run's mesh has no faces")
         faces_before = int(mesh.faces.shape[0])

@@ -180,3 +180,31 @@ def test_every_guidance_mode_drives_the_geometry_stage(stage1, tmp_path, mode):
             assert r["kappa"] >= 0 and math.isfinite(r["eps_first_norm"])
     saved = yaml.safe_load((out / "config.yaml").read_text())["guidance"]
     assert saved["mode"] == mode and saved["last_layer"] == (mode == "l2vsd")
+
+
+def test_sigterm_checkpoints_and_says_how_to_resume_this_stage(stage1, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "geom"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": root}
+    proc = subprocess.Popen([sys.executable, "-m", "l2vsd_ext.run", "--stage", "geometry", "--init-from", stage1,
+                             "--out", str(out), "--steps", "100000", "--tet-resolution", "16",
+                             "--val-every", "100000", "--ckpt-every", "100000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=root)
+    deadline = time.time() + 300
+    while len(_records(out) if (out / "metrics.jsonl").exists() else []) < 2 and proc.poll() is None \
+            and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    assert f"--stage geometry --out {out} --resume" in err.strip().splitlines()[-1]
+    step = load_checkpoint(str(out / "checkpoints" / "last.pt"))["step"]
+    assert step >= 1 and [r["step"] for r in _records(out)] == list(range(step + 1))
+    assert main(["--stage", "geometry", "--out", str(out), "--resume", "--steps", str(step + 1)]) == 0
+    assert [r["step"] for r in _records(out)] == list(range(step + 2))

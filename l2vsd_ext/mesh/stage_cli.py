@@ -248,8 +248,9 @@ def main(stage: str, argv, prior=None) -> int:
             lock = None
         print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
         return 2
-    except RunInterrupted as stop:
-        print(f"{prog}: {stop}", file=sys.stderr)
+    except RunInterrupted as stop:  # its resume command, for this stage
+        print(f"{prog}: " + str(stop).replace("l2vsd_ext.run --out", f"l2vsd_ext.run --stage {stage} --out"),
+              file=sys.stderr)
         return stop.exit_code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; the last checkpoint written (if any) is kept", file=sys.stderr)

@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                "--set name=value.\nOn --resume the run keeps its saved settings; only --steps (not below "
                "the checkpoint), --val-every,\n--ckpt-every, --no-export, --turntable-views, --logger, "
                "--max-nonfinite-steps and --device may change.")
+    p.add_argument("--stage", choices=("nerf", "geometry", "texture"),
+                   help="nerf: stage 1 (default); geometry, texture: stages 2 and 3 on a mesh "
+                        "(--stage geometry --help)")
     p.add_argument("--config", metavar="FILE", help="YAML file with any of the settings below")
     p.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
                    help="override any setting by its field name, e.g. --set lr=1e-3 lora_rank=8")
@@ -145,9 +148,48 @@ def write_final_outputs(renderer, config: RunConfig, logger=None) -> dict:
     return written
 
 
+STAGES = ("nerf", "geometry", "texture")
+
+
+def split_stage(argv: list) -> tuple[str, list]:
+    """(--stage value, the other arguments); 'nerf' (stage 1) when not given."""
+    rest, stage, i = [], "nerf", 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--stage" or arg.startswith("--stage="):
+            if "=" in arg:
+                stage = arg.split("=", 1)[1]
+            elif i + 1 < len(argv):
+                stage, i = argv[i + 1], i + 1
+            else:
+                raise ConfigError("argument --stage: expected one argument")
+            if stage not in STAGES:
+                raise ConfigError(f"argument --stage: invalid choice: '{stage}' (choose from "
+                                  f"{', '.join(STAGES)})")
+        else:
+            rest.append(arg)
+        i += 1
+    return stage, rest
+
+
 def main(argv=None, prior=None) -> int:
     """`prior`: an already loaded DiffusionPrior for this run's --pretrained/--dtype/--device, used
-    instead of loading one (the sweep's per-worker cache); it must not have served another run."""
+    instead of loading one (the sweep's per-worker cache); it must not have served another run.
+    --stage geometry / texture hands the arguments to the mesh stages (l2vsd_ext.mesh.stage_cli)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        stage, argv = split_stage(argv)
+    except ConfigError as err:
+        print(f"{PROG}: error: {one_line(err)}", file=sys.stderr)
+        return 2
+    if stage != "nerf":
+        from .mesh.stage_cli import main as stage_main
+
+        return stage_main(stage, argv, prior)
+    return _main_nerf(argv, prior)
+
+
+def _main_nerf(argv, prior=None) -> int:
     from .interrupts import RunInterrupted
 
     lock = None

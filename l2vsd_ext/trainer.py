@@ -73,6 +73,52 @@ def load_scene(run_dir: str, device="cpu") -> tuple[VolumeRenderer, RunConfig, i
     return renderer.to(device).eval(), config, state["step"]
 
 
+def build_guidance(config: RunConfig, prior: DiffusionPrior):
+    """(prompts, score model or None for sds, guidance mode) as configured: the part of a run
+    that turns a rendered image into a gradient, shared by stage 1 and the mesh stages. Draws the
+    LoRA initialisation from torch's global generator."""
+    prompts = PromptEmbeddings(prior, config.prompt, config.negative_prompt)
+    score_model = None
+    if config.mode != "sds":
+        score_model = LoraScoreModel(
+            prior, rank=config.lora_rank, lr=config.lora_lr, condition_dropout=config.condition_dropout,
+            weight_decay=config.lora_weight_decay, betas=(config.lora_beta1, config.lora_beta2),
+            eps=config.lora_eps, lora_init=config.lora_init, camera_init=config.camera_init)
+    anneal_at = config.anneal_at if config.anneal_step is None else config.anneal_step / config.steps
+    schedule = TimestepSchedule(prior.num_train_timesteps, config.min_step, config.max_step,
+                                config.max_step_after, anneal_at)
+    if config.timestep_schedule == "sqrt":  # N pinned by --resume with another --steps
+        horizon = 1.0 if config.sqrt_anneal_steps is None else config.sqrt_anneal_steps / config.steps
+        schedule = SqrtTimestepSchedule(prior.num_train_timesteps, config.min_step, config.max_step, horizon)
+    options = GuidanceOptions(guidance_scale=config.guidance_scale, eta=config.eta,
+                              last_layer=config.last_layer, lora_steps=config.lora_steps,
+                              esd_lambda=config.esd_lambda, lookahead_camera=config.lookahead_camera,
+                              lookahead_direction=config.lookahead_direction,
+                              eta_relative=config.eta_relative,
+                              high_order_diagnostics=config.high_order_diagnostics,
+                              lora_text=config.lora_text)
+    mode = make_mode(config.mode, prior, prompts, schedule, score_model, options, seed=config.seed)
+    return prompts, score_model, mode
+
+
+def distillation_loss(config: RunConfig, prior: DiffusionPrior, mode, images: torch.Tensor, cams, step: int):
+    """(loss, stats, guidance context) for rendered images (B, 3, H, W) in [0, 1]: encode, ask the
+    guidance mode for dL/dlatents, and turn it into a loss whose latent gradient is exactly that
+    (plus HiFA's image-space term when configured). Shared by stage 1 and the mesh stages."""
+    vae_input = resize_for_vae(images, config.encode_resolution)  # kept (differentiable) for HiFA's image term
+    latents = prior.encode_images(vae_input, config.encode_resolution).float()
+    ctx = GuidanceContext(latents, cams.c2w, cams.view_labels, step / config.steps)
+    grad, stats = mode.gradient(ctx)
+    stats["nonfinite_fraction"] = stats.get("nonfinite", 0) / grad.numel()
+    # The grad -> MSE trick: d(loss)/d(latents) = grad.
+    loss = 0.5 * F.mse_loss(latents, (latents - grad).detach(), reduction="sum") / latents.shape[0]
+    if config.lambda_img:
+        grad_img = image_gradient(prior, mode.last_terms, vae_input)
+        loss = loss + image_loss(vae_input, grad_img, config.lambda_img)
+        stats["img_grad_norm"] = grad_img.norm()
+    return loss, stats, ctx
+
+
 # Steps between reads of the per-step stats from the device (also at every validation and
 # checkpoint step, so that metrics.jsonl always reaches the checkpoint's step).
 METRICS_FLUSH_EVERY = 10
@@ -90,29 +136,7 @@ class Trainer:
         self.renderer = build_renderer(config, self.render_rng).to(self.device)
         self.cameras = CameraSampler(height=config.resolution, width=config.resolution,
                                      batch_size=config.batch_size, device=self.device)
-        self.prompts = PromptEmbeddings(self.prior, config.prompt, config.negative_prompt)
-        self.score_model = None
-        if config.mode != "sds":
-            self.score_model = LoraScoreModel(
-                self.prior, rank=config.lora_rank, lr=config.lora_lr, condition_dropout=config.condition_dropout,
-                weight_decay=config.lora_weight_decay, betas=(config.lora_beta1, config.lora_beta2),
-                eps=config.lora_eps, lora_init=config.lora_init, camera_init=config.camera_init)
-        anneal_at = config.anneal_at if config.anneal_step is None else config.anneal_step / config.steps
-        schedule = TimestepSchedule(self.prior.num_train_timesteps, config.min_step, config.max_step,
-                                    config.max_step_after, anneal_at)
-        if config.timestep_schedule == "sqrt":  # N pinned by --resume with another --steps
-            horizon = 1.0 if config.sqrt_anneal_steps is None else config.sqrt_anneal_steps / config.steps
-            schedule = SqrtTimestepSchedule(self.prior.num_train_timesteps, config.min_step, config.max_step,
-                                            horizon)
-        options = GuidanceOptions(guidance_scale=config.guidance_scale, eta=config.eta,
-                                  last_layer=config.last_layer, lora_steps=config.lora_steps,
-                                  esd_lambda=config.esd_lambda, lookahead_camera=config.lookahead_camera,
-                                  lookahead_direction=config.lookahead_direction,
-                                  eta_relative=config.eta_relative,
-                                  high_order_diagnostics=config.high_order_diagnostics,
-                                  lora_text=config.lora_text)
-        self.mode = make_mode(config.mode, self.prior, self.prompts, schedule, self.score_model,
-                              options, seed=config.seed)
+        self.prompts, self.score_model, self.mode = build_guidance(config, self.prior)
         field = self.renderer.field
         self.optimizer = torch.optim.Adam([
             {"params": field.encoding.parameters(), "lr": config.lr},
@@ -138,17 +162,7 @@ class Trainer:
         self.renderer.update_occupancy(self.step, generator=self.render_rng)
         cams = self.cameras.sample(self.camera_rng)
         images, out = self.render(cams, **(self.z_variance.render_kwargs() if self.z_variance else {}))
-        vae_input = resize_for_vae(images, c.encode_resolution)  # kept (differentiable) for HiFA's image term
-        latents = self.prior.encode_images(vae_input, c.encode_resolution).float()
-        ctx = GuidanceContext(latents, cams.c2w, cams.view_labels, self.step / c.steps)
-        grad, stats = self.mode.gradient(ctx)
-        stats["nonfinite_fraction"] = stats.get("nonfinite", 0) / grad.numel()
-        # The grad -> MSE trick: d(loss)/d(latents) = grad.
-        loss = 0.5 * F.mse_loss(latents, (latents - grad).detach(), reduction="sum") / latents.shape[0]
-        if c.lambda_img:
-            grad_img = image_gradient(self.prior, self.mode.last_terms, vae_input)
-            loss = loss + image_loss(vae_input, grad_img, c.lambda_img)
-            stats["img_grad_norm"] = grad_img.norm()
+        loss, stats, ctx = distillation_loss(c, self.prior, self.mode, images, cams, self.step)
         entropy_weight = c.entropy_weight if self.step >= c.entropy_start_step else 0.0
         regularization = silhouette_regularization(out["opacity"], c.sparsity_weight, entropy_weight)
         if regularization is not None:
@@ -260,11 +274,13 @@ def _check_gradients(trainer: Trainer, stats: dict, config: RunConfig, say) -> N
 
 
 def run_training(config: RunConfig, prior: DiffusionPrior | None = None, progress: bool = True,
-                 logger=None, changes: dict | None = None) -> Trainer:
+                 logger=None, changes: dict | None = None, make_trainer=None) -> Trainer:
     """Runs (config.resume: resumes from RUN/checkpoints/last.pt) the configured run to its last
     step and returns the trainer. The config is taken as final: l2vsd_ext.run decides what a resumed
     run may change. Raises RunInterrupted after checkpointing on SIGINT/SIGTERM, and
-    TrainingDiverged when gradients keep coming out non-finite."""
+    TrainingDiverged when gradients keep coming out non-finite. `make_trainer(config, prior)`: another
+    trainer with Trainer's interface (the mesh stages'); its `initial_metrics` records, if any, open a
+    new run's metrics.jsonl."""
     from tqdm import tqdm
 
     folder = RunFolder(config.out)
@@ -275,7 +291,7 @@ def run_training(config: RunConfig, prior: DiffusionPrior | None = None, progres
     elif folder.has_checkpoint():
         raise ConfigError(f"--out: '{config.out}' already holds a run; pass --resume to continue it "
                           "or choose another folder")
-    trainer = Trainer(config, prior)
+    trainer = (make_trainer or Trainer)(config, prior)
     if config.resume:
         trainer.load_state_dict(state)
         folder.truncate_metrics(trainer.step)
@@ -284,6 +300,9 @@ def run_training(config: RunConfig, prior: DiffusionPrior | None = None, progres
         save_yaml(config, folder.claim("config.yaml"))
         if changes:
             folder.record_changes(trainer.step, changes)
+        if not config.resume:
+            for record in getattr(trainer, "initial_metrics", ()):
+                folder.append_metrics(record)
     except OSError as err:
         raise ConfigError(f"--out: cannot write to '{config.out}': {err.strerror}") from err
 

@@ -1,0 +1,170 @@
+"""What the mesh stages (geometry, texture) share: the settings every stage has, and a trainer
+base with the stage-1 Trainer's interface (train_step, state_dict, load_state_dict, render_views,
+step, device) so that trainer.run_training drives it: the same metrics, validation images, atomic
+checkpoints, resume and stop handling. The guidance (prompts, score model, mode) and the loss
+from an image come from trainer.build_guidance / distillation_loss: a stage only says how it
+renders an image and which tensors it trains."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+
+from ..config import ConfigError, RunConfig, from_saved
+
+
+def _f(default, meaning: str):
+    return field(default=default, metadata={"help": meaning})
+
+
+@dataclass
+class StageConfig:
+    """Settings of every mesh stage; a stage's config adds its own after these."""
+    STAGE = ""  # the stage's name, saved as config["stage"]
+    DEFAULT_MODE = None  # guidance mode when --mode is not given (None: the previous run's)
+
+    init_from: str = _f("", "the previous stage's run folder")
+    out: str = _f("runs/stage", "this stage's run folder")
+    resume: bool = _f(False, "continue the run in --out from its checkpoint")
+    steps: int = _f(15000, "iterations")
+    mode: str | None = _f(None, "guidance mode")
+    resolution: int | None = _f(None, "render size in pixels (default: the stage-1 run's)")
+    lr: float = _f(0.005, "Adam learning rate")
+    val_every: int = _f(200, "validation images every N steps")
+    ckpt_every: int = _f(500, "checkpoint every N steps")
+    max_nonfinite_steps: int = _f(3, "stop after this many steps whose gradient is mostly non-finite")
+    device: str | None = _f(None, "cpu, cuda or cuda:N (default: cuda if available)")
+    stop_after: int | None = _f(None, "stop as if killed after this step's checkpoint (tests)")
+    # The stage-1 run's settings with this stage's guidance changes (--mode, --set): the guidance input.
+    guidance: RunConfig = field(default_factory=RunConfig)
+    logger: str = "none"  # run_training's interface; the mesh stages log to metrics.jsonl only
+
+    def to_dict(self) -> dict:
+        values = dataclasses.asdict(self)
+        values.pop("logger")
+        return {"stage": self.STAGE, **values}
+
+    @classmethod
+    def from_saved(cls, values: dict):
+        values = dict(values)
+        if values.pop("stage", None) != cls.STAGE:
+            raise ConfigError(f"not a {cls.STAGE}-stage config")
+        guidance = from_saved(values.pop("guidance"))
+        return cls(**values, guidance=guidance)
+
+    def validate(self) -> None:
+        if self.steps < 1:
+            raise ConfigError(f"--steps: must be >= 1, got {self.steps}")
+        if not (self.lr > 0 and self.lr < float("inf")):
+            raise ConfigError(f"--lr: must be a finite number > 0, got {self.lr}")
+        for name in ("val_every", "ckpt_every", "max_nonfinite_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(self, name)}")
+
+
+# Changeable on --resume (how long and how watched, not what a step computes).
+CHANGEABLE_ON_RESUME = ("steps", "val_every", "ckpt_every", "max_nonfinite_steps", "device")
+
+
+class StageTrainer:
+    """Subclasses set up their tensors in _convert (a new run) or _restore (resume), and define
+    parameters(), render(cams) -> ((B, 3, H, W) images in [0, 1], extras), regularization(extras)
+    -> (loss or None, stats), _extra_state()."""
+
+    def __init__(self, config: StageConfig, prior=None):
+        from ..prior import DiffusionPrior
+        from ..scene import CameraSampler
+        from ..trainer import DTYPES, build_guidance, resolve_device
+
+        self.config = config
+        g = config.guidance
+        self.device = resolve_device(g)
+        self.initial_metrics = []
+        torch.manual_seed(g.seed)
+        if not config.resume:  # on resume, load_state_dict brings the tensors
+            self._convert()  # before the prior loads: bad input fails fast
+        dtype = DTYPES[g.dtype] if g.dtype else None
+        self.prior = prior or DiffusionPrior.from_pretrained(g.pretrained, dtype, self.device)
+        torch.manual_seed(g.seed + 1)
+        self.camera_rng = torch.Generator().manual_seed(g.seed + 10)
+        self.cameras = CameraSampler(height=g.resolution, width=g.resolution, batch_size=g.batch_size,
+                                     device=self.device)
+        self.prompts, self.score_model, self.mode = build_guidance(g, self.prior)
+        self.step = 0
+        self.nonfinite_param_grads = 0
+        self.nonfinite_steps = 0
+
+    # -- one iteration --------------------------------------------------------------------------
+    def train_step(self) -> dict:
+        from ..trainer import distillation_loss
+
+        cams = self.cameras.sample(self.camera_rng)
+        images, extras = self.render(cams)
+        loss, stats, ctx = distillation_loss(self.config.guidance, self.prior, self.mode, images, cams, self.step)
+        stats["guidance_loss"] = loss.detach()
+        regularization, reg_stats = self.regularization(extras)
+        if regularization is not None:
+            loss = loss + regularization
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self._zero_nonfinite_param_grads()
+        self.optimizer.step()
+        stats.update(self.mode.after_step(ctx))
+        self.step += 1
+        stats.update(reg_stats)
+        stats.update(step=self.step, loss=loss.detach(), nonfinite_param_grads=self.nonfinite_param_grads,
+                     nonfinite_total=self.mode.nonfinite_count)
+        return stats
+
+    def _zero_nonfinite_param_grads(self):
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    bad = ~torch.isfinite(p.grad)
+                    self.nonfinite_param_grads = bad.sum() + self.nonfinite_param_grads
+                    p.grad.masked_fill_(bad, 0.0)
+
+    # -- state ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "config": self.config.to_dict(),
+            **self._extra_state(),
+            "optimizer": self.optimizer.state_dict(),
+            "score_model": self.score_model.state_dict() if self.score_model else None,
+            "mode_rng": self.mode.rng_state(),
+            "camera_rng": self.camera_rng.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "nonfinite_param_grads": int(self.nonfinite_param_grads),
+            "nonfinite_steps": self.nonfinite_steps,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        try:
+            self._restore(state)
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise ConfigError(f"--resume: the checkpoint does not hold a readable {self.config.STAGE} stage: "
+                              f"{err}") from None
+        self.step = state["step"]
+        if self.score_model is not None:
+            self.score_model.load_state_dict(state["score_model"])
+        self.mode.load_rng_state(state["mode_rng"])
+        self.camera_rng.set_state(state["camera_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.nonfinite_param_grads = state["nonfinite_param_grads"]
+        self.nonfinite_steps = state.get("nonfinite_steps", 0)
+
+    # -- outputs --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def render_views(self, n_views: int, elevation: float = 15.0) -> torch.Tensor:
+        """(n_views, 3, H, W) in [0, 1] from a fixed orbit."""
+        from ..trainer import _index
+
+        cams = self.cameras.orbit(n_views, elevation=elevation)
+        return torch.cat([self.render(_index(cams, i), training=False)[0]
+                          for i in range(n_views)]).clamp(0, 1).cpu()

@@ -1,0 +1,210 @@
+"""Stage 2 (python -m l2vsd_ext.run --stage geometry --init-from RUN) on the tiny pipeline: the
+conversion from the stage-1 density, training, outputs, resume, and bad input (one line, exit 2,
+nothing written into the stage-1 run). Plus the conversion alone on a field with a known surface."""
+import hashlib
+import json
+import math
+import os
+
+import pytest
+import torch
+import trimesh
+import yaml
+
+from l2vsd_ext.checkpoint import load_checkpoint
+from l2vsd_ext.mesh.marching_tets import marching_tets
+from l2vsd_ext.mesh.sdf_init import (NoSurfaceError, conversion_chamfer, placed_grid, sdf_from_density,
+                                     tight_box)
+from l2vsd_ext.run import main
+from tiny_run import make_tiny_run
+
+GEOMETRY = ["--tet-resolution", "16", "--val-every", "2", "--ckpt-every", "2"]
+
+
+class BallField:
+    """Stage-1's blob density exp(10 (1 - |x - c| / 0.5)) around a centre c, with a known level set:
+    density == L on the sphere of radius 0.5 (1 - ln L / 10)."""
+
+    def __init__(self, center=(0.1, -0.05, 0.0)):
+        self.aabb = torch.tensor([-1.0, -1, -1, 1, 1, 1])
+        self.center = torch.tensor(center)
+
+    def density(self, points):
+        return torch.exp(10 * (1 - (points - self.center).norm(dim=-1) / 0.5))
+
+    def __call__(self, points):
+        return {"albedo": torch.full_like(points, 0.5)}
+
+
+def test_conversion_of_a_known_density_lands_on_its_level_set():
+    field, level = BallField(), 25.0
+    radius = 0.5 * (1 - math.log(level) / 10)
+    box = tight_box(field, level)
+    assert torch.allclose(torch.tensor(box.center), field.center, atol=0.04)
+    assert radius < box.half_extent < radius + 0.15  # tight: one coarse cell (2/31) of margin, plus rounding
+    grid = placed_grid(24, box)
+    sdf = sdf_from_density(field, grid, level)
+    assert sdf.min() >= -1 and sdf.max() <= 1 and (sdf < 0).any()
+    mesh = marching_tets(grid.vertices, sdf, grid)
+    distance = (mesh.vertices - field.center).norm(dim=-1)
+    assert (distance - radius).abs().max() < 0.5 * grid.cell_size
+    chamfer, floor = conversion_chamfer(field, level, mesh.vertices, mesh.faces, box, resolution=49)
+    print(f"conversion Chamfer {chamfer:.5f}, sampling floor {floor:.5f}, cell {grid.cell_size:.4f}")
+    assert 0 < floor < chamfer < 0.25 * grid.cell_size
+    with pytest.raises(NoSurfaceError, match="never exceeds the level"):
+        tight_box(field, 1e6)
+
+
+def _snapshot(folder):
+    """{relative path: sha256} of every file under folder."""
+    out = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            out[os.path.relpath(path, folder)] = hashlib.sha256(open(path, "rb").read()).hexdigest()
+    return out
+
+
+def _records(folder):
+    return [json.loads(line) for line in open(os.path.join(folder, "metrics.jsonl")).read().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def stage1(tiny_sd_path, tmp_path_factory):
+    return make_tiny_run(tiny_sd_path, tmp_path_factory.mktemp("stage1"), steps=3)
+
+
+def geometry(stage1, out, steps, *extra):
+    return ["--stage", "geometry", "--init-from", stage1, "--out", str(out), "--steps", str(steps),
+            *GEOMETRY, *extra]
+
+
+def test_geometry_stage_converts_trains_and_writes_a_closed_mesh(stage1, tmp_path):
+    before = _snapshot(stage1)
+    out = tmp_path / "geom"
+    assert main(geometry(stage1, out, 4, "--mode", "vsd")) == 0
+    assert _snapshot(stage1) == before  # the stage-1 run is only read
+
+    records = _records(out)
+    assert [r["step"] for r in records] == list(range(5))
+    conversion = records[0]
+    # the initial tet mesh is within a cell of the stage-1 marching-cubes surface
+    assert 0 < conversion["conversion_chamfer_floor"] < conversion["conversion_chamfer"] \
+        < conversion["conversion_cell"]
+    assert conversion["conversion_faces"] > 100
+    for r in records[1:]:
+        for key in ("loss", "guidance_loss", "normal_consistency", "laplacian"):
+            assert math.isfinite(r[key]), (key, r)
+        assert "lora_loss" in r  # vsd's score model trains alongside
+    # the regularisers (weight 1e4 each) dominate a few steps: the surface gets smoother
+    assert records[-1]["normal_consistency"] < records[1]["normal_consistency"]
+
+    mesh = trimesh.load(str(out / "export" / "mesh.obj"), force="mesh")
+    assert mesh.is_watertight and mesh.volume > 0
+    assert trimesh.load(str(out / "export" / "mesh.glb"), force="mesh").faces.shape == mesh.faces.shape
+    assert sorted(os.listdir(out / "validation")) == ["step_000002.png", "step_000004.png"]
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["stage"] == "geometry" and saved["mode"] == "vsd" and saved["tet_resolution"] == 16
+    assert saved["guidance"]["mode"] == "vsd" and saved["guidance"]["prompt"] == "a small wooden boat"
+    state = load_checkpoint(str(out / "checkpoints" / "last.pt"))
+    assert state["step"] == 4 and state["sdf"].shape == (17 ** 3,) and state["offsets"].abs().max() > 0
+
+
+def test_resume_continues_and_reproduces_the_uninterrupted_run(stage1, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert main(geometry(stage1, straight, 4)) == 0
+    assert main(geometry(stage1, resumed, 4, "--stop-after", "2")) == 0
+    assert load_checkpoint(str(resumed / "checkpoints" / "last.pt"))["step"] == 2
+    assert not (resumed / "export").exists()
+    assert main(["--stage", "geometry", "--out", str(resumed), "--resume"]) == 0
+    a, b = _records(straight), _records(resumed)
+    assert [r["step"] for r in b] == list(range(5))
+    for x, y in zip(a, b):
+        assert {k: v for k, v in x.items() if k != "seconds"} == {k: v for k, v in y.items() if k != "seconds"}
+    sa = load_checkpoint(str(straight / "checkpoints" / "last.pt"))
+    sb = load_checkpoint(str(resumed / "checkpoints" / "last.pt"))
+    assert torch.equal(sa["sdf"], sb["sdf"]) and torch.equal(sa["offsets"], sb["offsets"])
+    # and a longer run continues from there
+    assert main(["--stage", "geometry", "--out", str(resumed), "--resume", "--steps", "6"]) == 0
+    assert [r["step"] for r in _records(resumed)] == list(range(7))
+
+
+def _one_line_exit_2(capsys, argv):
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "error:" in err, err
+    return err
+
+
+def test_bad_input_is_one_line_and_exit_2_and_writes_nothing(stage1, tmp_path, capsys):
+    before = _snapshot(stage1)
+    out = tmp_path / "geom"
+    not_a_run = tmp_path / "not_a_run"
+    not_a_run.mkdir()
+    (not_a_run / "notes.txt").write_text("hello")
+    cases = {
+        "is not a folder": geometry(str(tmp_path / "missing"), out, 2),
+        "is not a run folder": geometry(str(not_a_run), out, 2),
+        "never exceeds the level": geometry(stage1, out, 2, "--level", "1e30"),
+        "is the --init-from run": ["--stage", "geometry", "--init-from", stage1, "--out", stage1],
+        "--tet-resolution": geometry(stage1, out, 2, "--tet-resolution", "1"),
+        "--set": geometry(stage1, out, 2, "--set", "no_such_setting=1"),
+        "--resume: no run folder": ["--stage", "geometry", "--out", str(out), "--resume"],
+        "invalid choice": ["--stage", "mesh", "--init-from", stage1],
+    }
+    for needle, argv in cases.items():
+        assert needle in _one_line_exit_2(capsys, argv)
+        assert not out.exists(), needle  # a refused run leaves no folder behind
+    assert _snapshot(stage1) == before
+    assert _snapshot(not_a_run) == {"notes.txt": hashlib.sha256(b"hello").hexdigest()}
+    # a geometry run is not a stage-1 run to start from
+    geom = tmp_path / "geom_ok"
+    assert main(geometry(stage1, geom, 2)) == 0
+    assert "is a geometry run, not a stage-1 run" in _one_line_exit_2(capsys, geometry(str(geom), out, 2))
+    # a resume may not change what a step computes
+    assert "--level" in _one_line_exit_2(capsys, ["--stage", "geometry", "--out", str(geom), "--resume",
+                                                  "--level", "5"])
+
+
+@pytest.mark.parametrize("mode", ["lvsd", "l2vsd", "hlvsd"])
+def test_every_guidance_mode_drives_the_geometry_stage(stage1, tmp_path, mode):
+    out = tmp_path / mode
+    extra = ("--set", "last_layer=true") if mode == "l2vsd" else ()
+    assert main(geometry(stage1, out, 2, "--mode", mode, *extra)) == 0
+    records = _records(out)[1:]
+    assert [r["step"] for r in records] == [1, 2]
+    for r in records:
+        assert math.isfinite(r["loss"]) and math.isfinite(r["lora_loss"])
+        if mode in ("l2vsd", "hlvsd"):
+            assert r["kappa"] >= 0 and math.isfinite(r["eps_first_norm"])
+    saved = yaml.safe_load((out / "config.yaml").read_text())["guidance"]
+    assert saved["mode"] == mode and saved["last_layer"] == (mode == "l2vsd")
+
+
+def test_sigterm_checkpoints_and_says_how_to_resume_this_stage(stage1, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "geom"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": root}
+    proc = subprocess.Popen([sys.executable, "-m", "l2vsd_ext.run", "--stage", "geometry", "--init-from", stage1,
+                             "--out", str(out), "--steps", "100000", "--tet-resolution", "16",
+                             "--val-every", "100000", "--ckpt-every", "100000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=root)
+    deadline = time.time() + 300
+    while len(_records(out) if (out / "metrics.jsonl").exists() else []) < 2 and proc.poll() is None \
+            and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    assert f"--stage geometry --out {out} --resume" in err.strip().splitlines()[-1]
+    step = load_checkpoint(str(out / "checkpoints" / "last.pt"))["step"]
+    assert step >= 1 and [r["step"] for r in _records(out)] == list(range(step + 1))
+    assert main(["--stage", "geometry", "--out", str(out), "--resume", "--steps", str(step + 1)]) == 0
+    assert [r["step"] for r in _records(out)] == list(range(step + 2))

@@ -198,3 +198,21 @@ def test_nonfinite_gradients_are_zeroed_and_counted(setup):
     grad, stats = sds.gradient(bad)
     assert torch.isfinite(grad).all() and stats["nonfinite"] >= 1
     assert sds.nonfinite_count == stats["nonfinite"]
+
+
+def test_l2vsd_interrupted_after_the_lora_step_leaves_phi_at_phi_next(setup, monkeypatch):
+    """An exception between the LoRA step and the θ gradient (Ctrl-C, a failing forward) must
+    leave φ at φ_{i+1}, consistent with the optimiser state that already stepped."""
+    m = mode("l2vsd", setup, eta=0.1)
+    score, ctx = setup[2], setup[4]
+    twin = copy.deepcopy(score)  # takes the same step by hand
+    twin.step(ctx.latents, ctx.c2w, m.score_text(ctx), copy.deepcopy(m.lora_rng))
+
+    def broken(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(m, "linearised", broken)
+    with pytest.raises(KeyboardInterrupt):
+        m.gradient(ctx)
+    for (name, p), q in zip(score.lora_params.items(), twin.lora_params.values()):
+        assert torch.equal(p, q), name

@@ -50,11 +50,15 @@ class L2VSD(DistillationMode):
     def gradient(self, ctx):
         lookahead = Lookahead(self.score_model, self.options)
         lora_loss = lookahead.prepare(ctx.latents, ctx.c2w, self.score_text(ctx), self.lora_rng)
-        noisy, _, t = self.noised(ctx)
-        eps_pre = self.prior_noise(noisy, t, ctx)
-        eps_phi, eps_first, stats = self.linearised(lookahead, noisy, t, ctx, eps_pre)
-        eps_model = self.combine(lookahead, noisy, t, ctx, eps_phi, eps_first, stats)
-        lookahead.finish()
+        try:
+            noisy, _, t = self.noised(ctx)
+            eps_pre = self.prior_noise(noisy, t, ctx)
+            eps_phi, eps_first, stats = self.linearised(lookahead, noisy, t, ctx, eps_pre)
+            eps_model = self.combine(lookahead, noisy, t, ctx, eps_phi, eps_first, stats)
+        finally:
+            # The optimiser has stepped: φ must be φ_{i+1} even if the step is interrupted here
+            # (Ctrl-C, an error), or a checkpoint would pair φ_i with the stepped Adam moments.
+            lookahead.finish()
         stats["lora_loss"] = lora_loss
         return self.finish(eps_pre, eps_model, t, stats, noisy=noisy)
 

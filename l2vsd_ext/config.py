@@ -133,7 +133,7 @@ class RunConfig:
         types = {f.name: f.type for f in dataclasses.fields(cls)}
         typed = {k: coerce(k, v, types[k]) for k, v in values.items()}
         if typed.get("hifa"):  # the preset fills only what was not given
-            typed = {**hifa_preset(typed.get("mode", cls.mode)), **typed}
+            typed = {**hifa_preset(typed.get("mode", cls.mode), typed.get("pretrained")), **typed}
         return cls(**typed)
 
     @classmethod
@@ -154,12 +154,31 @@ LEGACY_VALUES = {"lora_beta1": 0.9, "lora_beta2": 0.999, "lora_eps": 1e-8, "lora
                  "entropy_start_step": 0}
 
 
-def hifa_preset(mode: str) -> dict:
+# Latent elements per render that threestudio's weights were tuned with: Stable Diffusion's
+# 64x64x4 latents (512 px encodes).
+SD_LATENT_ELEMENTS = 64 * 64 * 4
+# The same count for the priors with defaults here (render at their default encode resolution).
+PRIOR_LATENT_ELEMENTS = {"shapes": 8 * 8 * 4}
+
+
+def regularizer_scale(pretrained) -> float:
+    """The guidance gradient is a per-element sum over the latents (threestudio's MSE trick, sum
+    reduction), while sparsity, entropy and z-variance are means over rays: on a prior with fewer
+    latent elements per render the same weights would outweigh the guidance by SD's count over
+    its own (64x on the shapes prior, where threestudio's sparsity 10 emptied the field)."""
+    elements = PRIOR_LATENT_ELEMENTS.get(pretrained) if isinstance(pretrained, str) else None
+    return 1.0 if elements is None else elements / SD_LATENT_ELEMENTS
+
+
+def hifa_preset(mode: str, pretrained=None) -> dict:
     """threestudio's configs/prolificdreamer-hifa.yaml in our settings (z-variance: 100 for SDS as
-    in HiFA's paper). Its max_step annealing to 0.5 at 5000 is unused under the sqrt schedule."""
+    in HiFA's paper). Its max_step annealing to 0.5 at 5000 is unused under the sqrt schedule. The
+    mean-type regularisers' weights are scaled by regularizer_scale for priors other than SD."""
+    scale = regularizer_scale(pretrained)
     return {"lambda_img": 0.01, "timestep_schedule": "sqrt", "min_step": 0.3, "max_step": 0.98,
-            "z_variance_weight": 100.0 if mode == "sds" else 300.0, "sparsity_weight": 10.0,
-            "entropy_weight": 1000.0, "entropy_start_step": 10000}
+            "z_variance_weight": scale * (100.0 if mode == "sds" else 300.0),
+            "sparsity_weight": scale * 10.0, "entropy_weight": scale * 1000.0,
+            "entropy_start_step": 10000}
 
 
 def from_saved(values: dict) -> "RunConfig":

@@ -164,6 +164,28 @@ def test_hifa_preset_fills_what_was_not_given():
     assert (plain.lambda_img, plain.timestep_schedule, plain.z_variance_weight) == (0.0, "uniform", 0.0)
 
 
+def test_hifa_preset_scales_mean_regularisers_to_the_priors_latent_size():
+    c = resolve_config(["--prompt", "a duck", "--pretrained", "shapes", "--mode", "vsd", "--hifa",
+                        "--sparsity-weight", "2"])
+    assert c.sparsity_weight == 2  # a given weight is kept as given
+    assert (c.z_variance_weight, c.entropy_weight) == (300 / 64, 1000 / 64)
+    assert c.lambda_img == 0.01  # a per-element sum like the guidance: not rescaled
+
+
+def test_shapes_latent_count_is_the_shipped_priors():
+    """regularizer_scale's count for the shapes prior must match what the shipped prior encodes a
+    render at its default resolution into (a new prior with another latent size must update it)."""
+    from l2vsd_ext.config import PRETRAINED_DEFAULTS, PRIOR_LATENT_ELEMENTS
+    from l2vsd_ext.prior import DiffusionPrior
+    from l2vsd_ext.prior.loading import shapes_weights_path
+
+    prior = DiffusionPrior.from_pretrained(shapes_weights_path(), device="cpu", dtype=torch.float32)
+    size = PRETRAINED_DEFAULTS["shapes"]["encode_resolution"]
+    with torch.no_grad():
+        latents = prior.encode_images(torch.rand(1, 3, size, size))
+    assert latents.numel() == PRIOR_LATENT_ELEMENTS["shapes"]
+
+
 def test_runs_saved_before_hifa_keep_it_off():
     old = {k: v for k, v in RunConfig(prompt="a boat").to_dict().items() if k not in LEGACY_VALUES}
     c = from_saved(old)

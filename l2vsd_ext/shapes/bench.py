@@ -33,7 +33,7 @@ from .tables import METRICS, aggregate  # noqa: F401  (METRICS: the original col
 
 EVAL_FILE = "shapes_eval.json"
 # 2: front_recovered, front_margin_db and the metrics.jsonl diagnostics (diag_*) are in the file.
-EVAL_VERSION = 2
+EVAL_VERSION = 3  # 3: z_variance (HiFA's depth variance over rays with opacity > 0.5)
 DIAGNOSTICS_TAIL = 0.2  # diagnostics: mean over the last 20 % of a run's steps
 KID_TRUTH_FILE = "kid_truth.json"
 DEFAULT_BASELINE = "vsd"

@@ -45,20 +45,25 @@ def held_out_cameras(resolution: int = SCORE_RESOLUTION) -> CameraBatch:
 
 
 @torch.no_grad()
-def render_over_white(renderer, cams: CameraBatch) -> dict:
-    """rgb (N, 3, H, W), opacity and depth (N, H, W) of each camera, over a white background."""
+def render_over_white(renderer, cams: CameraBatch, z_variance: bool = False) -> dict:
+    """rgb (N, 3, H, W), opacity and depth (N, H, W) of each camera, over a white background;
+    with `z_variance` also HiFA's per-ray depth variance (N, H, W)."""
     background, renderer.background = renderer.background, SolidBackground().to(cams.rays_o.device)
     was_training = renderer.training
     renderer.eval()
     try:
-        outs = [renderer(cams.rays_o[i], cams.rays_d[i]) for i in range(cams.batch_size)]
+        kwargs = {"with_z_variance": True} if z_variance else {}
+        outs = [renderer(cams.rays_o[i], cams.rays_d[i], **kwargs) for i in range(cams.batch_size)]
     finally:
         renderer.background = background
         renderer.train(was_training)
     rgb = torch.stack([o["rgb"] for o in outs]).permute(0, 3, 1, 2).clamp(0, 1).float()
     opacity = torch.stack([o["opacity"][..., 0] for o in outs]).float()
     depth = torch.stack([o["depth"][..., 0] for o in outs]).float() / opacity.clamp_min(1e-6)
-    return {"rgb": rgb.cpu(), "opacity": opacity.cpu(), "depth": depth.cpu()}
+    result = {"rgb": rgb.cpu(), "opacity": opacity.cpu(), "depth": depth.cpu()}
+    if z_variance:
+        result["z_variance"] = torch.stack([o["z_variance"][..., 0] for o in outs]).float().cpu()
+    return result
 
 
 def mirrored_front_views(truth_rgb: torch.Tensor, cams: CameraBatch) -> torch.Tensor:
@@ -124,14 +129,16 @@ def score_renderer(renderer, obj, mesh=None, truth: dict | None = None,
     trimesh) gives the Chamfer distance; `truth` may pass precomputed true renders."""
     cams = held_out_cameras(resolution)
     truth = truth or render_over_white(truth_renderer(obj), cams)
-    ours = render_over_white(renderer, cams)
+    ours = render_over_white(renderer, cams, z_variance=True)
     both = (ours["opacity"] > 0.5) & (truth["opacity"] > 0.5)
+    solid = ours["opacity"] > 0.5  # HiFA's z-variance: the mean over rays with opacity > 0.5
     depth_error = float((ours["depth"] - truth["depth"]).abs()[both].mean()) if both.any() else math.nan
     result = {
         "psnr": float(psnr(ours["rgb"], truth["rgb"]).mean()),
         "ssim": float(ssim(ours["rgb"], truth["rgb"]).mean()),
         "silhouette_iou": silhouette_iou(ours["opacity"], truth["opacity"]),
         "depth_error": depth_error,
+        "z_variance": float(ours["z_variance"][solid].mean()) if solid.any() else math.nan,
         **janus_score(ours["rgb"], truth["rgb"], cams),
         **front_recovered_score(ours["rgb"], truth["rgb"], cams),
         "held_out_views": cams.batch_size,

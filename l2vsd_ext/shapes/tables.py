@@ -12,10 +12,10 @@ from .paired import paired_differences
 # The original columns, kept first and unchanged.
 METRICS = ("psnr", "ssim", "silhouette_iou", "depth_error", "chamfer", "janus", "seconds_per_it")
 NEW_METRICS = ("front_recovered", "front_margin_db", "kid", "kid_front", "kid_side", "kid_back",
-               "steps90_psnr", "steps90_ssim")
+               "steps90_psnr", "steps90_ssim", "z_variance")
 HIGHER_IS_BETTER = {"psnr", "ssim", "silhouette_iou", "front_recovered", "front_margin_db"}
 LOWER_IS_BETTER = {"depth_error", "chamfer", "janus", "seconds_per_it", "kid", "kid_front", "kid_side",
-                   "kid_back", "steps90_psnr", "steps90_ssim"}
+                   "kid_back", "steps90_psnr", "steps90_ssim", "z_variance"}
 DIAGNOSTIC_PREFIX = "diag_"
 
 

@@ -125,3 +125,15 @@ class GeometryTrainer(StageTrainer):
         mesh = self.mesh()
         return trimesh.Trimesh(vertices=mesh.vertices.double().cpu().numpy(),
                                faces=mesh.faces.cpu().numpy(), process=False)
+
+
+@torch.no_grad()
+def mesh_from_state(state: dict):
+    """(vertices (V, 3), faces (F, 3), GeometryConfig, box) of a geometry checkpoint's state: what
+    the texture stage and the shapes benchmark read, without building a trainer (no prior)."""
+    config = GeometryConfig.from_saved(state["config"])
+    box = Box(tuple(float(v) for v in state["box"]["center"]), float(state["box"]["half_extent"]))
+    grid = placed_grid(config.tet_resolution, box)
+    positions = vertex_positions(grid, state["offsets"].float(), config.max_offset_cells)
+    mesh = marching_tets(positions, state["sdf"].float(), grid)
+    return mesh.vertices, mesh.faces, config, box

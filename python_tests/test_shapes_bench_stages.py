@@ -1,0 +1,141 @@
+"""The shapes benchmark's mesh stages (--stages 1 2 3): the mesh scores (normal consistency,
+F-score) on meshes with known answers, and the bench end to end with tiny stage runs: each stage
+run in its folder, scored, in the tables, resumed without retraining, continued, and restarted
+when its upstream run changed."""
+import json
+import math
+import os
+
+import pytest
+import torch
+import trimesh
+
+from l2vsd_ext.shapes.mesh_score import fscore, normal_consistency, score_mesh
+from l2vsd_ext.shapes.objects import OBJECTS, Part, ShapeObject
+from l2vsd_ext.shapes import sdf as S
+
+
+def _ball(radius=0.4):
+    return ShapeObject(key="ball", prompt="a ball", parts=(Part(lambda p: S.sphere(p, (0, 0, 0), radius), (1, 0, 0)),),
+                       scale=1.0)
+
+
+def test_fscore_known_answers():
+    g = torch.Generator().manual_seed(3)
+    truth = torch.rand(500, 3, generator=g)
+    assert fscore(truth.clone(), truth, 1e-3) == pytest.approx(1.0)
+    assert fscore(truth + 1.0, truth, 0.1) == 0.0
+    # As many extra predicted points far away: precision 1/2; every true point still has its
+    # twin, recall 1: F = 2 * 0.5 * 1 / 1.5.
+    assert fscore(torch.cat([truth, truth + 10.0]), truth, 1e-3) == pytest.approx(2 * 0.5 / 1.5)
+    # Half the predicted points moved far away: precision and recall both 1/2.
+    moved = truth.clone()
+    moved[::2] += 10.0
+    assert fscore(moved, truth, 1e-3) == pytest.approx(0.5)
+    # Grows with the threshold.
+    noisy = truth + 0.02 * torch.randn(500, 3, generator=g)
+    values = [fscore(noisy, truth, t) for t in (0.005, 0.02, 0.05, 0.2)]
+    assert values == sorted(values) and values[0] < values[-1] == 1.0
+
+
+def test_normal_consistency_of_a_sphere_mesh_is_one_and_drops_for_scrambled_faces():
+    ball = _ball(0.4)
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.4)
+    vertices, faces = torch.as_tensor(sphere.vertices), torch.as_tensor(sphere.faces)
+    good = normal_consistency(vertices, faces, ball)
+    assert good > 0.995
+    # Flipping the winding does not matter (|cos|).
+    assert normal_consistency(vertices, faces.flip(1), ball) == pytest.approx(good)
+    # Random triangles between random vertices of the sphere: normals far from the radial direction.
+    g = torch.Generator().manual_seed(0)
+    scrambled = torch.randint(0, vertices.shape[0], faces.shape, generator=g)
+    bad = normal_consistency(vertices, scrambled, ball)
+    assert bad < 0.8
+
+
+def test_score_mesh_of_the_true_surface_beats_a_shifted_copy():
+    from l2vsd_ext.export import extract_mesh
+    from l2vsd_ext.shapes.field import AnalyticField
+
+    obj = OBJECTS["duck"]
+    field = AnalyticField(obj)
+    mesh = extract_mesh(field, resolution=96, threshold=field.max_density / 2)
+    v, f = torch.as_tensor(mesh.vertices), torch.as_tensor(mesh.faces)
+    own = score_mesh(v, f, obj)
+    shifted = score_mesh(v + torch.tensor([0.04, 0.0, 0.0], dtype=v.dtype), f, obj)
+    print(own, shifted)
+    assert own["normal_consistency"] > 0.95 and own["fscore_2pct"] > 0.95
+    assert own["fscore_1pct"] <= own["fscore_2pct"]
+    assert own["chamfer"] < 0.5 * shifted["chamfer"]
+    assert shifted["fscore_1pct"] < 0.5 * own["fscore_1pct"]
+    empty = score_mesh(torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.long), obj)
+    assert math.isnan(empty["chamfer"]) and empty["faces"] == 0
+
+
+def _lines(path):
+    return open(path).read().splitlines()
+
+
+def test_bench_with_stages_end_to_end_resume_continue_and_stale(tmp_path, capsys):
+    from l2vsd_ext.shapes.bench import main
+
+    out = tmp_path / "bench"
+    argv = ["--modes", "sds", "--objects", "duck", "--seeds", "0", "--steps", "2", "--val-every", "1",
+            "--kid-features", "none", "--stages", "1", "2", "3", "--stage-steps", "2", "2",
+            "--tet-resolution", "8", "--stage-val-every", "1", "--out", str(out)]
+    assert main(argv) == 0
+    run = out / "runs" / "duck" / "sds" / "seed0"
+    geometry, texture = run / "geometry", run / "texture"
+    g_eval = json.loads((geometry / "stage_eval.json").read_text())
+    t_eval = json.loads((texture / "stage_eval.json").read_text())
+    stage1 = json.loads((run / "shapes_eval.json").read_text())
+    assert g_eval["steps"] == 2 and t_eval["steps"] == 2
+    for result in (g_eval, t_eval, stage1):
+        assert result["chamfer"] > 0
+        assert 0 <= result["normal_consistency"] <= 1
+        assert 0 <= result["fscore_1pct"] <= result["fscore_2pct"] <= 1
+        assert 0 <= result["silhouette_iou"] <= 1
+    assert math.isfinite(t_eval["psnr"]) and 0 < t_eval["psnr"] < 60
+    # the texture stage's mesh is the geometry stage's (minus small pieces): nearly the same scores
+    assert t_eval["faces"] <= g_eval["faces"]
+    # the stage runs were started from their upstream runs
+    assert json.loads((geometry / "bench_origin.json").read_text())["upstream"] == str(run)
+    assert json.loads((texture / "bench_origin.json").read_text())["upstream"] == str(geometry)
+    csv_header = _lines(out / "results.csv")[0].split(",")
+    for column in ("s2_chamfer_mean", "s2_normal_consistency_mean", "s2_fscore_1pct_mean", "s3_psnr_mean",
+                   "s3_chamfer_mean", "normal_consistency_mean", "fscore_2pct_mean"):
+        assert column in csv_header
+    row = dict(zip(csv_header, _lines(out / "results.csv")[1].split(",")))
+    assert float(row["s2_chamfer_mean"]) == pytest.approx(g_eval["chamfer"])
+    assert float(row["s3_psnr_mean"]) == pytest.approx(t_eval["psnr"])
+    text = (out / "results.md").read_text()
+    assert "## Stages" in text and "s2_chamfer ↓" in text and "s3_psnr ↑" in text
+    assert "stage 2 Chamfer" in capsys.readouterr().out
+
+    # Rerun: everything scored, nothing retrained.
+    g_lines, t_lines = _lines(geometry / "metrics.jsonl"), _lines(texture / "metrics.jsonl")
+    assert main(argv) == 0
+    assert _lines(geometry / "metrics.jsonl") == g_lines and _lines(texture / "metrics.jsonl") == t_lines
+
+    # A longer geometry stage continues that run; the texture run, started from the old geometry
+    # checkpoint, is set aside and started again from the new one.
+    longer = argv[:argv.index("--stage-steps")] + ["--stage-steps", "3", "2"] + argv[argv.index("--stage-steps") + 3:]
+    assert main(longer) == 0
+    g_records = [json.loads(x) for x in _lines(geometry / "metrics.jsonl")]
+    assert g_records[:len(g_lines)] == [json.loads(x) for x in g_lines] and max(r["step"] for r in g_records) == 3
+    assert json.loads((geometry / "stage_eval.json").read_text())["steps"] == 3
+    assert (run / "texture.stale" / "stage_eval.json").is_file()
+    assert json.loads((texture / "stage_eval.json").read_text())["steps"] == 2
+
+
+def test_bench_stage_options_are_checked(tmp_path, capsys):
+    from l2vsd_ext.shapes.bench import main
+
+    base = ["--modes", "sds", "--objects", "duck", "--seeds", "0", "--out", str(tmp_path / "b")]
+    for extra, message in ((["--stages", "1", "3"], "--stages: each stage starts from the one before"),
+                           (["--stages", "1", "2", "--stage-steps", "0", "5"], "--stage-steps: must be >= 1"),
+                           (["--stages", "1", "2", "--tet-resolution", "1"], "--tet-resolution: must be >= 2")):
+        assert main(base + extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and message in err
+    assert not os.path.isdir(tmp_path / "b" / "runs")

@@ -208,3 +208,52 @@ def test_sigterm_checkpoints_and_says_how_to_resume_this_stage(stage1, tmp_path)
     assert step >= 1 and [r["step"] for r in _records(out)] == list(range(step + 1))
     assert main(["--stage", "geometry", "--out", str(out), "--resume", "--steps", str(step + 1)]) == 0
     assert [r["step"] for r in _records(out)] == list(range(step + 2))
+
+
+def _frames(folder):
+    import imageio.v3 as iio
+
+    names = sorted(os.listdir(folder / "turntable"))
+    return names, torch.stack([torch.as_tensor(iio.imread(folder / "turntable" / n)) for n in names]).float() / 255
+
+
+def test_geometry_turntable_shows_the_final_mesh_and_respects_no_export(stage1, tmp_path):
+    import imageio.v3 as iio
+
+    from l2vsd_ext.mesh.render import render_mesh
+    from l2vsd_ext.mesh.stage_geometry import mesh_from_state
+    from l2vsd_ext.scene import CameraSampler
+
+    out = tmp_path / "geom"
+    assert main(geometry(stage1, out, 2, "--turntable-views", "6")) == 0
+    names, frames = _frames(out)
+    assert names == [f"frame_{i:03d}.png" for i in range(6)]
+    # each frame is the normal render of the final mesh from the orbit (up to PNG rounding)
+    vertices, faces, _, _ = mesh_from_state(load_checkpoint(str(out / "checkpoints" / "last.pt")))
+    h = frames.shape[1]
+    cams = CameraSampler(height=h, width=h).orbit(6)
+    expected = render_mesh(vertices, faces, cams.c2w, cams.fovy, h, h).normal
+    assert (frames - expected).abs().max() < 1.5 / 255
+    assert (frames[0] - frames[3]).abs().mean() > 0.01  # the orbit turns
+    assert iio.imread(out / "export" / "turntable.gif", index=None).shape[0] == 6
+    assert (out / "export" / "turntable.mp4").stat().st_size > 0
+    assert (out / "export" / "contact_sheet.png").is_file() and (out / "export" / "mesh.obj").is_file()
+
+    # --no-export: the frames only; --turntable-views 0: no turntable, the mesh still exported
+    quiet = tmp_path / "quiet"
+    assert main(geometry(stage1, quiet, 2, "--turntable-views", "3", "--no-export")) == 0
+    assert _frames(quiet)[0] == [f"frame_{i:03d}.png" for i in range(3)] and not (quiet / "export").exists()
+    none = tmp_path / "none"
+    assert main(geometry(stage1, none, 2, "--turntable-views", "0")) == 0
+    assert not (none / "turntable").exists() and not (none / "export" / "turntable.mp4").exists()
+    assert (none / "export" / "mesh.obj").is_file()
+    # both may change on --resume (how watched, not what a step computes)
+    resumed = tmp_path / "resumed"
+    assert main(geometry(stage1, resumed, 4, "--stop-after", "2")) == 0
+    assert not (resumed / "turntable").exists()
+    assert main(["--stage", "geometry", "--out", str(resumed), "--resume", "--turntable-views", "2",
+                 "--no-export"]) == 0
+    assert len(_frames(resumed)[0]) == 2 and not (resumed / "export").exists()
+    # a rewrite (resuming a finished run with fewer views) leaves no stale frames behind
+    assert main(["--stage", "geometry", "--out", str(resumed), "--resume", "--turntable-views", "1"]) == 0
+    assert _frames(resumed)[0] == ["frame_000.png"]

@@ -190,9 +190,14 @@ def write_turntable(trainer, config) -> tuple[dict, object]:
     from ..run_folder import RunFolder
     from ..trainer import save_png
 
+    folder = RunFolder(config.out)
+    old = folder.path("turntable")
+    if os.path.isdir(old):  # an earlier write (a finished run resumed): no stale frames left behind
+        for name in os.listdir(old):
+            if name.startswith("frame_") and name.endswith(".png"):
+                os.remove(os.path.join(old, name))
     if not config.turntable_views:
         return {}, None
-    folder = RunFolder(config.out)
     resolution = config.resolution + config.resolution % 2
     frames = trainer.render_views(config.turntable_views, resolution=resolution)
     for i, frame in enumerate(frames):

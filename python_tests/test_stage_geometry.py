@@ -257,3 +257,83 @@ def test_geometry_turntable_shows_the_final_mesh_and_respects_no_export(stage1, 
     # a rewrite (resuming a finished run with fewer views) leaves no stale frames behind
     assert main(["--stage", "geometry", "--out", str(resumed), "--resume", "--turntable-views", "1"]) == 0
     assert _frames(resumed)[0] == ["frame_000.png"]
+
+
+# -- a tet grid too large for memory ----------------------------------------------------------------
+def test_tet_grid_counts_match_the_built_grid():
+    from l2vsd_ext.mesh.memory import tet_grid_counts
+    from l2vsd_ext.mesh.tetgrid import make_tet_grid
+
+    for r in (1, 2, 3, 5, 8):
+        grid = make_tet_grid(r)
+        assert tet_grid_counts(r) == (grid.vertices.shape[0], grid.tets.shape[0], grid.edges.shape[0])
+
+
+_PEAK_SCRIPT = """
+import gc, resource, sys, torch
+torch.set_num_threads(1)
+from l2vsd_ext.mesh.marching_tets import marching_tets, vertex_positions
+from l2vsd_ext.mesh.tetgrid import make_tet_grid
+from l2vsd_ext.scene.regularizers import mesh_laplacian_smoothing, mesh_normal_consistency
+
+def steps(r, n):
+    grid = make_tet_grid(r)
+    sdf = torch.nn.Parameter(grid.vertices.norm(dim=-1) - 0.6 + 0.01 * torch.randn(grid.vertices.shape[0]))
+    offsets = torch.nn.Parameter(0.1 * torch.randn_like(grid.vertices))
+    opt = torch.optim.Adam([sdf, offsets], lr=1e-3)
+    for _ in range(n):
+        m = marching_tets(vertex_positions(grid, offsets), sdf, grid)
+        loss = m.vertices.square().sum() + mesh_normal_consistency(m.vertices, m.faces) \\
+            + mesh_laplacian_smoothing(m.vertices, m.faces)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+steps(4, 2)  # warm-up: lazily loaded code and pools are in the baseline
+gc.collect()
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+steps(int(sys.argv[1]), 2)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024)
+"""
+
+
+def test_tet_grid_memory_estimate_covers_the_measured_peak():
+    import subprocess
+    import sys
+
+    from l2vsd_ext.mesh.memory import estimate_tet_grid_memory
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = 40
+    done = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(r)], capture_output=True, text=True, cwd=root,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": root}, check=True)
+    measured = int(done.stdout.strip().splitlines()[-1])
+    estimate = estimate_tet_grid_memory(r, render_resolution=16).total_bytes
+    print(f"R={r}: measured peak {measured / 2**20:.0f} MiB, estimate {estimate / 2**20:.0f} MiB")
+    assert measured <= estimate <= 3 * measured
+
+
+def test_a_tet_grid_too_large_for_memory_is_refused_before_anything_is_written(stage1, tmp_path, capsys,
+                                                                                monkeypatch):
+    from l2vsd_ext.mesh import memory
+
+    # against a given amount of memory: 128^3 cells need several GiB, 16^3 a few MiB
+    with pytest.raises(ValueError, match="--tet-resolution: 128 needs about .* GiB .* 12,582,912 tets"):
+        memory.check_tet_grid_memory(128, 0.8, 64, 1, available=2 ** 30)
+    assert memory.check_tet_grid_memory(16, 0.8, 64, 1, available=2 ** 30).total_bytes < 0.1 * 2 ** 30
+    before = _snapshot(stage1)
+    out = tmp_path / "geom"
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 2 ** 30)
+    err = _one_line_exit_2(capsys, geometry(stage1, out, 2, "--tet-resolution", "128"))
+    assert "--tet-resolution: 128 needs about" in err and "--max-memory-fraction 0.8 of the 1.00 GiB" in err
+    assert not out.exists() and _snapshot(stage1) == before
+    monkeypatch.undo()
+    # the fraction is settable, and checked on --resume too (nothing in the run changes)
+    err = _one_line_exit_2(capsys, geometry(stage1, out, 2, "--max-memory-fraction", "1e-9"))
+    assert "--tet-resolution: 16 needs about" in err and not out.exists()
+    assert "--max-memory-fraction" in _one_line_exit_2(capsys, geometry(stage1, out, 2, "--max-memory-fraction", "2"))
+    assert main(geometry(stage1, out, 2, "--stop-after", "2")) == 0
+    ran = _snapshot(out)
+    err = _one_line_exit_2(capsys, ["--stage", "geometry", "--out", str(out), "--resume", "--steps", "4",
+                                    "--max-memory-fraction", "1e-9"])
+    assert "needs about" in err and _snapshot(out) == ran

@@ -68,10 +68,14 @@ class StageConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(self, name)}")
 
+    def check_memory(self) -> None:
+        """Refuses (ConfigError) settings this machine has not the memory for; a stage that builds
+        something large overrides it."""
+
 
 # Changeable on --resume (how long and how watched, not what a step computes).
 CHANGEABLE_ON_RESUME = ("steps", "val_every", "ckpt_every", "max_nonfinite_steps", "device", "turntable_views",
-                        "export_at_end")
+                        "export_at_end", "max_memory_fraction")
 
 
 class StageTrainer:

@@ -247,6 +247,7 @@ def main(stage: str, argv, prior=None) -> int:
             config = new_config(stage, config_cls, given, overrides)  # reads --init-from, writes nothing
             validate(config.guidance)
             config.validate()
+            config.check_memory()  # before the folder, the lock or the conversion
         out = given.get("out", config_cls.out)
         check_out_writable(out)
         lock = lock_folder(out, "--out")
@@ -254,6 +255,7 @@ def main(stage: str, argv, prior=None) -> int:
         if given.get("resume"):
             config, changes = resumed_config(config_cls, given, overrides)
             config.validate()
+            config.check_memory()
         else:
             from ..run_folder import RunFolder
 

@@ -368,13 +368,14 @@ def main(argv=None) -> int:
                     if len(args.stages) > 1:
                         result.update(stage_scores(run_dir, obj, args.stages,
                                                    dict(zip((2, 3), args.stage_steps)), args))
-                        print(f"shapes.bench: {obj} {label} seed {seed}: {stage_summary(result)}", flush=True)
                     results.append(result)
                     curves.append(curve)
                     kid = f" KID {result['kid']:.3g}" if "kid" in result else ""
                     print(f"shapes.bench: {obj} {label} seed {seed}: PSNR {result['psnr']:.2f} "
                           f"IoU {result['silhouette_iou']:.3f} front {result['front_recovered']:.2f}{kid}",
                           flush=True)
+                    if len(args.stages) > 1:
+                        print(f"shapes.bench: {obj} {label} seed {seed}: {stage_summary(result)}", flush=True)
         reference = truth_kid(args.out, objects, scorer) if scorer is not None else None
         print(aggregate(results, args.out, baseline, reference))
         if baseline is None:

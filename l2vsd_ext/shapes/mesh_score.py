@@ -52,12 +52,24 @@ def normal_consistency(vertices: torch.Tensor, faces: torch.Tensor, obj) -> floa
 
 
 @functools.lru_cache(maxsize=8)
-def _truth(key: str):
-    """(surface points, bounding-box diagonal) of an object: score.py's true surface points, cached."""
+def true_mesh(key: str):
+    """The object's true surface as a trimesh: score.py's marching cubes of the SDF's zero set
+    (resolution 160), cached."""
+    from ..export import extract_mesh
+    from .field import AnalyticField
     from .objects import OBJECTS
-    from .score import true_surface_points
 
-    points = true_surface_points(OBJECTS[key])
+    field = AnalyticField(OBJECTS[key])
+    return extract_mesh(field, resolution=160, threshold=field.max_density / 2)
+
+
+@functools.lru_cache(maxsize=8)
+def _truth(key: str):
+    """(surface points, bounding-box diagonal) of an object: the same points as
+    score.true_surface_points (same mesh, same sampling), cached."""
+    from .score import surface_samples
+
+    points = surface_samples(true_mesh(key))
     return points, float((points.max(0).values - points.min(0).values).norm())
 
 

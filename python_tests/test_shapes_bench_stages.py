@@ -68,6 +68,15 @@ def test_score_mesh_of_the_true_surface_beats_a_shifted_copy():
     assert own["fscore_1pct"] <= own["fscore_2pct"]
     assert own["chamfer"] < 0.5 * shifted["chamfer"]
     assert shifted["fscore_1pct"] < 0.5 * own["fscore_1pct"]
+    # the silhouette against the rasterized true mesh: 1 for the true mesh, lower when shifted
+    from l2vsd_ext.shapes.mesh_score import true_mesh
+    from l2vsd_ext.shapes.stage_bench import mesh_silhouette_iou
+
+    truth = true_mesh("duck")
+    tv, tf = torch.as_tensor(truth.vertices, dtype=torch.float32), torch.as_tensor(truth.faces)
+    assert mesh_silhouette_iou(tv, tf, "duck") == pytest.approx(1.0)
+    assert mesh_silhouette_iou(v.float(), f, "duck") > 0.9
+    assert mesh_silhouette_iou(v.float() + torch.tensor([0.0, 0.1, 0.0]), f, "duck") < 0.85
     empty = score_mesh(torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.long), obj)
     assert math.isnan(empty["chamfer"]) and empty["faces"] == 0
 
@@ -113,6 +122,7 @@ def test_bench_with_stages_end_to_end_resume_continue_and_stale(tmp_path, capsys
     t_eval = json.loads((texture / "stage_eval.json").read_text())
     stage1 = json.loads((run / "shapes_eval.json").read_text())
     assert g_eval["steps"] == 2 and t_eval["steps"] == 2
+    assert 0 <= stage1["mesh_silhouette_iou"] <= 1
     for result in (g_eval, t_eval, stage1):
         assert result["chamfer"] > 0
         assert 0 <= result["normal_consistency"] <= 1
@@ -133,6 +143,7 @@ def test_bench_with_stages_end_to_end_resume_continue_and_stale(tmp_path, capsys
     assert float(row["s3_psnr_mean"]) == pytest.approx(t_eval["psnr"])
     text = (out / "results.md").read_text()
     assert "## Stages" in text and "s2_chamfer ↓" in text and "s3_psnr ↑" in text
+    assert "| mesh_silhouette_iou ↑ | s2_silhouette_iou ↑ | s3_silhouette_iou ↑ |" in text
     assert "stage 2 Chamfer" in capsys.readouterr().out
 
     # Rerun: everything scored, nothing retrained.

@@ -37,12 +37,12 @@ from ..checkpoint import atomic_write_bytes
 from ..config import MODES, ConfigError
 from .cases import CaseError, parse_cases
 from .objects import OBJECTS
-from .stage_bench import stage_scores, stage_summary
+from .stage_bench import mesh_silhouette_iou, stage_scores, stage_summary
 from .tables import METRICS, aggregate  # noqa: F401  (METRICS: the original columns, for callers)
 
 EVAL_FILE = "shapes_eval.json"
 # 2: front_recovered, front_margin_db and the metrics.jsonl diagnostics (diag_*) are in the file.
-# 3: the mesh's normal consistency and F-scores (mesh_score) are.
+# 3: the mesh's normal consistency, F-scores (mesh_score) and mesh_silhouette_iou are.
 EVAL_VERSION = 3
 DIAGNOSTICS_TAIL = 0.2  # diagnostics: mean over the last 20 % of a run's steps
 KID_TRUTH_FILE = "kid_truth.json"
@@ -160,9 +160,11 @@ def evaluate_run(run_dir: str, obj_key: str) -> dict:
     result = score_renderer(renderer, OBJECTS[obj_key])
     # Chamfer, normal consistency, F-scores: the same code as the mesh stages' (mesh_score).
     empty = torch.zeros(0, 3, dtype=torch.long)
-    result.update({k: v for k, v in score_mesh(
-        torch.as_tensor(mesh.vertices) if mesh is not None else empty.float(),
-        torch.as_tensor(mesh.faces) if mesh is not None else empty, OBJECTS[obj_key]).items() if k != "faces"})
+    vertices = torch.as_tensor(mesh.vertices, dtype=torch.float32) if mesh is not None else empty.float()
+    faces = torch.as_tensor(mesh.faces) if mesh is not None else empty
+    result.update({k: v for k, v in score_mesh(vertices, faces, OBJECTS[obj_key]).items() if k != "faces"})
+    # the mesh's silhouette against the rasterized true mesh, as the mesh stages' (stage_bench)
+    result["mesh_silhouette_iou"] = mesh_silhouette_iou(vertices, faces, obj_key)
     result.update(object=obj_key, prompt=OBJECTS[obj_key].prompt, mode=config.mode, seed=config.seed,
                   steps=step, eta=config.eta, last_layer=config.last_layer,
                   esd_lambda=config.esd_lambda, eval_version=EVAL_VERSION, **run_diagnostics(run_dir))

@@ -110,7 +110,6 @@ def evaluate_stage(run_dir: str, stage: int, obj_key: str) -> dict:
     (truth_mesh_renders): the volume-rendered truth's silhouette lies ~0.02 outside the surface
     (its density is a sigmoid of the SDF), which alone costs a perfect mesh ~10 % IoU."""
     from ..checkpoint import load_checkpoint
-    from ..mesh.render import render_mesh
     from ..trainer import CHECKPOINT
     from .mesh_score import score_mesh
     from .metrics import psnr, silhouette_iou, ssim
@@ -132,8 +131,7 @@ def evaluate_stage(run_dir: str, stage: int, obj_key: str) -> dict:
     if faces.shape[0] == 0:
         result.update(silhouette_iou=math.nan, psnr=math.nan, ssim=math.nan)
     elif stage == 2:
-        coverage = render_mesh(vertices, faces, cams.c2w, cams.fovy, cams.height, cams.width).mask[..., 0]
-        result["silhouette_iou"] = silhouette_iou(coverage, truth_mask)
+        result["silhouette_iou"] = mesh_silhouette_iou(vertices, faces, obj_key, cams, truth_mask)
     else:
         rgb, coverage = textured_renders(state, vertices, faces, cams)
         result.update(silhouette_iou=silhouette_iou(coverage, truth_mask),
@@ -141,6 +139,23 @@ def evaluate_stage(run_dir: str, stage: int, obj_key: str) -> dict:
     result.update(stage=STAGE_NAMES[stage], steps=state["step"], stage_eval_version=STAGE_EVAL_VERSION)
     atomic_write_bytes(os.path.join(folder, STAGE_EVAL_FILE), json.dumps(result, indent=2).encode())
     return result
+
+
+@torch.no_grad()
+def mesh_silhouette_iou(vertices, faces, obj_key: str, cams=None, truth_mask=None) -> float:
+    """Silhouette IoU of a mesh against the rasterized true mesh from the held-out cameras (NaN
+    for an empty mesh): comparable across stages 1 (its marching-cubes mesh), 2 and 3."""
+    from ..mesh.render import render_mesh
+    from .metrics import silhouette_iou
+    from .score import held_out_cameras
+
+    if faces.shape[0] == 0:
+        return math.nan
+    cams = cams if cams is not None else held_out_cameras()
+    if truth_mask is None:
+        truth_mask = truth_mesh_renders(obj_key, cams)[1]
+    coverage = render_mesh(vertices.float(), faces, cams.c2w, cams.fovy, cams.height, cams.width).mask[..., 0]
+    return silhouette_iou(coverage, truth_mask)
 
 
 @torch.no_grad()

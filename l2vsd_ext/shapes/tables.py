@@ -16,11 +16,15 @@ NEW_METRICS = ("front_recovered", "front_margin_db", "kid", "kid_front", "kid_si
 # Mesh scores of every stage: stage 1's (its marching-cubes mesh) unprefixed, the geometry and
 # texture stages' (shapes.stage_bench) as s2_ / s3_, grouped by metric so that the stages of one
 # metric stand side by side. Stage 1's image scores join the group only when a later stage ran.
-MESH_METRICS = ("chamfer", "normal_consistency", "fscore_1pct", "fscore_2pct")
-STAGE_IMAGE_METRICS = ("silhouette_iou", "psnr", "ssim")
-STAGE_METRICS = tuple(f"{p}{m}" for m in MESH_METRICS + STAGE_IMAGE_METRICS for p in ("", "s2_", "s3_"))
+# Silhouettes: stage 1's mesh_silhouette_iou (its mesh, rasterized) stands beside the later stages'
+# (the volume render's silhouette_iou is against the volume-rendered truth: another reference).
+MESH_METRICS = ("chamfer", "normal_consistency", "fscore_1pct", "fscore_2pct", "mesh_silhouette_iou")
+STAGE_METRICS = (tuple(f"{p}{m}" for m in ("chamfer", "normal_consistency", "fscore_1pct", "fscore_2pct")
+                       for p in ("", "s2_", "s3_"))
+                 + ("mesh_silhouette_iou", "s2_silhouette_iou", "s3_silhouette_iou", "psnr", "s3_psnr", "ssim",
+                    "s3_ssim"))
 HIGHER_IS_BETTER = {"psnr", "ssim", "silhouette_iou", "front_recovered", "front_margin_db", "normal_consistency",
-                    "fscore_1pct", "fscore_2pct"}
+                    "fscore_1pct", "fscore_2pct", "mesh_silhouette_iou"}
 LOWER_IS_BETTER = {"depth_error", "chamfer", "janus", "seconds_per_it", "kid", "kid_front", "kid_side",
                    "kid_back", "steps90_psnr", "steps90_ssim"}
 HIGHER_IS_BETTER |= {p + m for m in HIGHER_IS_BETTER for p in ("s2_", "s3_")}

@@ -270,11 +270,16 @@ def test_tet_grid_counts_match_the_built_grid():
 
 
 _PEAK_SCRIPT = """
-import gc, resource, sys, torch
+import gc, sys, torch
 torch.set_num_threads(1)
 from l2vsd_ext.mesh.marching_tets import marching_tets, vertex_positions
 from l2vsd_ext.mesh.tetgrid import make_tet_grid
 from l2vsd_ext.scene.regularizers import mesh_laplacian_smoothing, mesh_normal_consistency
+
+def status(key):  # kB -> bytes; this process's own (ru_maxrss would carry the parent's peak over exec)
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
 
 def steps(r, n):
     grid = make_tet_grid(r)
@@ -291,9 +296,14 @@ def steps(r, n):
 
 steps(4, 2)  # warm-up: lazily loaded code and pools are in the baseline
 gc.collect()
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")  # the peak RSS starts again from the current RSS
+except OSError:
+    pass
+base = status("VmRSS")
 steps(int(sys.argv[1]), 2)
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024)
+print(status("VmHWM") - base)
 """
 
 

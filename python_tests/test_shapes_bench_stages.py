@@ -169,14 +169,22 @@ def test_bench_with_stages_end_to_end_resume_continue_and_stale(tmp_path, capsys
     assert json.loads((texture / "stage_eval.json").read_text())["steps"] == 2
 
 
-def test_bench_stage_options_are_checked(tmp_path, capsys):
+def test_bench_stage_options_are_checked(tmp_path, capsys, monkeypatch):
     from l2vsd_ext.shapes.bench import main
 
     base = ["--modes", "sds", "--objects", "duck", "--seeds", "0", "--out", str(tmp_path / "b")]
     for extra, message in ((["--stages", "1", "3"], "--stages: each stage starts from the one before"),
                            (["--stages", "1", "2", "--stage-steps", "0", "5"], "--stage-steps: must be >= 1"),
-                           (["--stages", "1", "2", "--tet-resolution", "1"], "--tet-resolution: must be >= 2")):
+                           (["--stages", "1", "2", "--tet-resolution", "1"], "--tet-resolution: must be >= 2"),
+                           (["--stages", "1", "2", "--tet-resolution", "300"], "--tet-resolution: must be in [2, 256]")):
         assert main(base + extra) == 2
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and message in err
+    # a tet grid too large for memory is refused before any stage-1 run trains
+    from l2vsd_ext.mesh import memory
+
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 2 ** 30)
+    assert main(base + ["--stages", "1", "2", "--tet-resolution", "128"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--tet-resolution: 128 needs about" in err
     assert not os.path.isdir(tmp_path / "b" / "runs")

@@ -295,6 +295,18 @@ def check_args(args) -> dict:
         raise BenchError(f"--stages: each stage starts from the one before: give 1, 1 2 or 1 2 3, "
                          f"got {' '.join(map(str, args.stages))}")
     args.stages = sorted(set(args.stages))
+    if 2 in args.stages:  # refused now, not after the stage-1 runs have trained
+        from ..mesh.memory import check_tet_grid_memory
+        from ..mesh.stage_geometry import GeometryConfig
+
+        if args.tet_resolution > 256:
+            raise BenchError(f"--tet-resolution: must be in [2, 256], got {args.tet_resolution}")
+        try:
+            check_tet_grid_memory(args.tet_resolution, GeometryConfig.max_memory_fraction, 64, 1)
+        except ValueError as err:
+            raise BenchError(str(err).replace("--max-memory-fraction", "the geometry stage's --max-memory-fraction")
+                             .replace("; lower --tet-resolution or raise the geometry stage's --max-memory-fraction",
+                                      "; lower --tet-resolution")) from None
     if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
         raise BenchError(f"--seeds: must be distinct and >= 0, got {' '.join(map(str, args.seeds))}")
     extra = {**({"last_layer": "true"} if args.last_layer else {}),

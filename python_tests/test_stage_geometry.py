@@ -238,6 +238,7 @@ def test_geometry_turntable_shows_the_final_mesh_and_respects_no_export(stage1, 
     assert iio.imread(out / "export" / "turntable.gif", index=None).shape[0] == 6
     assert (out / "export" / "turntable.mp4").stat().st_size > 0
     assert (out / "export" / "contact_sheet.png").is_file() and (out / "export" / "mesh.obj").is_file()
+    assert not [n for n in os.listdir(out / "export") if n.startswith(".partial")]
 
     # --no-export: the frames only; --turntable-views 0: no turntable, the mesh still exported
     quiet = tmp_path / "quiet"

@@ -204,9 +204,17 @@ def write_turntable(trainer, config) -> tuple[dict, object]:
         save_png(frame[None], folder.claim("turntable", f"frame_{i:03d}.png"))
     written = {"turntable": os.path.join(config.out, "turntable", "frame_NNN.png")}
     if config.export_at_end:
-        written["mp4"] = write_mp4(frames, folder.claim("export", "turntable.mp4"))
-        written["gif"] = write_gif(frames, folder.claim("export", "turntable.gif"))
-        written["contact_sheet"] = write_contact_sheet(frames, folder.claim("export", "contact_sheet.png"))
+        for name, file, write in (("mp4", "turntable.mp4", write_mp4), ("gif", "turntable.gif", write_gif),
+                                  ("contact_sheet", "contact_sheet.png", write_contact_sheet)):
+            final = folder.claim("export", file)
+            partial = os.path.join(os.path.dirname(final), ".partial-" + file)  # same extension: same format
+            try:
+                write(frames, partial)
+                os.replace(partial, final)  # a killed write never leaves a truncated video in place
+            finally:
+                if os.path.exists(partial):
+                    os.remove(partial)
+            written[name] = final
     return written, frames
 
 

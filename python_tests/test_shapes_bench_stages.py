@@ -168,6 +168,16 @@ def test_bench_with_stages_end_to_end_resume_continue_and_stale(tmp_path, capsys
     assert (run / "texture.stale" / "stage_eval.json").is_file()
     assert json.loads((texture / "stage_eval.json").read_text())["steps"] == 2
 
+    # A texture run stopped before its first checkpoint is set aside and started again.
+    import shutil
+
+    shutil.rmtree(texture / "checkpoints")
+    (texture / "stage_eval.json").unlink()
+    assert main(longer) == 0
+    assert (texture / "checkpoints" / "last.pt").is_file()
+    assert json.loads((texture / "stage_eval.json").read_text())["steps"] == 2
+    assert not (run / "texture.stale" / "checkpoints").exists()  # the set-aside copy is the stopped run
+
 
 def test_bench_stage_options_are_checked(tmp_path, capsys, monkeypatch):
     from l2vsd_ext.shapes.bench import main

@@ -67,16 +67,25 @@ def _read_json(path: str):
 
 
 def _set_aside_if_stale(folder: str, upstream_digest: str) -> bool:
-    """Moves a stage run started from another upstream checkpoint to <folder>.stale; True if so."""
+    """Moves a stage run that cannot be continued to <folder>.stale: one started from another
+    upstream checkpoint, or one stopped before its first checkpoint (its run files would make the
+    run CLI refuse the folder). True if moved."""
+    from ..run_folder import RunFolder
+
     if not os.path.isdir(folder):
         return False
     origin = _read_json(os.path.join(folder, ORIGIN_FILE)) or {}
-    if origin.get("upstream_checkpoint_sha256") == upstream_digest:
+    run = RunFolder(folder)
+    if origin.get("upstream_checkpoint_sha256") != upstream_digest:
+        why = "was started from an older upstream run"
+    elif not run.has_checkpoint() and run.run_files():
+        why = "stopped before its first checkpoint"
+    else:
         return False
     stale = folder + ".stale"
     shutil.rmtree(stale, ignore_errors=True)
     os.replace(folder, stale)
-    print(f"shapes.bench: {folder} was started from an older upstream run; moved to {stale}", flush=True)
+    print(f"shapes.bench: {folder} {why}; moved to {stale}", flush=True)
     return True
 
 

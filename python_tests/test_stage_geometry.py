@@ -208,3 +208,143 @@ def test_sigterm_checkpoints_and_says_how_to_resume_this_stage(stage1, tmp_path)
     assert step >= 1 and [r["step"] for r in _records(out)] == list(range(step + 1))
     assert main(["--stage", "geometry", "--out", str(out), "--resume", "--steps", str(step + 1)]) == 0
     assert [r["step"] for r in _records(out)] == list(range(step + 2))
+
+
+def _frames(folder):
+    import imageio.v3 as iio
+
+    names = sorted(os.listdir(folder / "turntable"))
+    return names, torch.stack([torch.as_tensor(iio.imread(folder / "turntable" / n)) for n in names]).float() / 255
+
+
+def test_geometry_turntable_shows_the_final_mesh_and_respects_no_export(stage1, tmp_path):
+    import imageio.v3 as iio
+
+    from l2vsd_ext.mesh.render import render_mesh
+    from l2vsd_ext.mesh.stage_geometry import mesh_from_state
+    from l2vsd_ext.scene import CameraSampler
+
+    out = tmp_path / "geom"
+    assert main(geometry(stage1, out, 2, "--turntable-views", "6")) == 0
+    names, frames = _frames(out)
+    assert names == [f"frame_{i:03d}.png" for i in range(6)]
+    # each frame is the normal render of the final mesh from the orbit (up to PNG rounding)
+    vertices, faces, _, _ = mesh_from_state(load_checkpoint(str(out / "checkpoints" / "last.pt")))
+    h = frames.shape[1]
+    cams = CameraSampler(height=h, width=h).orbit(6)
+    expected = render_mesh(vertices, faces, cams.c2w, cams.fovy, h, h).normal
+    assert (frames - expected).abs().max() < 1.5 / 255
+    assert (frames[0] - frames[3]).abs().mean() > 0.01  # the orbit turns
+    assert iio.imread(out / "export" / "turntable.gif", index=None).shape[0] == 6
+    assert (out / "export" / "turntable.mp4").stat().st_size > 0
+    assert (out / "export" / "contact_sheet.png").is_file() and (out / "export" / "mesh.obj").is_file()
+    assert not [n for n in os.listdir(out / "export") if n.startswith(".partial")]
+
+    # --no-export: the frames only; --turntable-views 0: no turntable, the mesh still exported
+    quiet = tmp_path / "quiet"
+    assert main(geometry(stage1, quiet, 2, "--turntable-views", "3", "--no-export")) == 0
+    assert _frames(quiet)[0] == [f"frame_{i:03d}.png" for i in range(3)] and not (quiet / "export").exists()
+    none = tmp_path / "none"
+    assert main(geometry(stage1, none, 2, "--turntable-views", "0")) == 0
+    assert not (none / "turntable").exists() and not (none / "export" / "turntable.mp4").exists()
+    assert (none / "export" / "mesh.obj").is_file()
+    # both may change on --resume (how watched, not what a step computes)
+    resumed = tmp_path / "resumed"
+    assert main(geometry(stage1, resumed, 4, "--stop-after", "2")) == 0
+    assert not (resumed / "turntable").exists()
+    assert main(["--stage", "geometry", "--out", str(resumed), "--resume", "--turntable-views", "2",
+                 "--no-export"]) == 0
+    assert len(_frames(resumed)[0]) == 2 and not (resumed / "export").exists()
+    # a rewrite (resuming a finished run with fewer views) leaves no stale frames behind
+    assert main(["--stage", "geometry", "--out", str(resumed), "--resume", "--turntable-views", "1"]) == 0
+    assert _frames(resumed)[0] == ["frame_000.png"]
+
+
+# -- a tet grid too large for memory ----------------------------------------------------------------
+def test_tet_grid_counts_match_the_built_grid():
+    from l2vsd_ext.mesh.memory import tet_grid_counts
+    from l2vsd_ext.mesh.tetgrid import make_tet_grid
+
+    for r in (1, 2, 3, 5, 8):
+        grid = make_tet_grid(r)
+        assert tet_grid_counts(r) == (grid.vertices.shape[0], grid.tets.shape[0], grid.edges.shape[0])
+
+
+_PEAK_SCRIPT = """
+import gc, sys, torch
+torch.set_num_threads(1)
+from l2vsd_ext.mesh.marching_tets import marching_tets, vertex_positions
+from l2vsd_ext.mesh.tetgrid import make_tet_grid
+from l2vsd_ext.scene.regularizers import mesh_laplacian_smoothing, mesh_normal_consistency
+
+def status(key):  # kB -> bytes; this process's own (ru_maxrss would carry the parent's peak over exec)
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+
+def steps(r, n):
+    grid = make_tet_grid(r)
+    sdf = torch.nn.Parameter(grid.vertices.norm(dim=-1) - 0.6 + 0.01 * torch.randn(grid.vertices.shape[0]))
+    offsets = torch.nn.Parameter(0.1 * torch.randn_like(grid.vertices))
+    opt = torch.optim.Adam([sdf, offsets], lr=1e-3)
+    for _ in range(n):
+        m = marching_tets(vertex_positions(grid, offsets), sdf, grid)
+        loss = m.vertices.square().sum() + mesh_normal_consistency(m.vertices, m.faces) \\
+            + mesh_laplacian_smoothing(m.vertices, m.faces)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+steps(4, 2)  # warm-up: lazily loaded code and pools are in the baseline
+gc.collect()
+try:
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")  # the peak RSS starts again from the current RSS
+except OSError:
+    pass
+base = status("VmRSS")
+steps(int(sys.argv[1]), 2)
+print(status("VmHWM") - base)
+"""
+
+
+def test_tet_grid_memory_estimate_covers_the_measured_peak():
+    import subprocess
+    import sys
+
+    from l2vsd_ext.mesh.memory import estimate_tet_grid_memory
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = 40
+    done = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(r)], capture_output=True, text=True, cwd=root,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": root}, check=True)
+    measured = int(done.stdout.strip().splitlines()[-1])
+    estimate = estimate_tet_grid_memory(r, render_resolution=16).total_bytes
+    print(f"R={r}: measured peak {measured / 2**20:.0f} MiB, estimate {estimate / 2**20:.0f} MiB")
+    assert measured <= estimate <= 3 * measured
+
+
+def test_a_tet_grid_too_large_for_memory_is_refused_before_anything_is_written(stage1, tmp_path, capsys,
+                                                                                monkeypatch):
+    from l2vsd_ext.mesh import memory
+
+    # against a given amount of memory: 128^3 cells need several GiB, 16^3 a few MiB
+    with pytest.raises(ValueError, match="--tet-resolution: 128 needs about .* GiB .* 12,582,912 tets"):
+        memory.check_tet_grid_memory(128, 0.8, 64, 1, available=2 ** 30)
+    assert memory.check_tet_grid_memory(16, 0.8, 64, 1, available=2 ** 30).total_bytes < 0.1 * 2 ** 30
+    before = _snapshot(stage1)
+    out = tmp_path / "geom"
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 2 ** 30)
+    err = _one_line_exit_2(capsys, geometry(stage1, out, 2, "--tet-resolution", "128"))
+    assert "--tet-resolution: 128 needs about" in err and "--max-memory-fraction 0.8 of the 1.00 GiB" in err
+    assert not out.exists() and _snapshot(stage1) == before
+    monkeypatch.undo()
+    # the fraction is settable, and checked on --resume too (nothing in the run changes)
+    err = _one_line_exit_2(capsys, geometry(stage1, out, 2, "--max-memory-fraction", "1e-9"))
+    assert "--tet-resolution: 16 needs about" in err and not out.exists()
+    assert "--max-memory-fraction" in _one_line_exit_2(capsys, geometry(stage1, out, 2, "--max-memory-fraction", "2"))
+    assert main(geometry(stage1, out, 2, "--stop-after", "2")) == 0
+    ran = _snapshot(out)
+    err = _one_line_exit_2(capsys, ["--stage", "geometry", "--out", str(out), "--resume", "--steps", "4",
+                                    "--max-memory-fraction", "1e-9"])
+    assert "needs about" in err and _snapshot(out) == ran

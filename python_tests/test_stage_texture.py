@@ -180,3 +180,37 @@ def test_texture_refuses_a_damaged_geometry_checkpoint(runs, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no readable geometry checkpoint" in err, err
     assert not out.exists()
+
+
+def test_texture_turntable_shows_the_textured_mesh(runs, tmp_path):
+    import imageio.v3 as iio
+
+    from l2vsd_ext.config import from_saved
+    from l2vsd_ext.mesh.stage_texture import render_textured
+    from l2vsd_ext.mesh.texture_field import TextureField
+    from l2vsd_ext.scene import CameraSampler
+    from l2vsd_ext.trainer import _index
+
+    _, geometry = runs
+    out = tmp_path / "tex"
+    assert main(texture(geometry, out, 2, "--turntable-views", "4")) == 0
+    names = sorted(os.listdir(out / "turntable"))
+    assert names == [f"frame_{i:03d}.png" for i in range(4)]
+    frames = torch.stack([torch.as_tensor(iio.imread(out / "turntable" / n)) for n in names]).float() / 255
+    # each frame is the final texture on the mesh over white, from the orbit (up to PNG rounding)
+    state = load_checkpoint(str(out / "checkpoints" / "last.pt"))
+    g = from_saved(state["config"]["guidance"])
+    field = TextureField(tuple(state["box"]["center"]), state["box"]["half_extent"], n_levels=g.n_levels,
+                         log2_hashmap_size=g.log2_hashmap_size)
+    field.load_state_dict(state["texture"])
+    h = frames.shape[1]
+    cams = CameraSampler(height=h, width=h).orbit(4)
+    with torch.no_grad():
+        expected = torch.cat([render_textured(state["vertices"], state["faces"], field, _index(cams, i),
+                                              torch.ones(1, 3))[0] for i in range(4)]).clamp(0, 1)
+    assert (frames - expected.permute(0, 2, 3, 1)).abs().max() < 1.5 / 255
+    assert (frames[:, 0, 0] == 1).all()  # white background in the corners
+    assert iio.imread(out / "export" / "turntable.gif", index=None).shape[0] == 4
+    quiet = tmp_path / "quiet"
+    assert main(texture(geometry, quiet, 2, "--turntable-views", "2", "--no-export")) == 0
+    assert len(os.listdir(quiet / "turntable")) == 2 and not (quiet / "export").exists()

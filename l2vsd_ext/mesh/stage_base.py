@@ -36,6 +36,10 @@ class StageConfig:
     max_nonfinite_steps: int = _f(3, "stop after this many steps whose gradient is mostly non-finite")
     device: str | None = _f(None, "cpu, cuda or cuda:N (default: cuda if available)")
     stop_after: int | None = _f(None, "stop as if killed after this step's checkpoint (tests)")
+    turntable_views: int | None = _f(None, "turntable frames written at the end into RUN/turntable/ (0: none; "
+                                           "default: the stage-1 run's)")
+    export_at_end: bool = _f(True, "mesh, pictures and turntable video into RUN/export/ at the end "
+                                   "(--no-export: off)")
     # The stage-1 run's settings with this stage's guidance changes (--mode, --set): the guidance input.
     guidance: RunConfig = field(default_factory=RunConfig)
     logger: str = "none"  # run_training's interface; the mesh stages log to metrics.jsonl only
@@ -58,13 +62,20 @@ class StageConfig:
             raise ConfigError(f"--steps: must be >= 1, got {self.steps}")
         if not (self.lr > 0 and self.lr < float("inf")):
             raise ConfigError(f"--lr: must be a finite number > 0, got {self.lr}")
+        if self.turntable_views is not None and self.turntable_views < 0:
+            raise ConfigError(f"--turntable-views: must be >= 0, got {self.turntable_views}")
         for name in ("val_every", "ckpt_every", "max_nonfinite_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(self, name)}")
 
+    def check_memory(self) -> None:
+        """Refuses (ConfigError) settings this machine has not the memory for; a stage that builds
+        something large overrides it."""
+
 
 # Changeable on --resume (how long and how watched, not what a step computes).
-CHANGEABLE_ON_RESUME = ("steps", "val_every", "ckpt_every", "max_nonfinite_steps", "device")
+CHANGEABLE_ON_RESUME = ("steps", "val_every", "ckpt_every", "max_nonfinite_steps", "device", "turntable_views",
+                        "export_at_end", "max_memory_fraction")
 
 
 class StageTrainer:
@@ -161,10 +172,14 @@ class StageTrainer:
 
     # -- outputs --------------------------------------------------------------------------------
     @torch.no_grad()
-    def render_views(self, n_views: int, elevation: float = 15.0) -> torch.Tensor:
-        """(n_views, 3, H, W) in [0, 1] from a fixed orbit."""
+    def render_views(self, n_views: int, elevation: float = 15.0, resolution: int | None = None) -> torch.Tensor:
+        """(n_views, 3, H, W) in [0, 1] from a fixed orbit (H = W = resolution, default the run's)."""
+        from ..scene import CameraSampler
         from ..trainer import _index
 
-        cams = self.cameras.orbit(n_views, elevation=elevation)
+        cameras = self.cameras
+        if resolution is not None:
+            cameras = CameraSampler(height=resolution, width=resolution, device=self.device)
+        cams = cameras.orbit(n_views, elevation=elevation)
         return torch.cat([self.render(_index(cams, i), training=False)[0]
                           for i in range(n_views)]).clamp(0, 1).cpu()

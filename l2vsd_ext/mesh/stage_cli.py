@@ -11,7 +11,10 @@ how watched may change). The --init-from folder is only read: no lock, no file i
 Guidance settings are the stage-1 run's; --mode and --set KEY=VALUE (any stage-1 setting, e.g.
 --set guidance_scale=20 lora_lr=1e-4) change them for this stage. At the end the geometry stage
 writes export/mesh.obj, export/mesh.glb and export/normals.png (normal maps from an orbit), the
-texture stage export/mesh.obj/.glb with vertex colours and export/renders.png."""
+texture stage export/mesh.obj/.glb with vertex colours and export/renders.png; both write a
+turntable of --turntable-views frames (normal maps; textured renders) into turntable/ and its
+video into export/ (export/turntable.mp4, .gif, contact_sheet.png). --no-export: only the
+turntable frames."""
 from __future__ import annotations
 
 import argparse
@@ -56,6 +59,8 @@ def build_parser(stage: str, config_cls) -> argparse.ArgumentParser:
         flag = "--" + f.name.replace("_", "-")
         if f.name == "stop_after":
             p.add_argument(flag, help=argparse.SUPPRESS)
+        elif f.name == "export_at_end":
+            p.add_argument("--no-export", dest="export_at_end", action="store_false", help=f.metadata["help"])
         elif f.name == "resume":
             p.add_argument(flag, action="store_true", help=f.metadata["help"])
         else:
@@ -130,6 +135,8 @@ def new_config(stage: str, config_cls, given: dict, overrides: dict) -> StageCon
     values = {**stage1.to_dict(), **guidance, **changes}
     config.guidance = RunConfig.from_dict(values)
     config.mode, config.resolution = config.guidance.mode, config.guidance.resolution
+    if config.turntable_views is None:
+        config.turntable_views = stage1.turntable_views
     if os.path.realpath(config.out) == os.path.realpath(init_from):
         raise ConfigError(f"--out: '{config.out}' is the --init-from run; choose another folder")
     return config
@@ -175,18 +182,58 @@ def resumed_config(config_cls, given: dict, overrides: dict) -> tuple[StageConfi
     return config, changes
 
 
+def write_turntable(trainer, config) -> tuple[dict, object]:
+    """({name: path}, frames or None): the stage's orbit of --turntable-views frames (the run's
+    render size rounded up to even, for H.264) into RUN/turntable/frame_NNN.png, and unless
+    --no-export the video, GIF and contact sheet into RUN/export/ (as stage 1's turntable)."""
+    from ..export.turntable import write_contact_sheet, write_gif, write_mp4
+    from ..run_folder import RunFolder
+    from ..trainer import save_png
+
+    folder = RunFolder(config.out)
+    old = folder.path("turntable")
+    if os.path.isdir(old):  # an earlier write (a finished run resumed): no stale frames left behind
+        for name in os.listdir(old):
+            if name.startswith("frame_") and name.endswith(".png"):
+                os.remove(os.path.join(old, name))
+    if not config.turntable_views:
+        return {}, None
+    resolution = config.resolution + config.resolution % 2
+    frames = trainer.render_views(config.turntable_views, resolution=resolution)
+    for i, frame in enumerate(frames):
+        save_png(frame[None], folder.claim("turntable", f"frame_{i:03d}.png"))
+    written = {"turntable": os.path.join(config.out, "turntable", "frame_NNN.png")}
+    if config.export_at_end:
+        for name, file, write in (("mp4", "turntable.mp4", write_mp4), ("gif", "turntable.gif", write_gif),
+                                  ("contact_sheet", "contact_sheet.png", write_contact_sheet)):
+            final = folder.claim("export", file)
+            partial = os.path.join(os.path.dirname(final), ".partial-" + file)  # same extension: same format
+            try:
+                write(frames, partial)
+                os.replace(partial, final)  # a killed write never leaves a truncated video in place
+            finally:
+                if os.path.exists(partial):
+                    os.remove(partial)
+            written[name] = final
+    return written, frames
+
+
 def write_geometry_outputs(trainer, config) -> dict:
+    """The turntable of normal renders, and (unless --no-export) the mesh and a normal-map sheet."""
     from ..export.mesh import write_mesh
     from ..run_folder import RunFolder
     from ..trainer import save_png
 
+    written, _ = write_turntable(trainer, config)
+    if not config.export_at_end:
+        return written
     folder = RunFolder(config.out)
     for fmt in ("obj", "glb"):
         folder.claim("export", f"mesh.{fmt}")
     paths = write_mesh(trainer.trimesh(), folder.path("export", "mesh"), ("obj", "glb"))
     normals = folder.claim("export", "normals.png")
     save_png(trainer.render_views(8), normals, columns=4)
-    return {"mesh": paths[0], "mesh_glb": paths[1], "normals": normals}
+    return {**written, "mesh": paths[0], "mesh_glb": paths[1], "normals": normals}
 
 
 def main(stage: str, argv, prior=None) -> int:
@@ -208,6 +255,7 @@ def main(stage: str, argv, prior=None) -> int:
             config = new_config(stage, config_cls, given, overrides)  # reads --init-from, writes nothing
             validate(config.guidance)
             config.validate()
+            config.check_memory()  # before the folder, the lock or the conversion
         out = given.get("out", config_cls.out)
         check_out_writable(out)
         lock = lock_folder(out, "--out")
@@ -215,6 +263,7 @@ def main(stage: str, argv, prior=None) -> int:
         if given.get("resume"):
             config, changes = resumed_config(config_cls, given, overrides)
             config.validate()
+            config.check_memory()
         else:
             from ..run_folder import RunFolder
 

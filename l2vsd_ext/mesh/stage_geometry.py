@@ -32,6 +32,8 @@ class GeometryConfig(StageConfig):
     normal_consistency_weight: float = _f(1e4, "weight of the mesh normal consistency")
     laplacian_weight: float = _f(1e4, "weight of the uniform Laplacian smoothing")
     max_offset_cells: float = _f(0.5, "vertex offsets are tanh-bounded to this many cells, in (0, 1]")
+    max_memory_fraction: float = _f(0.8, "refuse a --tet-resolution whose estimated memory exceeds this "
+                                         "fraction of the memory available now, in (0, 1]")
 
     def validate(self) -> None:
         super().validate()
@@ -45,6 +47,18 @@ class GeometryConfig(StageConfig):
                 raise ConfigError(f"--{name.replace('_', '-')}: must be a finite number >= 0, got {value}")
         if not 0 < self.max_offset_cells <= 1:
             raise ConfigError(f"--max-offset-cells: must be in (0, 1], got {self.max_offset_cells}")
+        if not 0 < self.max_memory_fraction <= 1:
+            raise ConfigError(f"--max-memory-fraction: must be in (0, 1], got {self.max_memory_fraction}")
+
+    def check_memory(self) -> None:
+        """A tet grid too large for this machine's memory is refused before anything is written."""
+        from .memory import check_tet_grid_memory
+
+        try:
+            check_tet_grid_memory(self.tet_resolution, self.max_memory_fraction,
+                                  self.resolution or self.guidance.resolution, self.guidance.batch_size)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
 
 class GeometryTrainer(StageTrainer):
@@ -125,3 +139,15 @@ class GeometryTrainer(StageTrainer):
         mesh = self.mesh()
         return trimesh.Trimesh(vertices=mesh.vertices.double().cpu().numpy(),
                                faces=mesh.faces.cpu().numpy(), process=False)
+
+
+@torch.no_grad()
+def mesh_from_state(state: dict):
+    """(vertices (V, 3), faces (F, 3), GeometryConfig, box) of a geometry checkpoint's state: what
+    the texture stage and the shapes benchmark read, without building a trainer (no prior)."""
+    config = GeometryConfig.from_saved(state["config"])
+    box = Box(tuple(float(v) for v in state["box"]["center"]), float(state["box"]["half_extent"]))
+    grid = placed_grid(config.tet_resolution, box)
+    positions = vertex_positions(grid, state["offsets"].float(), config.max_offset_cells)
+    mesh = marching_tets(positions, state["sdf"].float(), grid)
+    return mesh.vertices, mesh.faces, config, box

@@ -50,28 +50,21 @@ class TextureTrainer(StageTrainer):
     def _convert(self) -> None:
         from ..checkpoint import load_checkpoint
         from ..run_folder import CHECKPOINT
-        from .marching_tets import marching_tets, vertex_positions
-        from .sdf_init import placed_grid, surface_points
-        from .stage_geometry import GeometryConfig
+        from .sdf_init import surface_points
+        from .stage_geometry import mesh_from_state
 
         c = self.config
-        from .sdf_init import Box
-
         state = load_checkpoint(os.path.join(c.init_from, CHECKPOINT))
         try:
-            geometry = GeometryConfig.from_saved(state["config"])
-            center, half = tuple(float(v) for v in state["box"]["center"]), float(state["box"]["half_extent"])
-            with torch.no_grad():
-                grid = placed_grid(geometry.tet_resolution, Box(center, half))
-                positions = vertex_positions(grid, state["offsets"], geometry.max_offset_cells)
-                mesh = marching_tets(positions, state["sdf"], grid)
+            vertices, faces, geometry, box = mesh_from_state(state)
+            center, half = box.center, box.half_extent
         except (ConfigError, KeyError, TypeError, ValueError, RuntimeError) as err:
             raise ConfigError(f"--init-from: '{c.init_from}' holds no readable geometry checkpoint "
                               f"({type(err).__name__}: {err})") from None
-        if mesh.faces.shape[0] == 0:
+        if faces.shape[0] == 0:
             raise ConfigError(f"--init-from: '{c.init_from}': the geometry run's mesh has no faces")
-        faces_before = int(mesh.faces.shape[0])
-        vertices, faces, removed = remove_small_pieces(mesh.vertices, mesh.faces, c.outlier_faces_fraction)
+        faces_before = int(faces.shape[0])
+        vertices, faces, removed = remove_small_pieces(vertices, faces, c.outlier_faces_fraction)
         self._set_parameters(vertices, faces, center, half)
         record = {"step": 0, "mesh_faces": int(faces.shape[0]), "mesh_faces_removed": faces_before - int(faces.shape[0]),
                   "mesh_pieces_removed": removed}
@@ -122,20 +115,9 @@ class TextureTrainer(StageTrainer):
 
     # -- rendering ------------------------------------------------------------------------------
     def render(self, cams, training: bool = True):
-        from ..ops.rasterize import antialias, interpolate, rasterize, triangle_neighbors
-
-        H, W = cams.height, cams.width
-        pos = clip_positions(self.vertices, cams.c2w, cams.fovy, H, W)
-        rast = rasterize(pos, self.faces, H, W)
-        points = interpolate(self.vertices, rast, self.faces)           # (B, H, W, 3) surface points
-        covered = rast.tri_id >= 0
-        color = torch.zeros(*covered.shape, 3, device=self.device)
-        color[covered] = self.texture(points[covered])
         background = self._background(cams.batch_size, training)
-        mask = covered[..., None].float()
-        image = color * mask + background[:, None, None, :] * (1 - mask)
-        image = antialias(image, rast, pos, self.faces, triangle_neighbors(self.faces))
-        return image.flip(1).permute(0, 3, 1, 2).contiguous(), None  # rasterize's row 0 is the bottom
+        image, _ = render_textured(self.vertices, self.faces, self.texture, cams, background)
+        return image, None
 
     def _background(self, n: int, training: bool) -> torch.Tensor:
         """White, or (training, with the stage-1 run's --random-background probability) a random
@@ -163,14 +145,39 @@ class TextureTrainer(StageTrainer):
 
 
 def write_texture_outputs(trainer: TextureTrainer, config: TextureConfig) -> dict:
+    """The turntable of textured renders, and (unless --no-export) the coloured mesh and a sheet."""
     from ..export.mesh import write_mesh
     from ..run_folder import RunFolder
     from ..trainer import save_png
+    from .stage_cli import write_turntable
 
+    written, _ = write_turntable(trainer, config)
+    if not config.export_at_end:
+        return written
     folder = RunFolder(config.out)
     for fmt in ("obj", "glb"):
         folder.claim("export", f"mesh.{fmt}")
     paths = write_mesh(trainer.trimesh(), folder.path("export", "mesh"), ("obj", "glb"))
     renders = folder.claim("export", "renders.png")
     save_png(trainer.render_views(8), renders, columns=4)
-    return {"mesh": paths[0], "mesh_glb": paths[1], "renders": renders}
+    return {**written, "mesh": paths[0], "mesh_glb": paths[1], "renders": renders}
+
+
+def render_textured(vertices, faces, texture, cams, background: torch.Tensor):
+    """((B, 3, H, W) colour renders, (B, H, W) coverage in {0, 1}) of the mesh with the texture
+    field queried at the rasterized surface points, over a solid background (B, 3), antialiased:
+    the texture stage's training render, and the shapes benchmark's."""
+    from ..ops.rasterize import antialias, interpolate, rasterize, triangle_neighbors
+
+    H, W = cams.height, cams.width
+    pos = clip_positions(vertices, cams.c2w, cams.fovy, H, W)
+    rast = rasterize(pos, faces, H, W)
+    points = interpolate(vertices, rast, faces)                     # (B, H, W, 3) surface points
+    covered = rast.tri_id >= 0
+    color = torch.zeros(*covered.shape, 3, device=vertices.device)
+    color[covered] = texture(points[covered])
+    mask = covered[..., None].float()
+    image = color * mask + background[:, None, None, :] * (1 - mask)
+    image = antialias(image, rast, pos, faces, triangle_neighbors(faces))
+    # rasterize's row 0 is the bottom
+    return image.flip(1).permute(0, 3, 1, 2).contiguous(), covered.flip(1).float()

@@ -13,6 +13,14 @@ against the baseline case with 95 % intervals (shapes.paired), DIR/curves/*.png 
 DIR/curves.csv the convergence curves, and DIR/comparison.png shows the truth beside every case
 from the same cameras.
 
+--stages 1 2 3 also runs the mesh stages on every stage-1 run: the geometry stage in
+RUN/geometry (--init-from RUN) and the texture stage in RUN/texture (--init-from RUN/geometry),
+resumed and scored the same way (shapes.stage_bench; --stage-steps, --tet-resolution). Every
+stage's mesh gets the Chamfer distance, the normal consistency (mean |cos| of face normals against
+the true SDF gradient) and F-scores at 1 % and 2 % of the object's bounding-box diagonal
+(shapes.mesh_score); the texture stage also PSNR / SSIM of its renders. The tables show them side
+by side per stage (s2_*, s3_* columns).
+
 A case is a mode plus run settings (shapes.cases): 'l2vsd:eta=0.1,last_layer=1', or in the older
 form 'l2vsd+eta=0.1+last-layer'. --last-layer / --eta / --esd-lambda apply to every case."""
 from __future__ import annotations
@@ -29,14 +37,19 @@ from ..checkpoint import atomic_write_bytes
 from ..config import MODES, ConfigError
 from .cases import CaseError, parse_cases
 from .objects import OBJECTS
+from .stage_bench import mesh_silhouette_iou, stage_scores, stage_summary
 from .tables import METRICS, aggregate  # noqa: F401  (METRICS: the original columns, for callers)
 
 EVAL_FILE = "shapes_eval.json"
 # 2: front_recovered, front_margin_db and the metrics.jsonl diagnostics (diag_*) are in the file.
-EVAL_VERSION = 3  # 3: z_variance (HiFA's depth variance over rays with opacity > 0.5)
+# 3: the mesh's normal consistency, F-scores (mesh_score) and mesh_silhouette_iou are, and
+# z_variance (HiFA's depth variance over rays with opacity > 0.5).
+EVAL_VERSION = 3
 DIAGNOSTICS_TAIL = 0.2  # diagnostics: mean over the last 20 % of a run's steps
 KID_TRUTH_FILE = "kid_truth.json"
 DEFAULT_BASELINE = "vsd"
+DEFAULT_STAGE_STEPS = (300, 300)
+DEFAULT_TET_RESOLUTION = 32
 
 
 class BenchError(ValueError):
@@ -130,6 +143,7 @@ def evaluate_run(run_dir: str, obj_key: str) -> dict:
     import trimesh
 
     from ..export import EmptyMeshError, extract_mesh, open_run
+    from .mesh_score import score_mesh
     from .score import score_renderer
 
     renderer, config, step = open_run(run_dir)
@@ -144,7 +158,14 @@ def evaluate_run(run_dir: str, obj_key: str) -> dict:
             mesh = None
     if mesh is not None and len(mesh.faces) == 0:
         mesh = None
-    result = score_renderer(renderer, OBJECTS[obj_key], mesh=mesh)
+    result = score_renderer(renderer, OBJECTS[obj_key])
+    # Chamfer, normal consistency, F-scores: the same code as the mesh stages' (mesh_score).
+    empty = torch.zeros(0, 3, dtype=torch.long)
+    vertices = torch.as_tensor(mesh.vertices, dtype=torch.float32) if mesh is not None else empty.float()
+    faces = torch.as_tensor(mesh.faces) if mesh is not None else empty
+    result.update({k: v for k, v in score_mesh(vertices, faces, OBJECTS[obj_key]).items() if k != "faces"})
+    # the mesh's silhouette against the rasterized true mesh, as the mesh stages' (stage_bench)
+    result["mesh_silhouette_iou"] = mesh_silhouette_iou(vertices, faces, obj_key)
     result.update(object=obj_key, prompt=OBJECTS[obj_key].prompt, mode=config.mode, seed=config.seed,
                   steps=step, eta=config.eta, last_layer=config.last_layer,
                   esd_lambda=config.esd_lambda, eval_version=EVAL_VERSION, **run_diagnostics(run_dir))
@@ -241,6 +262,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--last-layer", action="store_true", help="every case: L²-VSD last-layer tangent")
     p.add_argument("--eta", type=float, help="every case: L²-VSD lookahead step")
     p.add_argument("--esd-lambda", type=float, help="every case: ESD weight (vsd, l2vsd)")
+    p.add_argument("--stages", nargs="+", type=int, default=[1], choices=(1, 2, 3),
+                   help="1 (default): the NeRF runs only; 1 2: also the geometry stage on each run "
+                        "(RUN/geometry); 1 2 3: also the texture stage (RUN/texture)")
+    p.add_argument("--stage-steps", nargs=2, type=int, default=list(DEFAULT_STAGE_STEPS),
+                   metavar=("GEOMETRY", "TEXTURE"),
+                   help=f"iterations of the geometry and texture stage runs (default: "
+                        f"{' '.join(map(str, DEFAULT_STAGE_STEPS))}, small for a CPU)")
+    p.add_argument("--tet-resolution", type=int, default=DEFAULT_TET_RESOLUTION,
+                   help=f"the geometry stage's tet-grid cells per side (default {DEFAULT_TET_RESOLUTION})")
+    p.add_argument("--stage-val-every", type=int,
+                   help="the stage runs' validation images every N steps (default: the stage's)")
+    p.add_argument("--stage-turntable-views", type=int, default=0,
+                   help="turntable frames of each stage run (default 0: none, to save time)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1 is fastest on a shared, busy CPU)")
     return p
@@ -252,6 +286,28 @@ def check_args(args) -> dict:
         value = getattr(args, name)
         if value is not None and value < low:
             raise BenchError(f"--{name.replace('_', '-')}: must be >= {low}, got {value}")
+    for name, low in (("stage_val_every", 1), ("stage_turntable_views", 0), ("tet_resolution", 2)):
+        value = getattr(args, name)
+        if value is not None and value < low:
+            raise BenchError(f"--{name.replace('_', '-')}: must be >= {low}, got {value}")
+    if min(args.stage_steps) < 1:
+        raise BenchError(f"--stage-steps: must be >= 1, got {' '.join(map(str, args.stage_steps))}")
+    if sorted(set(args.stages)) not in ([1], [1, 2], [1, 2, 3]):
+        raise BenchError(f"--stages: each stage starts from the one before: give 1, 1 2 or 1 2 3, "
+                         f"got {' '.join(map(str, args.stages))}")
+    args.stages = sorted(set(args.stages))
+    if 2 in args.stages:  # refused now, not after the stage-1 runs have trained
+        from ..mesh.memory import check_tet_grid_memory
+        from ..mesh.stage_geometry import GeometryConfig
+
+        if args.tet_resolution > 256:
+            raise BenchError(f"--tet-resolution: must be in [2, 256], got {args.tet_resolution}")
+        try:
+            check_tet_grid_memory(args.tet_resolution, GeometryConfig.max_memory_fraction, 64, 1)
+        except ValueError as err:
+            raise BenchError(str(err).replace("--max-memory-fraction", "the geometry stage's --max-memory-fraction")
+                             .replace("; lower --tet-resolution or raise the geometry stage's --max-memory-fraction",
+                                      "; lower --tet-resolution")) from None
     if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
         raise BenchError(f"--seeds: must be distinct and >= 0, got {' '.join(map(str, args.seeds))}")
     extra = {**({"last_layer": "true"} if args.last_layer else {}),
@@ -324,12 +380,17 @@ def main(argv=None) -> int:
                 for label, case in cases.items():
                     run_dir = os.path.join(args.out, "runs", obj, label, f"seed{seed}")
                     result, curve = score_case_run(run_dir, obj, case, seed, args, scorer, truth_views)
+                    if len(args.stages) > 1:
+                        result.update(stage_scores(run_dir, obj, args.stages,
+                                                   dict(zip((2, 3), args.stage_steps)), args))
                     results.append(result)
                     curves.append(curve)
                     kid = f" KID {result['kid']:.3g}" if "kid" in result else ""
                     print(f"shapes.bench: {obj} {label} seed {seed}: PSNR {result['psnr']:.2f} "
                           f"IoU {result['silhouette_iou']:.3f} front {result['front_recovered']:.2f}{kid}",
                           flush=True)
+                    if len(args.stages) > 1:
+                        print(f"shapes.bench: {obj} {label} seed {seed}: {stage_summary(result)}", flush=True)
         reference = truth_kid(args.out, objects, scorer) if scorer is not None else None
         print(aggregate(results, args.out, baseline, reference))
         if baseline is None:

@@ -13,9 +13,22 @@ from .paired import paired_differences
 METRICS = ("psnr", "ssim", "silhouette_iou", "depth_error", "chamfer", "janus", "seconds_per_it")
 NEW_METRICS = ("front_recovered", "front_margin_db", "kid", "kid_front", "kid_side", "kid_back",
                "steps90_psnr", "steps90_ssim", "z_variance")
-HIGHER_IS_BETTER = {"psnr", "ssim", "silhouette_iou", "front_recovered", "front_margin_db"}
+# Mesh scores of every stage: stage 1's (its marching-cubes mesh) unprefixed, the geometry and
+# texture stages' (shapes.stage_bench) as s2_ / s3_, grouped by metric so that the stages of one
+# metric stand side by side. Stage 1's image scores join the group only when a later stage ran.
+# Silhouettes: stage 1's mesh_silhouette_iou (its mesh, rasterized) stands beside the later stages'
+# (the volume render's silhouette_iou is against the volume-rendered truth: another reference).
+MESH_METRICS = ("chamfer", "normal_consistency", "fscore_1pct", "fscore_2pct", "mesh_silhouette_iou")
+STAGE_METRICS = (tuple(f"{p}{m}" for m in ("chamfer", "normal_consistency", "fscore_1pct", "fscore_2pct")
+                       for p in ("", "s2_", "s3_"))
+                 + ("mesh_silhouette_iou", "s2_silhouette_iou", "s3_silhouette_iou", "psnr", "s3_psnr", "ssim",
+                    "s3_ssim"))
+HIGHER_IS_BETTER = {"psnr", "ssim", "silhouette_iou", "front_recovered", "front_margin_db", "normal_consistency",
+                    "fscore_1pct", "fscore_2pct", "mesh_silhouette_iou"}
 LOWER_IS_BETTER = {"depth_error", "chamfer", "janus", "seconds_per_it", "kid", "kid_front", "kid_side",
                    "kid_back", "steps90_psnr", "steps90_ssim", "z_variance"}
+HIGHER_IS_BETTER |= {p + m for m in HIGHER_IS_BETTER for p in ("s2_", "s3_")}
+LOWER_IS_BETTER |= {p + m for m in LOWER_IS_BETTER for p in ("s2_", "s3_")}
 DIAGNOSTIC_PREFIX = "diag_"
 
 
@@ -109,8 +122,11 @@ def aggregate(results: list[dict], out: str, baseline: str | None = None,
     cases = list(dict.fromkeys(r["case"] for r in results))
     objects = list(dict.fromkeys(r["object"] for r in results))
     diagnostics = diagnostic_metrics(results)
-    new = [m for m in NEW_METRICS if any(not math.isnan(_number(r.get(m))) for r in results)]
-    columns = list(METRICS) + new + diagnostics
+    present = lambda m: any(not math.isnan(_number(r.get(m))) for r in results)  # noqa: E731
+    new = [m for m in NEW_METRICS if present(m)]
+    later_stages = any(present(m) for m in STAGE_METRICS if m.startswith(("s2_", "s3_")))
+    stage_columns = [m for m in STAGE_METRICS if present(m) and (later_stages or m in MESH_METRICS)]
+    columns = list(METRICS) + new + [m for m in stage_columns if m not in METRICS] + diagnostics
     rows = []
     for obj in objects:
         for case in cases:
@@ -149,14 +165,19 @@ def aggregate(results: list[dict], out: str, baseline: str | None = None,
         lines += [""] + paired_markdown(paired, baseline, len(seeds))
     elif os.path.isfile(paired_path):
         os.remove(paired_path)  # from an earlier call with other cases: it would be stale
+    if stage_columns:
+        lines += ["", "## Stages: mesh scores (no prefix: stage 1's marching-cubes mesh; s2_: the geometry "
+                  "stage's mesh; s3_: the texture stage's, with its colour renders' PSNR / SSIM)", ""]
+        lines += _case_table(results, cases, stage_columns)
     if diagnostics:
         lines += ["", "## Run diagnostics (metrics.jsonl, mean over each run's last 20 % of steps)", ""]
         lines += _case_table(results, cases, diagnostics)
-    lines += ["", "## Per object", "", "| object | case | seeds | " + " | ".join(METRICS + tuple(new)) + " |",
-              "|---" * (len(METRICS) + len(new) + 3) + "|"]
+    shown = METRICS + tuple(new) + tuple(m for m in stage_columns if m not in METRICS)
+    lines += ["", "## Per object", "", "| object | case | seeds | " + " | ".join(shown) + " |",
+              "|---" * (len(shown) + 3) + "|"]
     for row in rows:
         lines.append(f"| {row['object']} | {row['case']} | {row['seeds']} | " + " | ".join(
-            _fmt(row[f"{m}_mean"], row[f"{m}_std"]) for m in METRICS + tuple(new)) + " |")
+            _fmt(row[f"{m}_mean"], row[f"{m}_std"]) for m in shown) + " |")
     text = "\n".join(lines) + "\n"
     with open(os.path.join(out, "results.md"), "w") as fh:
         fh.write(text)

@@ -124,6 +124,19 @@ def distillation_loss(config: RunConfig, prior: DiffusionPrior, mode, images: to
 METRICS_FLUSH_EVERY = 10
 
 
+
+def zero_nonfinite_grads(optimizer, count):
+    """Zeroes the non-finite entries of every gradient the optimiser will apply; returns `count`
+    plus how many there were. Counted and zeroed on the device: `if bad.any()` per parameter would
+    sync with the GPU every step."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p.grad is not None:
+                bad = ~torch.isfinite(p.grad)
+                count = bad.sum() + count
+                p.grad.masked_fill_(bad, 0.0)
+    return count
+
 class Trainer:
     def __init__(self, config: RunConfig, prior: DiffusionPrior | None = None):
         self.config = config
@@ -184,13 +197,7 @@ class Trainer:
         return stats
 
     def _zero_nonfinite_param_grads(self):
-        # Counted and zeroed on the device: `if bad.any()` per parameter would sync every step.
-        for group in self.optimizer.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    bad = ~torch.isfinite(p.grad)
-                    self.nonfinite_param_grads = bad.sum() + self.nonfinite_param_grads
-                    p.grad.masked_fill_(bad, 0.0)
+        self.nonfinite_param_grads = zero_nonfinite_grads(self.optimizer, self.nonfinite_param_grads)
 
     # -- state --------------------------------------------------------------------------------
     def state_dict(self) -> dict:

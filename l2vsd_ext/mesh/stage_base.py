@@ -129,12 +129,9 @@ class StageTrainer:
         return stats
 
     def _zero_nonfinite_param_grads(self):
-        for group in self.optimizer.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    bad = ~torch.isfinite(p.grad)
-                    self.nonfinite_param_grads = bad.sum() + self.nonfinite_param_grads
-                    p.grad.masked_fill_(bad, 0.0)
+        from ..trainer import zero_nonfinite_grads
+
+        self.nonfinite_param_grads = zero_nonfinite_grads(self.optimizer, self.nonfinite_param_grads)
 
     # -- state ----------------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -37,8 +37,10 @@ def test_volume_render_matches_sphere_traced_sdf(key):
     assert (colour_error.max(dim=-1).values < 0.1).float().mean() > 0.9
     depth_error = (ours["depth"] - depth.view(3, 32, 32))[both].abs()
     # The sigmoid density is already dense a few thousandths outside the surface, so the rendered
-    # depth sits a little in front of the zero set, more at oblique angles (a step is 0.0068).
-    assert depth_error.median() < 0.015
+    # depth sits a little in front of the zero set, more at oblique angles (a step is 0.0068):
+    # over 60 random view sets per object the median error was 0.009 typically and 0.019 at most
+    # (the house from 49° elevation, its roof seen obliquely; the bound 0.015 failed 1 in 40 seeds).
+    assert depth_error.median() < 0.025
     assert depth_error.mean() < 0.03
 
 

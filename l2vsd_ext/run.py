@@ -129,6 +129,8 @@ def write_final_outputs(renderer, config: RunConfig, logger=None) -> dict:
     folder = RunFolder(config.out)
     written = {}
     frames = None
+    # A re-export (a finished run resumed) with fewer views leaves no stale frames behind.
+    folder.remove_own_files("turntable", "frame_", ".png")
     if config.turntable_views:
         resolution = config.resolution + config.resolution % 2  # even, for H.264
         frames = render_orbit(renderer, config.turntable_views, resolution, progress=True,

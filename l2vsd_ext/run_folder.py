@@ -145,6 +145,20 @@ class RunFolder:
             os.makedirs(self.path(missing[0]), exist_ok=True)
         return self.path(rel)
 
+    def remove_own_files(self, folder: str, prefix: str, suffix: str) -> list[str]:
+        """Removes RUN/folder/prefix*suffix files this run wrote (in its manifest), e.g. an earlier
+        turntable's frames before a rewrite with fewer views; a user's file there stays."""
+        removed = []
+        for entry in self.written():
+            rel = entry.get("file")
+            if rel and os.path.dirname(rel) == os.path.normpath(folder):
+                name = os.path.basename(rel)
+                path = self.path(rel)
+                if name.startswith(prefix) and name.endswith(suffix) and os.path.isfile(path):
+                    os.unlink(path)
+                    removed.append(path)
+        return removed
+
     def clear_run_files(self) -> list[str]:
         """Removes the files a stopped run wrote (those in its manifest) and the folders it created
         when they are empty, before it starts again from step 0. Never any other file. Returns

@@ -131,3 +131,14 @@ def test_no_export_skips_video_and_mesh(tiny_sd_path, small_config, tmp_path):
     assert (exported / "export").is_dir() and any((exported / "export").iterdir())
     assert not (skipped / "export").exists()
     assert (skipped / "turntable").is_dir()
+
+
+def test_reexport_with_fewer_views_leaves_no_stale_frames(tiny_sd_path, small_config, tmp_path):
+    """A finished run resumed with fewer --turntable-views rewrites its turntable: the earlier
+    frames it wrote go, a user's file in the folder stays."""
+    out = tmp_path / "run"
+    assert main(run_args(tiny_sd_path, small_config, out, "sds", 2, "--no-export")) == 0
+    assert len(os.listdir(out / "turntable")) == 4
+    (out / "turntable" / "frame_notes.png").write_bytes(b"mine")
+    assert main(["--out", str(out), "--resume", "--turntable-views", "2", "--no-export"]) == 0
+    assert sorted(os.listdir(out / "turntable")) == ["frame_000.png", "frame_001.png", "frame_notes.png"]

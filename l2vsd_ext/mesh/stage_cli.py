@@ -191,11 +191,8 @@ def write_turntable(trainer, config) -> tuple[dict, object]:
     from ..trainer import save_png
 
     folder = RunFolder(config.out)
-    old = folder.path("turntable")
-    if os.path.isdir(old):  # an earlier write (a finished run resumed): no stale frames left behind
-        for name in os.listdir(old):
-            if name.startswith("frame_") and name.endswith(".png"):
-                os.remove(os.path.join(old, name))
+    # An earlier write (a finished run resumed): no stale frames left behind.
+    folder.remove_own_files("turntable", "frame_", ".png")
     if not config.turntable_views:
         return {}, None
     resolution = config.resolution + config.resolution % 2

@@ -74,8 +74,11 @@ def attempt(argv: list[str], prior, log: str, phase: str | None = None, count: i
             fh = open(log, "w", buffering=1)
             sys.stdout = sys.stderr = fh
             import torch
+            import tqdm
+            from tqdm.std import TqdmDefaultWriteLock
 
             torch.set_num_threads(1)
+            tqdm.tqdm.set_lock(TqdmDefaultWriteLock())  # never a lock copied mid-hold by the fork
             from l2vsd_ext import chaos_hook
             from l2vsd_ext.run import main
 
@@ -318,8 +321,14 @@ def main(argv=None) -> int:
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     rng = random.Random(seed)
     import torch
+    import tqdm
 
     torch.set_num_threads(1)
+    # Children are forked from this process: no helper thread may exist in it, or a fork can copy a
+    # lock that thread holds and the child hangs on it. tqdm's monitor thread (started by the first
+    # progress bar, e.g. the weights' loading bar) took tqdm's lock every 10 s: a CI run's child
+    # hung in its turntable's progress bar after 44 clean attempts.
+    tqdm.tqdm.monitor_interval = 0
     from l2vsd_ext.prior import DiffusionPrior
     from l2vsd_ext.prior.tiny import build_tiny_sd
 

@@ -13,17 +13,22 @@ from l2vsd_ext.distill import GuidanceContext, GuidanceOptions, make_mode
 from l2vsd_ext.prior import DiffusionPrior, LoraScoreModel, PromptEmbeddings, TimestepSchedule
 
 
-@pytest.fixture(scope="module")
-def v_sd_path(tiny_sd_path, tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("tiny_v") / "pipe")
-    shutil.copytree(tiny_sd_path, root)
+def copy_with_prediction_type(source: str, root: str, prediction_type: str) -> str:
+    """A copy of the pipeline at `source` whose scheduler declares `prediction_type`."""
+    shutil.copytree(source, root)
     config_path = os.path.join(root, "scheduler", "scheduler_config.json")
     with open(config_path) as fh:
         config = json.load(fh)
-    config["prediction_type"] = "v_prediction"
+    config["prediction_type"] = prediction_type
     with open(config_path, "w") as fh:
         json.dump(config, fh)
     return root
+
+
+@pytest.fixture(scope="module")
+def v_sd_path(tiny_sd_path, tmp_path_factory):
+    return copy_with_prediction_type(tiny_sd_path, str(tmp_path_factory.mktemp("tiny_v") / "pipe"),
+                                     "v_prediction")
 
 
 @pytest.fixture
@@ -87,13 +92,6 @@ def test_linearised_lookahead_is_the_epsilon_taylor_expansion(setup64):
 
 
 def test_other_prediction_types_are_refused(tiny_sd_path, tmp_path):
-    root = str(tmp_path / "pipe")
-    shutil.copytree(tiny_sd_path, root)
-    config_path = os.path.join(root, "scheduler", "scheduler_config.json")
-    with open(config_path) as fh:
-        config = json.load(fh)
-    config["prediction_type"] = "sample"
-    with open(config_path, "w") as fh:
-        json.dump(config, fh)
+    root = copy_with_prediction_type(tiny_sd_path, str(tmp_path / "pipe"), "sample")
     with pytest.raises(ValueError, match="prediction_type"):
         DiffusionPrior.from_pretrained(root, device="cpu")

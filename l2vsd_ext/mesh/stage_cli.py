@@ -43,7 +43,7 @@ def stage_classes(stage: str):
         from .stage_geometry import GeometryConfig, GeometryTrainer
 
         return GeometryConfig, GeometryTrainer, write_geometry_outputs
-    from .stage_texture import TextureConfig, TextureTrainer, write_texture_outputs
+    from .stage_texture import TextureConfig, TextureTrainer
 
     return TextureConfig, TextureTrainer, write_texture_outputs
 
@@ -215,8 +215,9 @@ def write_turntable(trainer, config) -> tuple[dict, object]:
     return written, frames
 
 
-def write_geometry_outputs(trainer, config) -> dict:
-    """The turntable of normal renders, and (unless --no-export) the mesh and a normal-map sheet."""
+def write_stage_outputs(trainer, config, sheet: str) -> dict:
+    """The stage's turntable, and (unless --no-export) its mesh (OBJ, GLB) and a sheet of 8 views
+    as export/<sheet>.png."""
     from ..export.mesh import write_mesh
     from ..run_folder import RunFolder
     from ..trainer import save_png
@@ -228,9 +229,19 @@ def write_geometry_outputs(trainer, config) -> dict:
     for fmt in ("obj", "glb"):
         folder.claim("export", f"mesh.{fmt}")
     paths = write_mesh(trainer.trimesh(), folder.path("export", "mesh"), ("obj", "glb"))
-    normals = folder.claim("export", "normals.png")
-    save_png(trainer.render_views(8), normals, columns=4)
-    return {**written, "mesh": paths[0], "mesh_glb": paths[1], "normals": normals}
+    sheet_path = folder.claim("export", f"{sheet}.png")
+    save_png(trainer.render_views(8), sheet_path, columns=4)
+    return {**written, "mesh": paths[0], "mesh_glb": paths[1], sheet: sheet_path}
+
+
+def write_geometry_outputs(trainer, config) -> dict:
+    """The turntable of normal renders, the mesh and a normal-map sheet."""
+    return write_stage_outputs(trainer, config, "normals")
+
+
+def write_texture_outputs(trainer, config) -> dict:
+    """The turntable of textured renders, the coloured mesh and a sheet of renders."""
+    return write_stage_outputs(trainer, config, "renders")
 
 
 def main(stage: str, argv, prior=None) -> int:

@@ -144,25 +144,6 @@ class TextureTrainer(StageTrainer):
         return mesh
 
 
-def write_texture_outputs(trainer: TextureTrainer, config: TextureConfig) -> dict:
-    """The turntable of textured renders, and (unless --no-export) the coloured mesh and a sheet."""
-    from ..export.mesh import write_mesh
-    from ..run_folder import RunFolder
-    from ..trainer import save_png
-    from .stage_cli import write_turntable
-
-    written, _ = write_turntable(trainer, config)
-    if not config.export_at_end:
-        return written
-    folder = RunFolder(config.out)
-    for fmt in ("obj", "glb"):
-        folder.claim("export", f"mesh.{fmt}")
-    paths = write_mesh(trainer.trimesh(), folder.path("export", "mesh"), ("obj", "glb"))
-    renders = folder.claim("export", "renders.png")
-    save_png(trainer.render_views(8), renders, columns=4)
-    return {**written, "mesh": paths[0], "mesh_glb": paths[1], "renders": renders}
-
-
 def render_textured(vertices, faces, texture, cams, background: torch.Tensor):
     """((B, 3, H, W) colour renders, (B, H, W) coverage in {0, 1}) of the mesh with the texture
     field queried at the rasterized surface points, over a solid background (B, 3), antialiased:

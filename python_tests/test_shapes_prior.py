@@ -113,3 +113,55 @@ def test_corrupt_safetensors_fail_with_one_line(tmp_path, capsys):
     line = _one_error_line(capsys, run_main(["--prompt", "a duck", "--pretrained", str(broken),
                                              "--out", str(tmp_path / "run")]))
     assert "could not load the diffusion prior" in line
+
+
+def test_true_render_sampler_draws_held_out_truth_with_the_asked_view():
+    """The true-render 'sampler' (the ceiling row of the prior report) renders, per text, the next
+    unused run camera with that text's view label, from its own generator."""
+    import dataclasses
+
+    from l2vsd_ext.scene import CameraSampler
+    from l2vsd_ext.shapes.dataset import render_views, view_text
+    from l2vsd_ext.shapes.objects import OBJECTS
+    from l2vsd_ext.shapes.quality import true_render_sampler
+
+    pumpkin, duck = OBJECTS["pumpkin"], OBJECTS["duck"]
+    texts = [view_text(pumpkin.prompt, "front"), view_text(duck.prompt, "back"),
+             view_text(pumpkin.prompt, "front")]
+    images = true_render_sampler(resolution=16, seed=5, pool=32)(texts)
+
+    cams = CameraSampler(height=16, width=16, batch_size=32).sample(torch.Generator().manual_seed(5))
+    one = lambda i: dataclasses.replace(cams, **{f.name: getattr(cams, f.name)[i:i + 1]  # noqa: E731
+                                                 for f in dataclasses.fields(cams)})
+    fronts = [i for i, v in enumerate(cams.view_labels) if v == "front"]
+    backs = [i for i, v in enumerate(cams.view_labels) if v == "back"]
+    expected = torch.cat([render_views(pumpkin, one(fronts[0])), render_views(duck, one(backs[0])),
+                          render_views(pumpkin, one(fronts[1]))])
+    assert images.shape == (3, 3, 16, 16) and torch.equal(images, expected)
+    assert not torch.equal(images[0], images[2])  # two different cameras
+    with pytest.raises(ValueError, match="not an object's view text"):
+        true_render_sampler(resolution=16)(["a cat, front view"])
+
+
+def test_prior_report_writes_the_true_render_ceiling_next_to_the_prior(tmp_path):
+    import json
+
+    from l2vsd_ext.shapes.prior_report import main
+
+    assert main(["--pretrained", "tiny-random", "--samples", "1", "--steps", "2",
+                 "--reference-views", "24", "--out", str(tmp_path / "r")]) == 0
+    report = json.loads((tmp_path / "r" / "prior_quality.json").read_text())
+    truth, prior = report["true_renders"], report["summary"]
+    assert truth["samples"] == prior["samples"] == 8 * 2  # front and back, one each
+    # truth, scored like samples: nearly always nearest its own object, unlike random weights
+    assert truth["own_object_nearest"] >= 0.7 and truth["mean_psnr_own"] > truth["mean_psnr_best_other"]
+    assert (tmp_path / "r" / "prior_samples.png").is_file()
+
+
+@pytest.mark.parametrize("flag", ["--reference-views", "--samples"])
+def test_prior_report_refuses_an_empty_count(tmp_path, capsys, flag):
+    from l2vsd_ext.shapes.prior_report import main
+
+    line = _one_error_line(capsys, main(["--pretrained", "tiny-random", flag, "0", "--out", str(tmp_path / "r")]))
+    assert "--reference-views and --samples must be >= 1" in line
+    assert not (tmp_path / "r").exists()

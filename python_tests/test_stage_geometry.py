@@ -55,6 +55,44 @@ def test_conversion_of_a_known_density_lands_on_its_level_set():
         tight_box(field, 1e6)
 
 
+def _quadrature_opacity(field, rays_o, rays_d, n=4000):
+    """1 - exp(-integral of the density) along each ray over [0, 4], by the midpoint rule: an
+    independent opacity for the level search's target."""
+    t = (torch.arange(n, dtype=torch.float64) + 0.5) * (4.0 / n)
+    points = rays_o.double()[:, None] + t[:, None] * rays_d.double()[:, None]
+    density = field.density(points.reshape(-1, 3)).reshape(points.shape[:2])
+    return 1 - torch.exp(-density.sum(-1) * (4.0 / n))
+
+
+def test_silhouette_level_search_finds_the_level_whose_outline_is_the_rendered_one():
+    from l2vsd_ext.mesh.level_search import silhouette_level
+    from l2vsd_ext.scene import CameraSampler
+
+    field = BallField(center=(0.0, 0.0, 0.0))
+    field.center = field.center.double()
+    cams = CameraSampler(height=48, width=48, dtype=torch.float64).orbit(3, elevation=20.0)
+    rays_o, rays_d = cams.rays_o.reshape(3, -1, 3), cams.rays_d.reshape(3, -1, 3)
+    opacity = lambda o, d: _quadrature_opacity(field, o, d)  # noqa: E731
+    found = silhouette_level(field.density, field.aabb.double(), opacity, rays_o, rays_d, n_samples=512)
+    # The rendered outline: the impact parameter b* where the opacity is 0.5, found on one fine ray
+    # family through the centre; the surface at level L has radius 0.5 (1 - ln L / 10).
+    b = torch.linspace(0.2, 0.5, 3001, dtype=torch.float64)
+    o = torch.stack([torch.full_like(b, -2.0), b, torch.zeros_like(b)], -1)
+    d = torch.tensor([1.0, 0, 0], dtype=torch.float64).expand_as(o)
+    b_star = float(b[(_quadrature_opacity(field, o, d) - 0.5).abs().argmin()])
+    radius = 0.5 * (1 - math.log(found.level) / 10)
+    pixel = 2 * 1.5 * math.tan(math.radians(50 / 2)) / 48  # a pixel's footprint at the centre
+    print(f"level {found.level:.3f} (IoU {found.iou:.4f}): radius {radius:.4f}, rendered outline {b_star:.4f}")
+    assert abs(radius - b_star) < pixel
+    assert found.iou > 0.97 and found.iou == max(found.ious)
+    assert found.levels == sorted(found.levels) and len(found.levels) == len(found.ious) == 64
+    # far lower or higher levels draw the wrong outline
+    assert found.ious[0] < found.iou - 0.05 and found.ious[-1] < found.iou - 0.05
+    with pytest.raises(ValueError, match="no pixel with opacity > 0.5"):
+        silhouette_level(field.density, field.aabb.double(), lambda o, d: torch.zeros(o.shape[0]),
+                         rays_o, rays_d)
+
+
 def _snapshot(folder):
     """{relative path: sha256} of every file under folder."""
     out = {}
@@ -108,6 +146,15 @@ def test_geometry_stage_converts_trains_and_writes_a_closed_mesh(stage1, tmp_pat
     assert saved["guidance"]["mode"] == "vsd" and saved["guidance"]["prompt"] == "a small wooden boat"
     state = load_checkpoint(str(out / "checkpoints" / "last.pt"))
     assert state["step"] == 4 and state["sdf"].shape == (17 ** 3,) and state["offsets"].abs().max() > 0
+    assert conversion["level"] == 25.0 and "level_silhouette_iou" not in conversion
+
+
+def test_auto_level_starts_from_the_searched_level_and_records_it(stage1, tmp_path):
+    out = tmp_path / "geom_auto"
+    assert main(geometry(stage1, out, 1, "--auto-level", "true")) == 0
+    conversion = _records(out)[0]
+    assert conversion["level"] != 25.0 and 0 < conversion["level_silhouette_iou"] <= 1
+    assert yaml.safe_load((out / "config.yaml").read_text())["auto_level"] is True
 
 
 def test_resume_continues_and_reproduces_the_uninterrupted_run(stage1, tmp_path):

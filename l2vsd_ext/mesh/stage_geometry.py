@@ -29,6 +29,9 @@ class GeometryConfig(StageConfig):
     lr: float = _f(0.005, "Adam learning rate of the SDF and offsets (threestudio: 0.005)")
     tet_resolution: int = _f(64, "tet-grid cells per side (threestudio: 256 on a GPU)")
     level: float = _f(DEFAULT_LEVEL, "stage-1 density level that becomes the SDF's zero level")
+    auto_level: bool = _f(False, "choose the level instead: the one whose surface's silhouettes best "
+                                 "match the stage-1 renders' opacity > 0.5 (overrides --level; "
+                                 "threestudio: off, level 25)")
     normal_consistency_weight: float = _f(1e4, "weight of the mesh normal consistency")
     laplacian_weight: float = _f(1e4, "weight of the uniform Laplacian smoothing")
     max_offset_cells: float = _f(0.5, "vertex offsets are tanh-bounded to this many cells, in (0, 1]")
@@ -71,23 +74,46 @@ class GeometryTrainer(StageTrainer):
         c = self.config
         renderer, _, _ = load_scene(c.init_from, self.device)
         field_ = renderer.field
+        level, search = c.level, None
+        if c.auto_level:
+            search = self._search_level(renderer)
+            level = search.level
         try:
-            box = tight_box(field_, c.level)
+            box = tight_box(field_, level)
         except NoSurfaceError as err:
             raise ConfigError(f"--init-from: '{c.init_from}': {err}; give a lower --level") from None
         grid = placed_grid(c.tet_resolution, box)
-        sdf = sdf_from_density(field_, grid, c.level)
+        sdf = sdf_from_density(field_, grid, level)
         mesh = marching_tets(grid.vertices, sdf, grid)
         if mesh.faces.shape[0] == 0:
-            raise ConfigError(f"--init-from: '{c.init_from}': the density at level {c.level:g} leaves no "
+            raise ConfigError(f"--init-from: '{c.init_from}': the density at level {level:g} leaves no "
                               f"surface on a {c.tet_resolution}^3 tet grid; raise --tet-resolution")
         # the reference: marching cubes at twice the tet resolution over the same box
-        chamfer, floor = conversion_chamfer(field_, c.level, mesh.vertices, mesh.faces, box,
+        chamfer, floor = conversion_chamfer(field_, level, mesh.vertices, mesh.faces, box,
                                             resolution=2 * c.tet_resolution + 1)
         self._set_parameters(box, sdf, torch.zeros_like(grid.vertices))
-        self.initial_metrics = [{"step": 0, "conversion_chamfer": chamfer, "conversion_chamfer_floor": floor,
-                                 "conversion_cell": grid.cell_size, "conversion_faces": int(mesh.faces.shape[0]),
-                                 "box_center": list(box.center), "box_half_extent": box.half_extent}]
+        record = {"step": 0, "conversion_chamfer": chamfer, "conversion_chamfer_floor": floor,
+                  "conversion_cell": grid.cell_size, "conversion_faces": int(mesh.faces.shape[0]),
+                  "box_center": list(box.center), "box_half_extent": box.half_extent, "level": level}
+        if search is not None:
+            record["level_silhouette_iou"] = search.iou
+        self.initial_metrics = [record]
+
+    def _search_level(self, renderer):
+        """The silhouette search (level_search.py) on a ring of 8 views at 15 degrees elevation and
+        4 at 45, 64 px, the stage-1 run's validation camera distance."""
+        from ..scene import CameraSampler
+        from .level_search import silhouette_level
+
+        sampler = CameraSampler(height=64, width=64, device=self.device)
+        rings = [sampler.orbit(8, elevation=15.0), sampler.orbit(4, elevation=45.0)]
+        rays_o = torch.cat([cams.rays_o.reshape(cams.rays_o.shape[0], -1, 3) for cams in rings])
+        rays_d = torch.cat([cams.rays_d.reshape(cams.rays_d.shape[0], -1, 3) for cams in rings])
+        opacity = lambda o, d: renderer(o, d, generator=torch.Generator(o.device).manual_seed(0))["opacity"]
+        try:
+            return silhouette_level(renderer.field.density, renderer.field.aabb, opacity, rays_o, rays_d)
+        except ValueError as err:
+            raise ConfigError(f"--auto-level: '{self.config.init_from}': {err}; give --level instead") from None
 
     def _restore(self, state: dict) -> None:
         box = Box(tuple(float(v) for v in state["box"]["center"]), float(state["box"]["half_extent"]))

@@ -18,6 +18,7 @@ from .metrics import psnr
 from .objects import OBJECTS
 
 REFERENCE_SEED = 12345  # the training set uses the training seed (0 by default)
+TRUTH_SEED = 777  # the true-render "sampler": neither the training set's seed nor a reference set's
 
 
 def reference_renders(n_views: int = 256, resolution: int = 32, seed: int = REFERENCE_SEED) -> dict:
@@ -95,3 +96,38 @@ def summarize(rows: list[dict]) -> dict:
             "front_sample_nearer_front_views": mean(front),
             "mean_psnr_own": mean([r["psnr_own"] for r in rows]),
             "mean_psnr_best_other": mean([r["psnr_best_other"] for r in rows])}
+
+
+def true_render_sampler(resolution: int = 32, seed: int = TRUTH_SEED, pool: int = 256):
+    """A sampler (the evaluate_prior interface) that returns held-out true renders instead of
+    samples: for each "<prompt>, <view> view" text, the next random run camera with that view label.
+    Scoring it like a prior gives what a perfect prior would score with the same references: the
+    ceiling of every figure in summarize(). Cameras come from one generator in text order."""
+    by_text = {view_text(obj.prompt, view): (key, view) for key, obj in OBJECTS.items()
+               for view in VIEW_LABELS}
+
+    def sample(texts, **_):
+        generator = torch.Generator().manual_seed(seed)
+        cameras = CameraSampler(height=resolution, width=resolution, batch_size=pool)
+        unused = {view: [] for view in VIEW_LABELS}  # per label: single cameras not used yet
+        images = []
+        for text in texts:
+            if text not in by_text:
+                raise ValueError(f"true_render_sampler: '{text}' is not an object's view text")
+            key, view = by_text[text]
+            while not unused[view]:
+                batch = cameras.sample(generator)
+                for i, label in enumerate(batch.view_labels):
+                    unused[label].append(_one_camera(batch, i))
+            images.append(render_views(OBJECTS[key], unused[view].pop(0)))
+        return torch.cat(images)
+
+    return sample
+
+
+def _one_camera(cams, i: int):
+    """Camera i of a CameraBatch, as a batch of one."""
+    import dataclasses
+
+    return dataclasses.replace(cams, **{f.name: getattr(cams, f.name)[i:i + 1]
+                                        for f in dataclasses.fields(cams)})

@@ -92,3 +92,16 @@ def silhouette_level(density_fn, aabb: torch.Tensor, opacity_fn, rays_o: torch.T
     ious = [silhouette_iou(peak > level, target) for level in levels]
     best = max(range(len(levels)), key=lambda i: (ious[i], -i))  # ties: the lower level
     return LevelSearch(levels[best], ious[best], levels, ious)
+
+
+def stage1_silhouette_level(renderer, device="cpu") -> LevelSearch:
+    """The silhouette search on a stage-1 VolumeRenderer: a ring of 8 views at 15 degrees
+    elevation and 4 at 45, 64 px, at the validation orbit's camera distance."""
+    from ..scene import CameraSampler
+
+    sampler = CameraSampler(height=64, width=64, device=device)
+    rings = [sampler.orbit(8, elevation=15.0), sampler.orbit(4, elevation=45.0)]
+    rays_o = torch.cat([cams.rays_o.reshape(cams.rays_o.shape[0], -1, 3) for cams in rings])
+    rays_d = torch.cat([cams.rays_d.reshape(cams.rays_d.shape[0], -1, 3) for cams in rings])
+    opacity = lambda o, d: renderer(o, d, generator=torch.Generator(o.device).manual_seed(0))["opacity"]  # noqa: E731
+    return silhouette_level(renderer.field.density, renderer.field.aabb, opacity, rays_o, rays_d)

@@ -100,18 +100,10 @@ class GeometryTrainer(StageTrainer):
         self.initial_metrics = [record]
 
     def _search_level(self, renderer):
-        """The silhouette search (level_search.py) on a ring of 8 views at 15 degrees elevation and
-        4 at 45, 64 px, the stage-1 run's validation camera distance."""
-        from ..scene import CameraSampler
-        from .level_search import silhouette_level
+        from .level_search import stage1_silhouette_level
 
-        sampler = CameraSampler(height=64, width=64, device=self.device)
-        rings = [sampler.orbit(8, elevation=15.0), sampler.orbit(4, elevation=45.0)]
-        rays_o = torch.cat([cams.rays_o.reshape(cams.rays_o.shape[0], -1, 3) for cams in rings])
-        rays_d = torch.cat([cams.rays_d.reshape(cams.rays_d.shape[0], -1, 3) for cams in rings])
-        opacity = lambda o, d: renderer(o, d, generator=torch.Generator(o.device).manual_seed(0))["opacity"]
         try:
-            return silhouette_level(renderer.field.density, renderer.field.aabb, opacity, rays_o, rays_d)
+            return stage1_silhouette_level(renderer, self.device)
         except ValueError as err:
             raise ConfigError(f"--auto-level: '{self.config.init_from}': {err}; give --level instead") from None
 

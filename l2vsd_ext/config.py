@@ -161,12 +161,45 @@ SD_LATENT_ELEMENTS = 64 * 64 * 4
 PRIOR_LATENT_ELEMENTS = {"shapes": 8 * 8 * 4}
 
 
+def shapes_prior_args(pretrained) -> dict | None:
+    """The training settings of a prior folder written by `python -m l2vsd_ext.shapes.train` (its
+    training_args.json), or None for anything else. Such a folder is run like the shipped shapes
+    prior: the same run defaults, its own latent size."""
+    if not isinstance(pretrained, str) or not os.path.isfile(os.path.join(pretrained, "training_args.json")):
+        return None
+    import json
+
+    try:
+        with open(os.path.join(pretrained, "training_args.json")) as fh:
+            args = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    needed = {"views_per_object", "unet_channels", "vae_channels", "resolution"}
+    return args if isinstance(args, dict) and needed <= args.keys() else None
+
+
+def latent_elements(pretrained) -> int | None:
+    """Latent elements per render of a prior with defaults here: the shipped shapes prior, or a
+    folder shapes.train wrote (pixel space: the image itself; else the VAE's 4 channels at its
+    downsampling). None for other priors."""
+    if isinstance(pretrained, str) and pretrained in PRIOR_LATENT_ELEMENTS:
+        return PRIOR_LATENT_ELEMENTS[pretrained]
+    args = shapes_prior_args(pretrained)
+    if args is None:
+        return None
+    size = int(args["resolution"])
+    if args.get("pixel_space"):
+        return size * size * 3
+    size //= 2 ** (len(args["vae_channels"]) - 1)
+    return size * size * 4
+
+
 def regularizer_scale(pretrained) -> float:
     """The guidance gradient is a per-element sum over the latents (threestudio's MSE trick, sum
     reduction), while sparsity, entropy and z-variance are means over rays: on a prior with fewer
     latent elements per render the same weights would outweigh the guidance by SD's count over
     its own (64x on the shapes prior, where threestudio's sparsity 10 emptied the field)."""
-    elements = PRIOR_LATENT_ELEMENTS.get(pretrained) if isinstance(pretrained, str) else None
+    elements = latent_elements(pretrained)
     return 1.0 if elements is None else elements / SD_LATENT_ELEMENTS
 
 
@@ -255,7 +288,12 @@ PRETRAINED_DEFAULTS = {
 def with_pretrained_defaults(values: dict) -> dict:
     """values (the settings given) completed with the defaults of the prior they name."""
     name = values.get("pretrained")  # a YAML list or mapping here is refused later, naming --pretrained
-    return {**(PRETRAINED_DEFAULTS.get(name, {}) if isinstance(name, str) else {}), **values}
+    if not isinstance(name, str):
+        return dict(values)
+    defaults = PRETRAINED_DEFAULTS.get(name)
+    if defaults is None and shapes_prior_args(name) is not None:
+        defaults = PRETRAINED_DEFAULTS["shapes"]  # a shapes prior the user trained
+    return {**(defaults or {}), **values}
 
 
 def load_yaml(path: str) -> dict:

@@ -290,3 +290,31 @@ def test_l2hifa_run_end_to_end_with_the_real_z_variance(tiny_sd_path, tmp_path):
     assert ts == sorted(ts, reverse=True) and ts[0] == 980
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["hifa"] and saved["z_variance_weight"] == 300.0 and saved["timestep_schedule"] == "sqrt"
+
+
+def test_a_prior_folder_from_shapes_train_runs_with_the_shapes_defaults_and_its_own_latent_size(tmp_path):
+    """A user-trained shapes prior (a folder with shapes.train's training_args.json, like the
+    shipped one) gets the shapes run defaults and the regularizer scale of its own latents."""
+    import json
+
+    from l2vsd_ext.config import (PRETRAINED_DEFAULTS, PRIOR_LATENT_ELEMENTS, SD_LATENT_ELEMENTS, latent_elements,
+                                  regularizer_scale, with_pretrained_defaults)
+    from l2vsd_ext.prior.loading import shapes_weights_path
+
+    shipped = shapes_weights_path()
+    assert latent_elements(shipped) == PRIOR_LATENT_ELEMENTS["shapes"]
+    values = with_pretrained_defaults({"pretrained": shipped, "steps": 50})
+    assert values["steps"] == 50 and values["resolution"] == PRETRAINED_DEFAULTS["shapes"]["resolution"]
+
+    args = json.load(open(f"{shipped}/training_args.json"))
+    pixel = tmp_path / "pixel_prior"
+    pixel.mkdir()
+    (pixel / "training_args.json").write_text(json.dumps({**args, "pixel_space": True, "resolution": 32}))
+    assert latent_elements(str(pixel)) == 32 * 32 * 3
+    assert regularizer_scale(str(pixel)) == 32 * 32 * 3 / SD_LATENT_ELEMENTS
+    assert with_pretrained_defaults({"pretrained": str(pixel)})["background"] == "white"
+    # anything else keeps no defaults and scale 1
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "training_args.json").write_text("{not json")
+    assert latent_elements(str(tmp_path / "other")) is None and regularizer_scale(str(tmp_path / "other")) == 1.0
+    assert with_pretrained_defaults({"pretrained": str(tmp_path / "other")}) == {"pretrained": str(tmp_path / "other")}

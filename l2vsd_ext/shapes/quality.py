@@ -50,14 +50,15 @@ def nearest_psnr(sample: torch.Tensor, references: torch.Tensor, alphas: torch.T
 
 def evaluate_prior(prior, samples_per_case: int = 2, views=("front", "back"), steps: int = 30,
                    guidance_scale: float = 3.0, seed: int = 0, references: dict | None = None,
-                   sampler=None):
+                   sampler=None, probe=None):
     """Samples every (object, view) case and scores it. Returns (rows, images): one row per
     sample with the nearest-view PSNR to its own object, the best other object, and to its own
     object's front / back views; images (N, 3, H, W) in row order.
 
     sampler(texts, steps, guidance_scale, seed) -> images replaces the DDIM sampler through
     `prior` (e.g. sample.sample_images_diffusers on the prior's folder); prior may then be None
-    if `references` is given."""
+    if `references` is given. probe: a view_probe.ViewProbe; each row then also has its
+    probability that the sample shows its object's front ("p_front")."""
     from .sample import sample_images
 
     if references is None:
@@ -68,8 +69,13 @@ def evaluate_prior(prior, samples_per_case: int = 2, views=("front", "back"), st
     cases = [(key, view) for key in OBJECTS for view in views for _ in range(samples_per_case)]
     images = sampler([view_text(OBJECTS[k].prompt, v) for k, v in cases], steps=steps,
                      guidance_scale=guidance_scale, seed=seed)
+    p_front = None
+    if probe is not None:
+        from .view_probe import front_probability
+
+        p_front = front_probability(probe, images, [key for key, _ in cases]).tolist()
     rows = []
-    for (key, view), image in zip(cases, images):
+    for n, ((key, view), image) in enumerate(zip(cases, images)):
         to_object = {other: nearest_psnr(image, refs, alphas)
                      for other, (refs, _, alphas) in references.items()}
         refs, labels, alphas = references[key]
@@ -82,6 +88,8 @@ def evaluate_prior(prior, samples_per_case: int = 2, views=("front", "back"), st
                      "psnr_best_other": best_other,
                      "nearest_object": max(to_object, key=to_object.get),
                      "psnr_front_views": by_view["front"], "psnr_back_views": by_view["back"]})
+        if p_front is not None:
+            rows[-1]["p_front"] = p_front[n]
     return rows, images
 
 
@@ -91,11 +99,16 @@ def summarize(rows: list[dict]) -> dict:
     back = [r["psnr_back_views"] > r["psnr_front_views"] for r in rows if r["view"] == "back"]
     front = [r["psnr_front_views"] > r["psnr_back_views"] for r in rows if r["view"] == "front"]
     mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")
-    return {"samples": len(rows), "own_object_nearest": mean(own),
-            "back_sample_nearer_back_views": mean(back),
-            "front_sample_nearer_front_views": mean(front),
-            "mean_psnr_own": mean([r["psnr_own"] for r in rows]),
-            "mean_psnr_best_other": mean([r["psnr_best_other"] for r in rows])}
+    out = {"samples": len(rows), "own_object_nearest": mean(own),
+           "back_sample_nearer_back_views": mean(back),
+           "front_sample_nearer_front_views": mean(front),
+           "mean_psnr_own": mean([r["psnr_own"] for r in rows]),
+           "mean_psnr_best_other": mean([r["psnr_best_other"] for r in rows])}
+    if rows and all("p_front" in r for r in rows):
+        # the view probe's verdict: a "front view" sample classified front, a "back view" one back
+        out["front_sample_classified_front"] = mean([r["p_front"] > 0.5 for r in rows if r["view"] == "front"])
+        out["back_sample_classified_back"] = mean([r["p_front"] < 0.5 for r in rows if r["view"] == "back"])
+    return out
 
 
 def true_render_sampler(resolution: int = 32, seed: int = TRUTH_SEED, pool: int = 256):

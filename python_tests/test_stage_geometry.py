@@ -275,12 +275,19 @@ def test_geometry_turntable_shows_the_final_mesh_and_respects_no_export(stage1, 
     assert main(geometry(stage1, out, 2, "--turntable-views", "6")) == 0
     names, frames = _frames(out)
     assert names == [f"frame_{i:03d}.png" for i in range(6)]
-    # each frame is the normal render of the final mesh from the orbit (up to PNG rounding)
+    # each frame: the final mesh from the orbit, shaded | normal map (up to PNG rounding)
     vertices, faces, _, _ = mesh_from_state(load_checkpoint(str(out / "checkpoints" / "last.pt")))
     h = frames.shape[1]
+    assert frames.shape[2] == 2 * h
     cams = CameraSampler(height=h, width=h).orbit(6)
-    expected = render_mesh(vertices, faces, cams.c2w, cams.fovy, h, h).normal
-    assert (frames - expected).abs().max() < 1.5 / 255
+    rendered = render_mesh(vertices, faces, cams.c2w, cams.fovy, h, h)
+    assert (frames[:, :, h:] - rendered.normal).abs().max() < 1.5 / 255
+    # shaded: white outside, grey where covered, brighter where the surface faces the camera
+    shaded, mask = frames[:, :, :h], rendered.mask[..., 0]
+    facing = (torch.nn.functional.normalize(2 * rendered.normal - rendered.mask, dim=-1) * -cams.rays_d).sum(-1)
+    assert (shaded[mask == 0] == 1).all() and (shaded[mask == 1] < 0.81).all()
+    inside = mask == 1
+    assert torch.corrcoef(torch.stack([shaded[..., 0][inside], facing[inside]]))[0, 1] > 0.99
     assert (frames[0] - frames[3]).abs().mean() > 0.01  # the orbit turns
     assert iio.imread(out / "export" / "turntable.gif", index=None).shape[0] == 6
     assert (out / "export" / "turntable.mp4").stat().st_size > 0

@@ -197,7 +197,11 @@ def test_texture_turntable_shows_the_textured_mesh(runs, tmp_path):
     names = sorted(os.listdir(out / "turntable"))
     assert names == [f"frame_{i:03d}.png" for i in range(4)]
     frames = torch.stack([torch.as_tensor(iio.imread(out / "turntable" / n)) for n in names]).float() / 255
-    # each frame is the final texture on the mesh over white, from the orbit (up to PNG rounding)
+    # each frame: shaded | normal map | the final texture on the mesh over white, from the orbit
+    # (up to PNG rounding); the shape panels are the geometry stage's (test_stage_geometry)
+    h = frames.shape[1]
+    assert frames.shape[2] == 3 * h
+    frames = frames[:, :, 2 * h:]
     state = load_checkpoint(str(out / "checkpoints" / "last.pt"))
     g = from_saved(state["config"]["guidance"])
     field = TextureField(tuple(state["box"]["center"]), state["box"]["half_extent"], n_levels=g.n_levels,

@@ -55,3 +55,17 @@ def render_mesh(vertices: torch.Tensor, faces: torch.Tensor, c2w: torch.Tensor,
     # rasterize's row 0 is at the bottom (NDC y = -1); images here are top row first
     both = both.flip(1)
     return MeshRender(mask=both[..., :1], normal=both[..., 1:], tri_id=rast.tri_id.flip(1))
+
+
+AMBIENT = 0.1  # stage 1's ambient ratio for its diffuse shading
+
+
+def shade_normals(render: MeshRender, rays_d: torch.Tensor, albedo: float = 0.8) -> torch.Tensor:
+    """(B, 3, H, W) a grey diffuse render over white from a MeshRender and its cameras' ray
+    directions (B, H, W, 3), light at the camera: albedo * (ambient + (1 - ambient) max(n.l, 0)),
+    the mesh's shape without its colours (stage 1's 'textureless' shading)."""
+    normal = torch.nn.functional.normalize(2 * render.normal - render.mask, dim=-1, eps=1e-12)
+    lambert = (normal * -rays_d.to(normal)).sum(-1, keepdim=True).clamp(min=0)
+    grey = albedo * (AMBIENT + (1 - AMBIENT) * lambert)
+    image = grey * render.mask + (1 - render.mask)
+    return image.expand(*image.shape[:-1], 3).permute(0, 3, 1, 2).contiguous()

@@ -171,6 +171,18 @@ class StageTrainer:
     @torch.no_grad()
     def render_views(self, n_views: int, elevation: float = 15.0, resolution: int | None = None) -> torch.Tensor:
         """(n_views, 3, H, W) in [0, 1] from a fixed orbit (H = W = resolution, default the run's)."""
+        return self._orbit_frames(n_views, elevation, resolution, lambda cams: [self.render(cams, training=False)[0]])
+
+    @torch.no_grad()
+    def turntable_views(self, n_views: int, elevation: float = 15.0, resolution: int | None = None) -> torch.Tensor:
+        """(n_views, 3, H, k W): the turntable's frames, the stage's k panels side by side."""
+        return self._orbit_frames(n_views, elevation, resolution, self.turntable_panels)
+
+    def turntable_panels(self, cams) -> list:
+        """The turntable frame's panels for one camera, each (1, 3, H, W) in [0, 1]."""
+        return [self.render(cams, training=False)[0]]
+
+    def _orbit_frames(self, n_views, elevation, resolution, panels) -> torch.Tensor:
         from ..scene import CameraSampler
         from ..trainer import _index
 
@@ -178,5 +190,5 @@ class StageTrainer:
         if resolution is not None:
             cameras = CameraSampler(height=resolution, width=resolution, device=self.device)
         cams = cameras.orbit(n_views, elevation=elevation)
-        return torch.cat([self.render(_index(cams, i), training=False)[0]
+        return torch.cat([torch.cat(panels(_index(cams, i)), dim=-1)
                           for i in range(n_views)]).clamp(0, 1).cpu()

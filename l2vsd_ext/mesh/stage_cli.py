@@ -12,7 +12,8 @@ Guidance settings are the stage-1 run's; --mode and --set KEY=VALUE (any stage-1
 --set guidance_scale=20 lora_lr=1e-4) change them for this stage. At the end the geometry stage
 writes export/mesh.obj, export/mesh.glb and export/normals.png (normal maps from an orbit), the
 texture stage export/mesh.obj/.glb with vertex colours and export/renders.png; both write a
-turntable of --turntable-views frames (normal maps; textured renders) into turntable/ and its
+turntable of --turntable-views frames (geometry: shaded | normal map; texture: shaded | normal
+map | textured, side by side) into turntable/ and its
 video into export/ (export/turntable.mp4, .gif, contact_sheet.png). --no-export: only the
 turntable frames."""
 from __future__ import annotations
@@ -196,7 +197,7 @@ def write_turntable(trainer, config) -> tuple[dict, object]:
     if not config.turntable_views:
         return {}, None
     resolution = config.resolution + config.resolution % 2
-    frames = trainer.render_views(config.turntable_views, resolution=resolution)
+    frames = trainer.turntable_views(config.turntable_views, resolution=resolution)
     for i, frame in enumerate(frames):
         save_png(frame[None], folder.claim("turntable", f"frame_{i:03d}.png"))
     written = {"turntable": os.path.join(config.out, "turntable", "frame_NNN.png")}

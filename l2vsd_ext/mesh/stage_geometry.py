@@ -140,6 +140,14 @@ class GeometryTrainer(StageTrainer):
         out = render_mesh(mesh.vertices, mesh.faces, cams.c2w, cams.fovy, cams.height, cams.width)
         return out.normal.permute(0, 3, 1, 2).contiguous(), mesh
 
+    def turntable_panels(self, cams) -> list:
+        """Shaded | normal map."""
+        from .render import shade_normals
+
+        mesh = self.mesh()
+        out = render_mesh(mesh.vertices, mesh.faces, cams.c2w, cams.fovy, cams.height, cams.width)
+        return [shade_normals(out, cams.rays_d), out.normal.permute(0, 3, 1, 2)]
+
     def regularization(self, mesh):
         from ..scene.regularizers import mesh_laplacian_smoothing, mesh_normal_consistency
 

@@ -119,6 +119,13 @@ class TextureTrainer(StageTrainer):
         image, _ = render_textured(self.vertices, self.faces, self.texture, cams, background)
         return image, None
 
+    def turntable_panels(self, cams) -> list:
+        """Shaded | normal map | textured: the fixed mesh's shape, then its colours."""
+        from .render import render_mesh, shade_normals
+
+        out = render_mesh(self.vertices, self.faces, cams.c2w, cams.fovy, cams.height, cams.width)
+        return [shade_normals(out, cams.rays_d), out.normal.permute(0, 3, 1, 2), self.render(cams, training=False)[0]]
+
     def _background(self, n: int, training: bool) -> torch.Tensor:
         """White, or (training, with the stage-1 run's --random-background probability) a random
         solid colour per image, as stage 1's white background does."""

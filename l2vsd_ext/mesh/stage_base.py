@@ -75,7 +75,7 @@ class StageConfig:
 
 # Changeable on --resume (how long and how watched, not what a step computes).
 CHANGEABLE_ON_RESUME = ("steps", "val_every", "ckpt_every", "max_nonfinite_steps", "device", "turntable_views",
-                        "export_at_end", "max_memory_fraction")
+                        "export_at_end", "max_memory_fraction", "texture_size")
 
 
 class StageTrainer:

@@ -163,7 +163,7 @@ def resumed_config(config_cls, given: dict, overrides: dict) -> tuple[StageConfi
         refused.append("--set")
     if refused:
         flags = [k if k.startswith("--") else "--" + k.replace("_", "-") for k in refused]
-        allowed = ", ".join("--" + k.replace("_", "-") for k in CHANGEABLE_ON_RESUME)
+        allowed = ", ".join("--" + k.replace("_", "-") for k in CHANGEABLE_ON_RESUME if hasattr(saved, k))
         raise ConfigError(f"--resume: the run keeps the settings it was started with; these differ: "
                           f"{', '.join(flags)}. Only {allowed} may change")
     changes = {k: [getattr(saved, k), given[k]] for k in CHANGEABLE_ON_RESUME
@@ -241,8 +241,34 @@ def write_geometry_outputs(trainer, config) -> dict:
 
 
 def write_texture_outputs(trainer, config) -> dict:
-    """The turntable of textured renders, the coloured mesh and a sheet of renders."""
-    return write_stage_outputs(trainer, config, "renders")
+    """The turntable of textured renders, the coloured mesh and a sheet of renders; unless
+    --texture-size 0, also the mesh with a UV atlas: export/textured.glb, and export/textured.obj
+    with textured.mtl and textured_albedo.png."""
+    written = write_stage_outputs(trainer, config, "renders")
+    if config.export_at_end and config.texture_size:
+        written.update(write_uv_textured(trainer, config))
+    return written
+
+
+def write_uv_textured(trainer, config) -> dict:
+    from trimesh.exchange.obj import export_obj
+
+    from ..checkpoint import atomic_write_bytes
+    from ..run_folder import RunFolder
+    from .uv_atlas import bake, textured_trimesh, unwrap
+
+    atlas = unwrap(trainer.vertices, trainer.faces, config.texture_size)
+    image = bake(atlas, lambda points: trainer.texture(points.to(trainer.device)), config.texture_size)
+    mesh = textured_trimesh(atlas, image)
+    folder = RunFolder(config.out)
+    glb = folder.claim("export", "textured.glb")
+    atomic_write_bytes(glb, mesh.export(file_type="glb"))
+    text, extra = export_obj(mesh, return_texture=True, mtl_name="textured.mtl")
+    for name, data in extra.items():  # textured.mtl and the texture image it names
+        atomic_write_bytes(folder.claim("export", name), data)
+    obj = folder.claim("export", "textured.obj")
+    atomic_write_bytes(obj, text.encode())
+    return {"textured_glb": glb, "textured_obj": obj}
 
 
 def main(stage: str, argv, prior=None) -> int:

@@ -33,6 +33,8 @@ class TextureConfig(StageConfig):
     color_init_steps: int = _f(300, "Adam steps of the stage-1 colour fit")
     outlier_faces_fraction: float = _f(0.01, "pieces of the mesh with fewer than this fraction of its faces "
                                              "are removed (threestudio: 0.01)")
+    texture_size: int = _f(1024, "side in texels of the exported UV-atlas texture (xatlas charts; "
+                                 "threestudio: 1024); 0: vertex colours only")
 
     def validate(self) -> None:
         super().validate()
@@ -40,6 +42,8 @@ class TextureConfig(StageConfig):
             raise ConfigError(f"--color-init: must be one of {', '.join(COLOR_INITS)}, got '{self.color_init}'")
         if self.color_init_steps < 0:
             raise ConfigError(f"--color-init-steps: must be >= 0, got {self.color_init_steps}")
+        if not 0 <= self.texture_size <= 8192:
+            raise ConfigError(f"--texture-size: must be in [0, 8192], got {self.texture_size}")
         if not 0 <= self.outlier_faces_fraction < 1:
             raise ConfigError(f"--outlier-faces-fraction: must be in [0, 1), got {self.outlier_faces_fraction}")
 

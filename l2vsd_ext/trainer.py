@@ -137,6 +137,33 @@ def zero_nonfinite_grads(optimizer, count):
                 p.grad.masked_fill_(bad, 0.0)
     return count
 
+
+def guidance_state(trainer) -> dict:
+    """What a run's guidance needs to continue bit for bit, for stage 1 and the mesh stages alike:
+    the score model, the random streams (mode, cameras, torch, CUDA) and the non-finite counters."""
+    return {
+        "score_model": trainer.score_model.state_dict() if trainer.score_model else None,
+        "mode_rng": trainer.mode.rng_state(),
+        "camera_rng": trainer.camera_rng.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "nonfinite_param_grads": int(trainer.nonfinite_param_grads),
+        "nonfinite_steps": trainer.nonfinite_steps,
+    }
+
+
+def restore_guidance_state(trainer, state: dict) -> None:
+    """The inverse of guidance_state."""
+    if trainer.score_model is not None:
+        trainer.score_model.load_state_dict(state["score_model"])
+    trainer.mode.load_rng_state(state["mode_rng"])
+    trainer.camera_rng.set_state(state["camera_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    trainer.nonfinite_param_grads = state["nonfinite_param_grads"]
+    trainer.nonfinite_steps = state.get("nonfinite_steps", 0)
+
 class Trainer:
     def __init__(self, config: RunConfig, prior: DiffusionPrior | None = None):
         self.config = config
@@ -206,30 +233,16 @@ class Trainer:
             "config": self.config.to_dict(),
             "renderer": self.renderer.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "score_model": self.score_model.state_dict() if self.score_model else None,
-            "mode_rng": self.mode.rng_state(),
-            "camera_rng": self.camera_rng.get_state(),
             "render_rng": self.render_rng.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "nonfinite_param_grads": int(self.nonfinite_param_grads),
-            "nonfinite_steps": self.nonfinite_steps,
+            **guidance_state(self),
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.step = state["step"]
         self.renderer.load_state_dict(state["renderer"])
         self.optimizer.load_state_dict(state["optimizer"])
-        if self.score_model is not None:
-            self.score_model.load_state_dict(state["score_model"])
-        self.mode.load_rng_state(state["mode_rng"])
-        self.camera_rng.set_state(state["camera_rng"])
         self.render_rng.set_state(state["render_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        self.nonfinite_param_grads = state["nonfinite_param_grads"]
-        self.nonfinite_steps = state.get("nonfinite_steps", 0)
+        restore_guidance_state(self, state)
 
     # -- outputs ------------------------------------------------------------------------------
     @torch.no_grad()

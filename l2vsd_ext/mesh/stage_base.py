@@ -78,6 +78,13 @@ CHANGEABLE_ON_RESUME = ("steps", "val_every", "ckpt_every", "max_nonfinite_steps
                         "export_at_end", "max_memory_fraction", "texture_size")
 
 
+def _trainer():
+    """The stage-1 trainer module, imported when first needed (it loads the diffusion stack)."""
+    from .. import trainer
+
+    return trainer
+
+
 class StageTrainer:
     """Subclasses set up their tensors in _convert (a new run) or _restore (resume), and define
     parameters(), render(cams) -> ((B, 3, H, W) images in [0, 1], extras), regularization(extras)
@@ -140,13 +147,7 @@ class StageTrainer:
             "config": self.config.to_dict(),
             **self._extra_state(),
             "optimizer": self.optimizer.state_dict(),
-            "score_model": self.score_model.state_dict() if self.score_model else None,
-            "mode_rng": self.mode.rng_state(),
-            "camera_rng": self.camera_rng.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "nonfinite_param_grads": int(self.nonfinite_param_grads),
-            "nonfinite_steps": self.nonfinite_steps,
+            **_trainer().guidance_state(self),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -157,15 +158,7 @@ class StageTrainer:
             raise ConfigError(f"--resume: the checkpoint does not hold a readable {self.config.STAGE} stage: "
                               f"{err}") from None
         self.step = state["step"]
-        if self.score_model is not None:
-            self.score_model.load_state_dict(state["score_model"])
-        self.mode.load_rng_state(state["mode_rng"])
-        self.camera_rng.set_state(state["camera_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        self.nonfinite_param_grads = state["nonfinite_param_grads"]
-        self.nonfinite_steps = state.get("nonfinite_steps", 0)
+        _trainer().restore_guidance_state(self, state)
 
     # -- outputs --------------------------------------------------------------------------------
     @torch.no_grad()

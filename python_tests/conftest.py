@@ -49,3 +49,12 @@ def tiny_sd_path(tmp_path_factory):
     from l2vsd_ext.prior.tiny import build_tiny_sd
 
     return build_tiny_sd(str(tmp_path_factory.mktemp("tiny_sd")))
+
+
+@pytest.fixture(scope="session")
+def tiny_stage1_run(tiny_sd_path, tmp_path_factory):
+    """A 3-step stage-1 run on the tiny pipeline, shared by the mesh-stage tests, which only read it
+    (each checks that it is left unchanged)."""
+    from tiny_run import make_tiny_run
+
+    return make_tiny_run(tiny_sd_path, tmp_path_factory.mktemp("stage1"), steps=3)

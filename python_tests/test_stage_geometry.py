@@ -16,7 +16,6 @@ from l2vsd_ext.mesh.marching_tets import marching_tets
 from l2vsd_ext.mesh.sdf_init import (NoSurfaceError, conversion_chamfer, placed_grid, sdf_from_density,
                                      tight_box)
 from l2vsd_ext.run import main
-from tiny_run import make_tiny_run
 
 GEOMETRY = ["--tet-resolution", "16", "--val-every", "2", "--ckpt-every", "2"]
 
@@ -108,8 +107,8 @@ def _records(folder):
 
 
 @pytest.fixture(scope="module")
-def stage1(tiny_sd_path, tmp_path_factory):
-    return make_tiny_run(tiny_sd_path, tmp_path_factory.mktemp("stage1"), steps=3)
+def stage1(tiny_stage1_run):
+    return tiny_stage1_run
 
 
 def geometry(stage1, out, steps, *extra):

@@ -16,7 +16,6 @@ from l2vsd_ext.export.loading import open_run
 from l2vsd_ext.mesh import make_tet_grid, marching_tets
 from l2vsd_ext.mesh.texture_field import TextureField, fit_colors, remove_small_pieces
 from l2vsd_ext.run import main
-from tiny_run import make_tiny_run
 
 
 def _sphere_pair():
@@ -74,11 +73,10 @@ def _records(folder):
 
 
 @pytest.fixture(scope="module")
-def runs(tiny_sd_path, tmp_path_factory):
+def runs(tiny_stage1_run, tmp_path_factory):
     """(stage-1 run, geometry run) on the tiny pipeline."""
-    root = tmp_path_factory.mktemp("stages")
-    stage1 = make_tiny_run(tiny_sd_path, root, steps=3)
-    geometry = str(root / "geometry")
+    stage1 = tiny_stage1_run
+    geometry = str(tmp_path_factory.mktemp("stages") / "geometry")
     assert main(["--stage", "geometry", "--init-from", stage1, "--out", geometry, "--steps", "2",
                  "--tet-resolution", "16"]) == 0
     return stage1, geometry

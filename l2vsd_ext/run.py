@@ -192,69 +192,56 @@ def main(argv=None, prior=None) -> int:
 
 
 def _main_nerf(argv, prior=None) -> int:
-    from .interrupts import RunInterrupted
+    from .cli_errors import run_command
 
-    lock = None
+    return run_command(PROG, lambda folder: _run_nerf(argv, prior, folder))
+
+
+def _run_nerf(argv, prior, folder) -> int:
+    from .resume import plan_run
+    from .memory_check import check_memory
+    from .run_lock import lock_folder
+
+    given = given_settings(argv)
+    first = RunConfig.from_dict(given)
+    if not first.resume:
+        validate(first)  # a new run's settings are complete: refuse them before creating --out
+        check_memory(first)
+    elif not os.path.isdir(first.out):
+        raise ConfigError(f"--resume: no run folder at '{first.out}'")
+    check_out_writable(first.out)
+    # One process per run folder, from before it is read until this command ends.
+    folder.hold(lock_folder(first.out, "--out"))
+    plan = plan_run(given)
+    config = plan.config
+    validate(config)
+    check_memory(config)
+    from .prior.loading import PriorWeightsUnavailable
+    from .run_logging import make_logger
+    from .run_folder import RunFolder
+    from .trainer import TrainingDiverged, run_training
+
+    for note in plan.notes:
+        print(note, file=sys.stderr)
+    if plan.restart:
+        RunFolder(config.out).clear_run_files()
+    quiet_libraries()
+    logger = make_logger(config.logger, config.out, config)
     try:
-        from .resume import plan_run
-        from .memory_check import check_memory
-        from .run_lock import lock_folder
-
-        given = given_settings(argv)
-        first = RunConfig.from_dict(given)
-        if not first.resume:
-            validate(first)  # a new run's settings are complete: refuse them before creating --out
-            check_memory(first)
-        elif not os.path.isdir(first.out):
-            raise ConfigError(f"--resume: no run folder at '{first.out}'")
-        check_out_writable(first.out)
-        # One process per run folder, from before it is read until this command ends.
-        lock = lock_folder(first.out, "--out")
-        plan = plan_run(given)
-        config = plan.config
-        validate(config)
-        check_memory(config)
-        from .prior.loading import PriorWeightsUnavailable
-        from .run_logging import make_logger
-        from .run_folder import RunFolder
-        from .trainer import TrainingDiverged, run_training
-
-        for note in plan.notes:
-            print(note, file=sys.stderr)
-        if plan.restart:
-            RunFolder(config.out).clear_run_files()
-        quiet_libraries()
-        logger = make_logger(config.logger, config.out, config)
-        try:
-            trainer = run_training(config, prior, changes=plan.changes, logger=logger)
-            if trainer.step == config.steps:
-                written = write_final_outputs(trainer.renderer, config, logger)
-                print(f"run finished at step {trainer.step}: '{config.out}'", file=sys.stderr)
-                for name, path in written.items():
-                    print(f"  {name:14s} {path}", file=sys.stderr)
-        except PriorWeightsUnavailable as err:
-            raise ConfigError(f"--pretrained: {err}") from err
-        except TrainingDiverged as err:
-            print(f"{PROG}: error: {err}", file=sys.stderr)
-            return 1
-        finally:
-            if logger is not None:
-                logger.close()
-    except ConfigError as err:
-        if lock is not None:
-            lock.discard()  # a refused run leaves no folder behind
-            lock = None
-        print(f"{PROG}: error: {one_line(err)}", file=sys.stderr)
-        return 2
-    except RunInterrupted as stop:
-        print(f"{PROG}: {stop}", file=sys.stderr)
-        return stop.exit_code
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; the last checkpoint written (if any) is kept", file=sys.stderr)
-        return 130
+        trainer = run_training(config, prior, changes=plan.changes, logger=logger)
+        if trainer.step == config.steps:
+            written = write_final_outputs(trainer.renderer, config, logger)
+            print(f"run finished at step {trainer.step}: '{config.out}'", file=sys.stderr)
+            for name, path in written.items():
+                print(f"  {name:14s} {path}", file=sys.stderr)
+    except PriorWeightsUnavailable as err:
+        raise ConfigError(f"--pretrained: {err}") from err
+    except TrainingDiverged as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 1
     finally:
-        if lock is not None:
-            lock.release()
+        if logger is not None:
+            logger.close()
     return 0
 
 

@@ -272,74 +272,62 @@ def write_uv_textured(trainer, config) -> dict:
 
 
 def main(stage: str, argv, prior=None) -> int:
-    from ..interrupts import RunInterrupted
-    from ..run import check_out_writable
-    from ..run_lock import lock_folder
-    from ..cli_errors import one_line
+    from ..cli_errors import run_command
 
     prog = f"python -m l2vsd_ext.run --stage {stage}"
+    # the resume line RunInterrupted prints names stage 1's command: add this stage
+    hint = lambda message: message.replace("l2vsd_ext.run --out", f"l2vsd_ext.run --stage {stage} --out")  # noqa: E731
+    return run_command(prog, lambda folder: _run_stage(stage, argv, prior, prog, folder), hint)
+
+
+def _run_stage(stage: str, argv, prior, prog: str, folder_lock) -> int:
+    from ..run import check_out_writable
+    from ..run_lock import lock_folder
+
     config_cls, trainer_cls, write_outputs = stage_classes(stage)
-    lock = None
-    try:
-        given, overrides = given_settings(stage, config_cls, argv)
-        if given.get("resume"):
-            out = given.get("out", config_cls.out)
-            if not os.path.isdir(out):
-                raise ConfigError(f"--resume: no run folder at '{out}'")
-        else:
-            config = new_config(stage, config_cls, given, overrides)  # reads --init-from, writes nothing
-            validate(config.guidance)
-            config.validate()
-            config.check_memory()  # before the folder, the lock or the conversion
+    given, overrides = given_settings(stage, config_cls, argv)
+    if given.get("resume"):
         out = given.get("out", config_cls.out)
-        check_out_writable(out)
-        lock = lock_folder(out, "--out")
-        changes = {}
-        if given.get("resume"):
-            config, changes = resumed_config(config_cls, given, overrides)
-            config.validate()
-            config.check_memory()
-        else:
-            from ..run_folder import RunFolder
+        if not os.path.isdir(out):
+            raise ConfigError(f"--resume: no run folder at '{out}'")
+    else:
+        config = new_config(stage, config_cls, given, overrides)  # reads --init-from, writes nothing
+        validate(config.guidance)
+        config.validate()
+        config.check_memory()  # before the folder, the lock or the conversion
+    out = given.get("out", config_cls.out)
+    check_out_writable(out)
+    folder_lock.hold(lock_folder(out, "--out"))
+    changes = {}
+    if given.get("resume"):
+        config, changes = resumed_config(config_cls, given, overrides)
+        config.validate()
+        config.check_memory()
+    else:
+        from ..run_folder import RunFolder
 
-            folder = RunFolder(out)
-            if folder.has_checkpoint():
-                raise ConfigError(f"--out: '{out}' already holds a run; pass --resume to continue it "
-                                  "or choose another folder")
-            present = folder.run_files()
-            if present:
-                raise ConfigError(f"--out: '{out}' holds {', '.join(present)}; choose an empty or new folder")
-        from ..run import quiet_libraries
-        from ..trainer import TrainingDiverged, run_training
+        folder = RunFolder(out)
+        if folder.has_checkpoint():
+            raise ConfigError(f"--out: '{out}' already holds a run; pass --resume to continue it "
+                              "or choose another folder")
+        present = folder.run_files()
+        if present:
+            raise ConfigError(f"--out: '{out}' holds {', '.join(present)}; choose an empty or new folder")
+    from ..run import quiet_libraries
+    from ..trainer import TrainingDiverged, run_training
 
-        quiet_libraries()
-        try:
-            trainer = run_training(config, prior, changes=changes, make_trainer=trainer_cls)
-        except TrainingDiverged as err:
-            print(f"{prog}: error: {err}", file=sys.stderr)
-            return 1
-        for key, value in (trainer.initial_metrics[0] if trainer.initial_metrics else {}).items():
-            if key != "step":
-                print(f"  {key}: {value}", file=sys.stderr)
-        if trainer.step == config.steps:
-            written = write_outputs(trainer, config)
-            print(f"{stage} stage finished at step {trainer.step}: '{config.out}'", file=sys.stderr)
-            for name, path in written.items():
-                print(f"  {name:10s} {path}", file=sys.stderr)
-    except ConfigError as err:
-        if lock is not None:
-            lock.discard()
-            lock = None
-        print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
-        return 2
-    except RunInterrupted as stop:  # its resume command, for this stage
-        print(f"{prog}: " + str(stop).replace("l2vsd_ext.run --out", f"l2vsd_ext.run --stage {stage} --out"),
-              file=sys.stderr)
-        return stop.exit_code
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; the last checkpoint written (if any) is kept", file=sys.stderr)
-        return 130
-    finally:
-        if lock is not None:
-            lock.release()
+    quiet_libraries()
+    try:
+        trainer = run_training(config, prior, changes=changes, make_trainer=trainer_cls)
+    except TrainingDiverged as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 1
+    for key, value in (trainer.initial_metrics[0] if trainer.initial_metrics else {}).items():
+        if key != "step":
+            print(f"  {key}: {value}", file=sys.stderr)
+    if trainer.step == config.steps:
+        written = write_outputs(trainer, config)
+        print(f"{stage} stage finished at step {trainer.step}: '{config.out}'", file=sys.stderr)
+        for name, path in written.items():
+            print(f"  {name:10s} {path}", file=sys.stderr)
     return 0

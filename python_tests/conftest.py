@@ -58,3 +58,26 @@ def tiny_stage1_run(tiny_sd_path, tmp_path_factory):
     from tiny_run import make_tiny_run
 
     return make_tiny_run(tiny_sd_path, tmp_path_factory.mktemp("stage1"), steps=3)
+
+
+# -- no test writes into the directory pytest runs from -------------------------------------------
+# (a fuzzed relative --out once left '0.0/' and 'False/' run folders in the checkout, and they were
+# committed). New visible entries there at the end of the session fail it, naming them.
+_CWD_AT_START = None
+
+
+def pytest_sessionstart(session):
+    global _CWD_AT_START
+    _CWD_AT_START = (os.getcwd(), {n for n in os.listdir(".") if not n.startswith(".")})
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _CWD_AT_START is None or os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # xdist workers share the controller's directory: the controller checks
+    cwd, before = _CWD_AT_START
+    if not os.path.isdir(cwd):
+        return
+    new = sorted({n for n in os.listdir(cwd) if not n.startswith(".")} - before - {"__pycache__"})
+    if new:
+        print(f"\nerror: tests left new entries in the directory pytest ran from ({cwd}): {new}")
+        session.exitstatus = 1

@@ -151,7 +151,8 @@ def test_run_config_yaml(settings_yaml, places, stub_training, tmp_path_factory)
     folder = tmp_path_factory.mktemp("cfg")
     path = folder / "c.yaml"
     path.write_text(yaml.safe_dump({"prompt": "a boat", "out": str(folder / "out"), **settings_yaml}))
-    code, lines = call(main, ["--config", str(path)])
+    with contextlib.chdir(folder):  # a drawn relative 'out' (0.0, False) lands here, not in the checkout
+        code, lines = call(main, ["--config", str(path)])
     TRIED.setdefault("run --config", []).append(code)
     check_result(code, lines, settings_yaml)
 
@@ -235,7 +236,8 @@ def test_sweep_yaml(doc, places, monkeypatch, tmp_path_factory):
     path = folder / "s.yaml"
     doc = {"prompts": ["a boat"], "out": str(folder / "out"), "modes": ["sds"], **doc}
     path.write_text(yaml.safe_dump(doc))
-    code, lines = call(cli.main, [str(path), "--pretrained", places["tiny"]])
+    with contextlib.chdir(folder):  # likewise for a drawn relative 'out'
+        code, lines = call(cli.main, [str(path), "--pretrained", places["tiny"]])
     TRIED.setdefault("sweep yaml", []).append(code)
     check_result(code, lines, doc)
 

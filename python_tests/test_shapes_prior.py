@@ -118,12 +118,11 @@ def test_corrupt_safetensors_fail_with_one_line(tmp_path, capsys):
 def test_true_render_sampler_draws_held_out_truth_with_the_asked_view():
     """The true-render 'sampler' (the ceiling row of the prior report) renders, per text, the next
     unused run camera with that text's view label, from its own generator."""
-    import dataclasses
-
     from l2vsd_ext.scene import CameraSampler
     from l2vsd_ext.shapes.dataset import render_views, view_text
     from l2vsd_ext.shapes.objects import OBJECTS
     from l2vsd_ext.shapes.quality import true_render_sampler
+    from l2vsd_ext.trainer import _index
 
     pumpkin, duck = OBJECTS["pumpkin"], OBJECTS["duck"]
     texts = [view_text(pumpkin.prompt, "front"), view_text(duck.prompt, "back"),
@@ -131,8 +130,7 @@ def test_true_render_sampler_draws_held_out_truth_with_the_asked_view():
     images = true_render_sampler(resolution=16, seed=5, pool=32)(texts)
 
     cams = CameraSampler(height=16, width=16, batch_size=32).sample(torch.Generator().manual_seed(5))
-    one = lambda i: dataclasses.replace(cams, **{f.name: getattr(cams, f.name)[i:i + 1]  # noqa: E731
-                                                 for f in dataclasses.fields(cams)})
+    one = lambda i: _index(cams, i)  # noqa: E731
     fronts = [i for i, v in enumerate(cams.view_labels) if v == "front"]
     backs = [i for i, v in enumerate(cams.view_labels) if v == "back"]
     expected = torch.cat([render_views(pumpkin, one(fronts[0])), render_views(duck, one(backs[0])),

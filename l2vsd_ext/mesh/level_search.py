@@ -26,25 +26,20 @@ class LevelSearch:
     ious: list  # mean IoU per candidate
 
 
-def ray_box_interval(rays_o: torch.Tensor, rays_d: torch.Tensor, aabb: torch.Tensor):
-    """(near, far) of each ray's segment inside the box (far <= near where it misses)."""
-    inv = 1.0 / torch.where(rays_d.abs() < 1e-12, torch.full_like(rays_d, 1e-12), rays_d)
-    t0, t1 = (aabb[:3] - rays_o) * inv, (aabb[3:] - rays_o) * inv
-    near = torch.minimum(t0, t1).amax(-1).clamp(min=0)
-    far = torch.maximum(t0, t1).amin(-1)
-    return near, far
-
-
 @torch.no_grad()
 def ray_max_density(density_fn, aabb: torch.Tensor, rays_o: torch.Tensor, rays_d: torch.Tensor,
                     n_samples: int = 256) -> torch.Tensor:
     """(N,) the largest density at n_samples evenly spaced points of each ray's segment in the box
     (0 for rays that miss it)."""
+    from ..ops.raymarch import ray_aabb_intersect
+
     aabb = aabb.to(rays_o)
     out = []
     for s in range(0, rays_o.shape[0], RAY_CHUNK):
-        o, d = rays_o[s:s + RAY_CHUNK], rays_d[s:s + RAY_CHUNK]
-        near, far = ray_box_interval(o, d, aabb)
+        o, d = rays_o[s:s + RAY_CHUNK].contiguous(), rays_d[s:s + RAY_CHUNK].contiguous()
+        near, far, hit = ray_aabb_intersect(o, d, aabb)
+        near = near.clamp(min=0)  # an origin inside the box starts at the origin
+        far = torch.where(hit, far, near)  # a miss: an empty segment
         u = (torch.arange(n_samples, dtype=o.dtype, device=o.device) + 0.5) / n_samples
         t = near[:, None] + (far - near).clamp(min=0)[:, None] * u
         points = o[:, None] + t[..., None] * d[:, None]

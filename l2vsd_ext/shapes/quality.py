@@ -119,6 +119,8 @@ def true_render_sampler(resolution: int = 32, seed: int = TRUTH_SEED, pool: int 
     by_text = {view_text(obj.prompt, view): (key, view) for key, obj in OBJECTS.items()
                for view in VIEW_LABELS}
 
+    from ..trainer import _index
+
     def sample(texts, **_):
         generator = torch.Generator().manual_seed(seed)
         cameras = CameraSampler(height=resolution, width=resolution, batch_size=pool)
@@ -131,16 +133,9 @@ def true_render_sampler(resolution: int = 32, seed: int = TRUTH_SEED, pool: int 
             while not unused[view]:
                 batch = cameras.sample(generator)
                 for i, label in enumerate(batch.view_labels):
-                    unused[label].append(_one_camera(batch, i))
+                    unused[label].append(_index(batch, i))
             images.append(render_views(OBJECTS[key], unused[view].pop(0)))
         return torch.cat(images)
 
     return sample
 
-
-def _one_camera(cams, i: int):
-    """Camera i of a CameraBatch, as a batch of one."""
-    import dataclasses
-
-    return dataclasses.replace(cams, **{f.name: getattr(cams, f.name)[i:i + 1]
-                                        for f in dataclasses.fields(cams)})

@@ -184,6 +184,32 @@ def test_front_recovered_on_a_synthetic_object():
     assert math.isnan(front_recovered_score(truth[3:5], truth[3:5], side)["front_recovered"])
 
 
+def test_view_probe_score_tells_a_drawn_front_from_a_featureless_body():
+    from l2vsd_ext.shapes.field import truth_renderer
+    from l2vsd_ext.shapes.objects import OBJECTS
+    from l2vsd_ext.shapes.score import fixed_cameras, held_out_cameras, render_over_white, view_probe_score
+
+    cams = held_out_cameras(32)
+    truth = render_over_white(truth_renderer(OBJECTS["pumpkin"]), cams)["rgb"]
+    right = view_probe_score(truth, cams, "pumpkin")
+    # The true pumpkin: its carved face on every front view, its plain back on every back view.
+    assert right["probe_front"] == 1.0 and right["probe_back"] == 1.0 and right["probe_separation"] > 0.8
+    # Fronts and backs swapped: told apart the wrong way round.
+    front = [i for i, v in enumerate(cams.view_labels) if v == "front"]
+    back = [i for i, v in enumerate(cams.view_labels) if v == "back"]
+    swapped = truth.clone()
+    swapped[front], swapped[back] = truth[back], truth[front]
+    wrong = view_probe_score(swapped, cams, "pumpkin")
+    assert wrong["probe_front"] == 0.0 and wrong["probe_separation"] < -0.8
+    # A body whose front is its back (every view the same image): separation exactly 0, whatever
+    # the probe says about that image.
+    same = truth[back[0]].expand_as(truth).clone()
+    assert view_probe_score(same, cams, "pumpkin")["probe_separation"] == 0.0
+    # No back camera: undefined, not 0.
+    fronts_only = fixed_cameras([10, 10], [0, 20], 32)
+    assert math.isnan(view_probe_score(truth[front[:2]], fronts_only, "pumpkin")["probe_separation"])
+
+
 # -- steps to threshold ---------------------------------------------------------------------------
 def test_steps_to_threshold_on_synthetic_curves():
     from l2vsd_ext.shapes.curves import steps_to_threshold
@@ -213,7 +239,8 @@ def test_case_curves_average_objects_then_band_over_seeds():
 
     def run(obj, seed, psnr):
         return {"case": "vsd", "object": obj, "seed": seed, "steps": [0, 10, 20],
-                "psnr": psnr, "ssim": [0.5] * 3, "front_recovered": [0.0, 1.0, 1.0]}
+                "psnr": psnr, "ssim": [0.5] * 3, "front_recovered": [0.0, 1.0, 1.0],
+                "probe_separation": [0.0, 0.5, 1.0]}
 
     curves = [run("duck", 0, [10, 12, 14]), run("mug", 0, [12, 14, 16]),
               run("duck", 1, [10, 11, 12]), run("mug", 1, [12, 13, 14])]

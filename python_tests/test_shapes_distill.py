@@ -62,7 +62,8 @@ def test_bench_end_to_end_and_resume(tmp_path, capsys):
     run = out / "runs" / "duck" / "sds" / "seed0"
     result = json.loads((run / "shapes_eval.json").read_text())
     for key in ("psnr", "ssim", "silhouette_iou", "depth_error", "chamfer", "janus", "seconds_per_it",
-                "front_recovered", "kid", "kid_front", "kid_side", "kid_back", "diag_loss"):
+                "front_recovered", "probe_front", "probe_back", "probe_separation", "kid", "kid_front",
+                "kid_side", "kid_back", "diag_loss"):
         assert key in result
     assert result["kid_settings"]["features"] == "random-conv" and result["kid_settings"]["samples"] == 3
     assert 0 <= result["front_recovered"] <= 1
@@ -70,7 +71,8 @@ def test_bench_end_to_end_and_resume(tmp_path, capsys):
     assert variant["mode"] == "vsd" and "diag_lora_loss" in variant
     curve = json.loads((run / "shapes_curve.json").read_text())
     assert curve["steps"] == [0, 1, 2] and len(curve["psnr"]) == 3
-    for name in ("psnr", "ssim", "front_recovered"):
+    assert -1 <= result["probe_separation"] <= 1 and len(curve["probe_separation"]) == 3
+    for name in ("psnr", "ssim", "front_recovered", "probe_separation"):
         assert (out / "curves" / f"{name}.png").stat().st_size > 0
     assert "sds,psnr,2," in (out / "curves.csv").read_text()
     paired = (out / "paired.csv").read_text()
@@ -96,3 +98,10 @@ def test_bench_end_to_end_and_resume(tmp_path, capsys):
     assert (run / "metrics.jsonl").read_text() == lines
     rescored = json.loads((run / "shapes_eval.json").read_text())
     assert rescored["kid"] == pytest.approx(result["kid"]) and rescored["psnr"] == pytest.approx(result["psnr"])
+    # A run scored before the view probe (current version) gets the probe's scores added alone.
+    before_probe = {k: v for k, v in rescored.items() if not k.startswith("probe_")}
+    before_probe["psnr"] = -1.0  # a full re-evaluation would rewrite it
+    (run / "shapes_eval.json").write_text(json.dumps(before_probe))
+    assert main(argv) == 0
+    added = json.loads((run / "shapes_eval.json").read_text())
+    assert added["psnr"] == -1.0 and added["probe_separation"] == pytest.approx(result["probe_separation"])

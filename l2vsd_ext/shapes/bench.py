@@ -186,6 +186,21 @@ def add_distribution_scores(run_dir: str, result: dict, scorer) -> dict:
     return result
 
 
+def add_probe_scores(run_dir: str, result: dict) -> dict:
+    """result with the view probe's scores (score.view_probe_score) added and saved, for runs
+    scored before the probe existed; a scored run is not evaluated again for them."""
+    from ..export import open_run
+    from .score import held_out_cameras, render_over_white, view_probe_score
+
+    if "probe_separation" in result:
+        return result
+    cams = held_out_cameras()
+    rgb = render_over_white(open_run(run_dir)[0], cams)["rgb"]
+    result = {**result, **view_probe_score(rgb, cams, result["object"])}
+    atomic_write_bytes(os.path.join(run_dir, EVAL_FILE), json.dumps(result, indent=2).encode())
+    return result
+
+
 def truth_kid(out: str, objects: list[str], scorer) -> dict:
     """{object: KID scores of the true object}, cached in OUT/kid_truth.json per settings."""
     from .distribution import truth_kid_scores
@@ -353,6 +368,7 @@ def score_case_run(run_dir: str, obj: str, case, seed: int, args, scorer, truth_
         result = None
     if result is None or result.get("eval_version") != EVAL_VERSION:
         result = evaluate_run(run_dir, obj)
+    result = add_probe_scores(run_dir, result)
     if scorer is not None:
         result = add_distribution_scores(run_dir, result, scorer)
     curve = run_curve(run_dir, obj, truth_views)
@@ -387,7 +403,8 @@ def main(argv=None) -> int:
                     curves.append(curve)
                     kid = f" KID {result['kid']:.3g}" if "kid" in result else ""
                     print(f"shapes.bench: {obj} {label} seed {seed}: PSNR {result['psnr']:.2f} "
-                          f"IoU {result['silhouette_iou']:.3f} front {result['front_recovered']:.2f}{kid}",
+                          f"IoU {result['silhouette_iou']:.3f} probe separation "
+                          f"{result['probe_separation']:.2f}{kid}",
                           flush=True)
                     if len(args.stages) > 1:
                         print(f"shapes.bench: {obj} {label} seed {seed}: {stage_summary(result)}", flush=True)

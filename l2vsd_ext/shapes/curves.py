@@ -5,8 +5,9 @@ views from a fixed orbit (elevation 15°, distance 1.5, 50° field of view; azim
 = back, side, front, side) drawn over the run's background in eval mode. Each is scored against the
 true object from the same cameras (over white, so with the shapes prior's default white background
 the two compare like for like; a run with a learned background is compared as drawn): PSNR and SSIM
-(mean over the four views) and front_recovered (1 when the front view is closer to the true front
-than to the true back, see score.front_recovered_score). Step 0 is the untrained scene as the
+(mean over the four views), front_recovered (1 when the front view is closer to the true front
+than to the true back, see score.front_recovered_score) and probe_separation (the view probe's
+P(front) on the front view minus on the back view, see score.view_probe_score). Step 0 is the untrained scene as the
 first step draws it (initial_scene), rebuilt from the run's config and seed.
 
 steps-to-threshold, per run and score: the first step from which the curve stays at or past
@@ -30,7 +31,7 @@ from .metrics import psnr, ssim
 from .objects import OBJECTS
 
 CURVE_FILE = "shapes_curve.json"
-CURVE_SCORES = ("psnr", "ssim", "front_recovered")
+CURVE_SCORES = ("psnr", "ssim", "front_recovered", "probe_separation")
 THRESHOLD_SCORES = ("psnr", "ssim")
 THRESHOLD_FRACTION = 0.9
 VALIDATION_VIEWS = 4
@@ -97,11 +98,12 @@ def initial_views(config, cams) -> torch.Tensor:
     return torch.cat(frames).permute(0, 3, 1, 2).clamp(0, 1)
 
 
-def score_views(views: torch.Tensor, truth: torch.Tensor, cams) -> dict:
-    from .score import front_recovered_score
+def score_views(views: torch.Tensor, truth: torch.Tensor, cams, obj_key: str) -> dict:
+    from .score import front_recovered_score, view_probe_score
 
     return {"psnr": float(psnr(views, truth).mean()), "ssim": float(ssim(views, truth).mean()),
-            "front_recovered": front_recovered_score(views, truth, cams)["front_recovered"]}
+            "front_recovered": front_recovered_score(views, truth, cams)["front_recovered"],
+            "probe_separation": view_probe_score(views, cams, obj_key)["probe_separation"]}
 
 
 class TruthViews:
@@ -134,15 +136,16 @@ def run_curve(run_dir: str, obj_key: str, truth_views: TruthViews) -> dict:
     if os.path.isfile(cache):
         with open(cache) as fh:
             saved = json.load(fh)
-        if saved.get("images") == names and saved.get("object") == obj_key:
+        current = saved.get("images") == names and saved.get("object") == obj_key
+        if current and all(name in saved for name in CURVE_SCORES):  # else scored before a new score
             return saved
     with open(os.path.join(run_dir, "config.yaml")) as fh:
         config = RunConfig.from_dict(yaml.safe_load(fh))
     truth, cams = truth_views.get(obj_key, config.resolution)
-    points = [(0, score_views(initial_views(config, cams), truth, cams))]
+    points = [(0, score_views(initial_views(config, cams), truth, cams, obj_key))]
     for path in pngs:
         points.append((int(_STEP_PNG.search(path).group(1)),
-                       score_views(split_views(path, config.resolution), truth, cams)))
+                       score_views(split_views(path, config.resolution), truth, cams, obj_key)))
     curve = {"object": obj_key, "images": names, "background": config.background,
              "steps": [s for s, _ in points]}
     for name in CURVE_SCORES:
@@ -209,7 +212,8 @@ def write_curves(curves: list[dict], out: str) -> list[str]:
     n_objects = len({c["object"] for c in curves})
     labels = {"psnr": "PSNR (dB) vs truth, 4 validation views",
               "ssim": "SSIM vs truth, 4 validation views",
-              "front_recovered": "front view nearer true front than true back (fraction)"}
+              "front_recovered": "front view nearer true front than true back (fraction)",
+              "probe_separation": "view probe: P(front) on the front view minus on the back view"}
     for name in CURVE_SCORES:
         fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
         for k, (case, scores) in enumerate(summary.items()):

@@ -1,6 +1,7 @@
 """Scores a scene (a run's renderer) against the true object from held-out cameras: RGB PSNR and
 SSIM, silhouette IoU, depth error, Chamfer distance of its mesh to the true surface, a Janus
-score and its mirror image, the front-recovered score. Both are drawn over white: the run's learned background is replaced, so only the object
+score and its mirror image, the front-recovered score, and the view probe's verdict on the front and
+back views. Both are drawn over white: the run's learned background is replaced, so only the object
 is compared."""
 from __future__ import annotations
 
@@ -106,6 +107,26 @@ def front_recovered_score(rgb: torch.Tensor, truth_rgb: torch.Tensor, cams: Came
             "front_margin_db": float((to_true - to_back).mean())}
 
 
+def view_probe_score(rgb: torch.Tensor, cams: CameraBatch, obj_key: str) -> dict:
+    """The shipped view probe (shapes.view_probe) on the front and back views: the fraction of
+    front views it classifies front, of back views it classifies back, and the separation: mean
+    P(front) over the front views minus over the back views. PSNR's front_recovered cannot tell a
+    face at this size (docs/shapes.md); the probe can (true renders: 1.0 on 7 of the 8 objects). A
+    body whose front looks like its back scores separation 0 whatever the probe's bias; 1 is a
+    front and a back told apart the right way round, negative the wrong way round."""
+    from .view_probe import front_probability, shipped_view_probe
+
+    front = [i for i, v in enumerate(cams.view_labels) if v == "front"]
+    back = [i for i, v in enumerate(cams.view_labels) if v == "back"]
+    if not front or not back:
+        return {"probe_front": math.nan, "probe_back": math.nan, "probe_separation": math.nan}
+    p = front_probability(shipped_view_probe(), rgb[front + back], [obj_key] * (len(front) + len(back)))
+    p_front, p_back = p[:len(front)], p[len(front):]
+    return {"probe_front": float((p_front > 0.5).float().mean()),
+            "probe_back": float((p_back < 0.5).float().mean()),
+            "probe_separation": float(p_front.mean() - p_back.mean())}
+
+
 def true_surface_points(obj, n: int = SURFACE_POINTS, seed: int = 0) -> torch.Tensor:
     """Points on the true surface: the SDF's zero set, from a fine marching-cubes mesh."""
     from ..export import extract_mesh
@@ -141,6 +162,7 @@ def score_renderer(renderer, obj, mesh=None, truth: dict | None = None,
         "z_variance": float(ours["z_variance"][solid].mean()) if solid.any() else math.nan,
         **janus_score(ours["rgb"], truth["rgb"], cams),
         **front_recovered_score(ours["rgb"], truth["rgb"], cams),
+        **view_probe_score(ours["rgb"], cams, obj.key),
         "held_out_views": cams.batch_size,
     }
     result["chamfer"] = (chamfer_distance(surface_samples(mesh), true_surface_points(obj))

@@ -11,7 +11,7 @@ from .paired import paired_differences
 
 # The original columns, kept first and unchanged.
 METRICS = ("psnr", "ssim", "silhouette_iou", "depth_error", "chamfer", "janus", "seconds_per_it")
-NEW_METRICS = ("front_recovered", "front_margin_db", "kid", "kid_front", "kid_side", "kid_back",
+NEW_METRICS = ("front_recovered", "front_margin_db", "probe_front", "probe_back", "probe_separation", "kid", "kid_front", "kid_side", "kid_back",
                "steps90_psnr", "steps90_ssim", "z_variance")
 # Mesh scores of every stage: stage 1's (its marching-cubes mesh) unprefixed, the geometry and
 # texture stages' (shapes.stage_bench) as s2_ / s3_, grouped by metric so that the stages of one
@@ -23,7 +23,8 @@ STAGE_METRICS = (tuple(f"{p}{m}" for m in ("chamfer", "normal_consistency", "fsc
                        for p in ("", "s2_", "s3_"))
                  + ("mesh_silhouette_iou", "s2_silhouette_iou", "s3_silhouette_iou", "psnr", "s3_psnr", "ssim",
                     "s3_ssim"))
-HIGHER_IS_BETTER = {"psnr", "ssim", "silhouette_iou", "front_recovered", "front_margin_db", "normal_consistency",
+HIGHER_IS_BETTER = {"psnr", "ssim", "silhouette_iou", "front_recovered", "front_margin_db", "probe_front",
+                    "probe_back", "probe_separation", "normal_consistency",
                     "fscore_1pct", "fscore_2pct", "mesh_silhouette_iou"}
 LOWER_IS_BETTER = {"depth_error", "chamfer", "janus", "seconds_per_it", "kid", "kid_front", "kid_side",
                    "kid_back", "steps90_psnr", "steps90_ssim", "z_variance"}

@@ -11,6 +11,7 @@ on held-out true renders is reported with it: its verdict on samples reads again
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import torch
 import torch.nn as nn
@@ -164,6 +165,12 @@ def save_view_probe(probe: ViewProbe, path: str) -> None:
     save_file({k: v.contiguous() for k, v in probe.state_dict().items()}, tmp,
               metadata={"objects": ",".join(OBJECTS)})
     os.replace(tmp, path)
+
+
+@functools.lru_cache(maxsize=1)
+def shipped_view_probe() -> ViewProbe:
+    """The shipped probe, loaded once per process (the scorer calls it per run)."""
+    return load_view_probe()
 
 
 def load_view_probe(path: str | None = None) -> ViewProbe:

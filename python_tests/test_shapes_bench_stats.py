@@ -359,3 +359,13 @@ def test_initial_scene_is_the_scene_the_first_step_renders(tmp_path):
     theirs = trainer.render_views(4)
     assert torch.equal(ours, theirs)
     assert ours.mean() < 0.99  # not the empty (white) scene of the grid before its first update
+
+
+def test_scored_only_with_nothing_scored_is_a_one_line_error(tmp_path, capsys):
+    from l2vsd_ext.shapes.bench import main
+
+    out = tmp_path / "bench"
+    assert main(["--modes", "sds", "--objects", "duck", "--seeds", "0", "--kid-features", "none",
+                 "--out", str(out), "--scored-only"]) == 2
+    assert "--scored-only: no run is scored yet" in capsys.readouterr().err
+    assert not (out / "runs").exists()

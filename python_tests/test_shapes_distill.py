@@ -91,6 +91,12 @@ def test_bench_end_to_end_and_resume(tmp_path, capsys):
     assert main(argv) == 0  # scored runs are skipped, not retrained
     assert (run / "metrics.jsonl").read_text() == lines
     assert "duck sds seed 0" in capsys.readouterr().out
+    # --scored-only trains nothing: a case never run is listed as left out, the tables still build.
+    assert main(argv[:3] + ["lvsd"] + argv[3:] + ["--scored-only"]) == 0
+    printed = capsys.readouterr().out
+    assert "1 runs not scored yet, left out: duck lvsd seed 0" in printed and "duck sds seed 0" in printed
+    assert not (out / "runs" / "duck" / "lvsd").exists()
+    assert (run / "metrics.jsonl").read_text() == lines
     # A run scored by the older bench (no version, no KID) is re-scored, not retrained.
     old = {k: v for k, v in result.items() if not k.startswith(("kid", "diag_", "front_", "eval_version"))}
     (run / "shapes_eval.json").write_text(json.dumps(old))

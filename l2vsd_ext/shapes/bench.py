@@ -292,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="turntable frames of each stage run (default 0: none, to save time)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1 is fastest on a shared, busy CPU)")
+    p.add_argument("--scored-only", action="store_true",
+                   help="train nothing: build the tables from the runs already scored (a study cut short "
+                        "is reported over the pairs it has; the others are listed as skipped)")
     return p
 
 
@@ -353,6 +356,16 @@ def distribution_scorer(args):
     return DistributionScorer(samples, extractor)
 
 
+def is_scored(run_dir: str, args) -> bool:
+    """Whether the run (and each later stage asked for) has been trained and scored."""
+    from .stage_bench import STAGE_EVAL_FILE, stage_folder
+
+    if not os.path.isfile(os.path.join(run_dir, EVAL_FILE)):
+        return False
+    return all(os.path.isfile(os.path.join(stage_folder(run_dir, stage), STAGE_EVAL_FILE))
+               for stage in args.stages if stage > 1)
+
+
 def score_case_run(run_dir: str, obj: str, case, seed: int, args, scorer, truth_views) -> tuple[dict, dict]:
     """Trains the run unless it is scored, then (re)scores what is missing; (result, curve)."""
     from .curves import run_curve, threshold_columns
@@ -389,12 +402,15 @@ def main(argv=None) -> int:
         from .curves import TruthViews, write_curves
 
         truth_views = TruthViews()
-        results, curves = [], []
+        results, curves, skipped = [], [], []
         # Seed-major, then object, then case: a partial table already compares every case.
         for seed in args.seeds:
             for obj in objects:
                 for label, case in cases.items():
                     run_dir = os.path.join(args.out, "runs", obj, label, f"seed{seed}")
+                    if args.scored_only and not is_scored(run_dir, args):
+                        skipped.append(f"{obj} {label} seed {seed}")
+                        continue
                     result, curve = score_case_run(run_dir, obj, case, seed, args, scorer, truth_views)
                     if len(args.stages) > 1:
                         result.update(stage_scores(run_dir, obj, args.stages,
@@ -408,6 +424,10 @@ def main(argv=None) -> int:
                           flush=True)
                     if len(args.stages) > 1:
                         print(f"shapes.bench: {obj} {label} seed {seed}: {stage_summary(result)}", flush=True)
+        if skipped:
+            print(f"--scored-only: {len(skipped)} runs not scored yet, left out: {'; '.join(skipped)}")
+        if not results:
+            raise BenchError("--scored-only: no run is scored yet")
         reference = truth_kid(args.out, objects, scorer) if scorer is not None else None
         print(aggregate(results, args.out, baseline, reference))
         if baseline is None:

@@ -369,3 +369,19 @@ def test_scored_only_with_nothing_scored_is_a_one_line_error(tmp_path, capsys):
                  "--out", str(out), "--scored-only"]) == 2
     assert "--scored-only: no run is scored yet" in capsys.readouterr().err
     assert not (out / "runs").exists()
+
+
+def test_comparison_labels_break_to_fit_left_of_the_images():
+    from PIL import Image, ImageDraw
+
+    from l2vsd_ext.shapes.bench import label_lines
+
+    draw = ImageDraw.Draw(Image.new("RGB", (8, 8)))
+    assert label_lines("vsd", 102, draw) == ["vsd"]
+    long = "l2vsd:eta_relative=7.8e-3,lookahead_direction=optimizer"
+    lines = label_lines(long, 102, draw)
+    assert "".join(lines) == long and len(lines) > 1
+    assert all(draw.textlength(line) <= 102 for line in lines)
+    token = "x" * 60  # no comma or colon to break at: cut by characters
+    lines = label_lines(token, 102, draw)
+    assert "".join(lines) == token and all(draw.textlength(line) <= 102 for line in lines)

@@ -222,6 +222,30 @@ def truth_kid(out: str, objects: list[str], scorer) -> dict:
 
 
 @torch.no_grad()
+def label_lines(name: str, width: float, draw) -> list[str]:
+    """A case label broken after its commas and colons (a long token by characters) into lines no
+    wider than `width`, so that it stays left of the images."""
+    import re
+
+    tokens = [t for t in re.split(r"(?<=[,:])", name) if t]
+    lines, line = [], ""
+    for token in tokens:
+        while draw.textlength(token) > width:  # a token wider than the column: cut it
+            cut = 1
+            while draw.textlength(token[:cut + 1]) <= width:
+                cut += 1
+            if line:
+                lines.append(line)
+                line = ""
+            lines.append(token[:cut])
+            token = token[cut:]
+        if line and draw.textlength(line + token) > width:
+            lines.append(line)
+            line = ""
+        line += token
+    return lines + ([line] if line else [])
+
+
 def comparison_picture(out: str, objects: list[str], cases: list[str], seed: int,
                        resolution: int = 64) -> str:
     """DIR/comparison.png: per object, a row of the truth and a row per case (the first seed),
@@ -246,7 +270,9 @@ def comparison_picture(out: str, objects: list[str], cases: list[str], seed: int
     for r, (name, images) in enumerate(rows):
         strip = (images.permute(2, 0, 3, 1).reshape(resolution, -1, 3) * 255).round().byte().numpy()
         sheet.paste(Image.fromarray(strip), (label_w, r * resolution))
-        draw.text((4, r * resolution + resolution // 2 - 6), name, fill="black")
+        lines = label_lines(name, label_w - 8, draw)
+        top = r * resolution + max(resolution // 2 - 6 * len(lines), 0)
+        draw.multiline_text((4, top), "\n".join(lines), fill="black", spacing=2)
     path = os.path.join(out, "comparison.png")
     sheet.save(path)
     return path

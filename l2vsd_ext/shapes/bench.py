@@ -221,7 +221,6 @@ def truth_kid(out: str, objects: list[str], scorer) -> dict:
     return saved
 
 
-@torch.no_grad()
 def label_lines(name: str, width: float, draw) -> list[str]:
     """A case label broken after its commas and colons (a long token by characters) into lines no
     wider than `width`, so that it stays left of the images."""
@@ -246,6 +245,7 @@ def label_lines(name: str, width: float, draw) -> list[str]:
     return lines + ([line] if line else [])
 
 
+@torch.no_grad()
 def comparison_picture(out: str, objects: list[str], cases: list[str], seed: int,
                        resolution: int = 64) -> str:
     """DIR/comparison.png: per object, a row of the truth and a row per case (the first seed),

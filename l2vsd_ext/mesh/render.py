@@ -1,6 +1,7 @@
 """Differentiable mesh renders over the rasterize ops, in the cameras' conventions (z-up world,
 OpenGL camera axes, camera_rays' focal length, images top row first): antialiased silhouette,
-world-space normal map and depth. Silhouette gradients reach the vertices through antialias."""
+world-space normal map and depth. Silhouette gradients reach the vertices through antialias;
+triangles crossing the near plane are clipped (near_clip)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from ..ops.rasterize import antialias, interpolate, rasterize, triangle_neighbors
+from .near_clip import clip_each_camera
 
 
 def clip_positions(vertices: torch.Tensor, c2w: torch.Tensor, fovy_deg: torch.Tensor,
@@ -41,20 +43,42 @@ class MeshRender:
     tri_id: torch.Tensor   # (B, H, W) visible triangle, -1 for none
 
 
+def draw(pos: torch.Tensor, faces: torch.Tensor, height: int, width: int, attr: torch.Tensor,
+         shade) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rasterize pos (B, V, 4) / faces, interpolate the vertex attribute attr (V, C) at the
+    pixels, colour them with shade(rast, values, cameras) -> (b, H, W, C) (cameras: the slice of
+    the batch being drawn) and antialias. Returns (colour (B, H, W, C), visible original triangle
+    (B, H, W), -1 for none), rows bottom first. Triangles crossing the near plane are clipped
+    (mesh.near_clip); without any, the batch is drawn in one pass exactly as before."""
+    clipped = clip_each_camera(pos, faces)
+    if clipped is None:
+        rast = rasterize(pos, faces, height, width)
+        color = shade(rast, interpolate(attr, rast, faces), slice(None))
+        return antialias(color, rast, pos, faces, triangle_neighbors(faces)), rast.tri_id
+    images, ids = [], []
+    for b, cut in enumerate(clipped):  # topology differs per camera once clipped
+        cut_pos = cut.pos[None]
+        rast = rasterize(cut_pos, cut.tri, height, width)
+        color = shade(rast, interpolate(cut.attributes(attr), rast, cut.tri), slice(b, b + 1))
+        images.append(antialias(color, rast, cut_pos, cut.tri, triangle_neighbors(cut.tri)))
+        ids.append(cut.original_ids(rast.tri_id))
+    return torch.cat(images), torch.cat(ids)
+
+
 def render_mesh(vertices: torch.Tensor, faces: torch.Tensor, c2w: torch.Tensor,
                 fovy_deg: torch.Tensor, height: int, width: int, near: float = 0.05) -> MeshRender:
     faces = faces.to(torch.int32)
     pos = clip_positions(vertices, c2w, fovy_deg, height, width, near=near)
-    rast = rasterize(pos, faces, height, width)
-    neighbors = triangle_neighbors(faces)
-    covered = (rast.tri_id >= 0).to(vertices.dtype)[..., None]
-    normals = interpolate(vertex_normals(vertices, faces.long()), rast, faces)
-    normals = torch.nn.functional.normalize(normals, dim=-1, eps=1e-12)
-    shaded = (0.5 * (normals + 1)) * covered
-    both = antialias(torch.cat([covered, shaded], dim=-1), rast, pos, faces, neighbors)
+
+    def shade(rast, normals, _cameras):
+        covered = (rast.tri_id >= 0).to(vertices.dtype)[..., None]
+        normals = torch.nn.functional.normalize(normals, dim=-1, eps=1e-12)
+        return torch.cat([covered, (0.5 * (normals + 1)) * covered], dim=-1)
+
+    both, tri_id = draw(pos, faces, height, width, vertex_normals(vertices, faces.long()), shade)
     # rasterize's row 0 is at the bottom (NDC y = -1); images here are top row first
     both = both.flip(1)
-    return MeshRender(mask=both[..., :1], normal=both[..., 1:], tri_id=rast.tri_id.flip(1))
+    return MeshRender(mask=both[..., :1], normal=both[..., 1:], tri_id=tri_id.flip(1))
 
 
 AMBIENT = 0.1  # stage 1's ambient ratio for its diffuse shading

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from ..config import ConfigError
-from .render import clip_positions
+from .render import clip_positions, draw
 from .stage_base import StageConfig, StageTrainer, _f
 from .texture_field import TextureField, fit_colors, remove_small_pieces
 
@@ -159,17 +159,17 @@ def render_textured(vertices, faces, texture, cams, background: torch.Tensor):
     """((B, 3, H, W) colour renders, (B, H, W) coverage in {0, 1}) of the mesh with the texture
     field queried at the rasterized surface points, over a solid background (B, 3), antialiased:
     the texture stage's training render, and the shapes benchmark's."""
-    from ..ops.rasterize import antialias, interpolate, rasterize, triangle_neighbors
-
     H, W = cams.height, cams.width
     pos = clip_positions(vertices, cams.c2w, cams.fovy, H, W)
-    rast = rasterize(pos, faces, H, W)
-    points = interpolate(vertices, rast, faces)                     # (B, H, W, 3) surface points
-    covered = rast.tri_id >= 0
-    color = torch.zeros(*covered.shape, 3, device=vertices.device)
-    color[covered] = texture(points[covered])
-    mask = covered[..., None].float()
-    image = color * mask + background[:, None, None, :] * (1 - mask)
-    image = antialias(image, rast, pos, faces, triangle_neighbors(faces))
+
+    def shade(rast, points, cameras):   # points: (b, H, W, 3) surface points
+        covered = rast.tri_id >= 0
+        color = torch.zeros(*covered.shape, 3, device=vertices.device)
+        color[covered] = texture(points[covered])
+        mask = covered[..., None].float()
+        return color * mask + background[cameras, None, None, :] * (1 - mask)
+
+    image, tri_id = draw(pos, faces, H, W, vertices, shade)
+    covered = tri_id >= 0
     # rasterize's row 0 is the bottom
     return image.flip(1).permute(0, 3, 1, 2).contiguous(), covered.flip(1).float()

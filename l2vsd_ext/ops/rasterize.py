@@ -5,8 +5,8 @@ Conventions:
 - `pos` are clip-space positions (x, y, z, w), (V, 4) or (B, V, 4); `tri` is (F, 3) int32
   (int64 is converted). Pixel (px, py) has its centre at NDC ((2px+1)/W - 1, (2py+1)/H - 1): row
   0 is at y = -1 (bottom, OpenGL order; flip rows for a top-down image).
-- Near plane: a triangle with any vertex at w <= `near_w` is **culled** whole, not clipped. Keep
-  the camera's near plane in front of the mesh (the stage cameras do).
+- Near plane: a triangle with any vertex at w <= `near_w` is **culled** whole by this op. The
+  mesh renders clip triangles at the camera's near plane before calling it (mesh.near_clip).
 - Both faces are drawn (no back-face culling).
 - `rasterize` returns `Rasterized(tri_id, bary, depth)`: tri_id (B, H, W) int32, the visible
   triangle or **-1** for none; bary (B, H, W, 3) perspective-correct barycentrics of the

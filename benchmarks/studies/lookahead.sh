@@ -3,13 +3,16 @@
 # prior, with threestudio's VSD settings? Three phases, most important first; each is one shapes
 # bench folder, and rerunning this script resumes unfinished runs and skips scored ones, so it can
 # be killed at any time. Usage:
-#   PRIOR=shapes OUT=study bash benchmarks/studies/lookahead.sh [A|B|C ...]
+#   PRIOR=shapes OUT=study bash benchmarks/studies/lookahead.sh [A|B|C|D ...]
 #   (two shells with different phases run side by side on two cores)
 # A: the modes at LoRA lr 1e-4 (threestudio's), η at κ = 7.8e-3 (the paper's η ≈ 0.1).
 # B: A's folder and cases plus κ = 7.8e-2 (the paper's η ≈ 1), last-layer and HL-VSD, so that one
 #    table pairs them all with the same VSD runs. The paper's η 1e-3 and 1e-2 (κ 7.8e-5, 7.8e-4)
 #    are left out for time: by linearity they are 10 and 100 times smaller corrections than A's.
 # C: LoRA lr 1e-2, the regime where one LoRA step moves ε_φ by ~10 % of the VSD signal.
+# D: guidance 7.5 (threestudio's for VSD), where the shipped prior draws the front in 88 % of its
+#    front-view samples against 66 % at the shapes default of 3 (docs/shapes.md): can a mode
+#    distil a front when the prior draws one? Pumpkin only by default (its face is the clearest).
 set -u
 PRIOR=${PRIOR:-shapes}; OUT=${OUT:-study}; THREADS=${THREADS:-1}
 OBJECTS=${OBJECTS:-"pumpkin robot house duck"}; SEEDS=${SEEDS:-"0 1 2"}
@@ -19,12 +22,14 @@ bench() {  # folder, baseline case, cases...
   python -m l2vsd_ext.shapes.bench --pretrained "$PRIOR" --out "$OUT/$folder" --objects $OBJECTS \
     --seeds $SEEDS --threads "$THREADS" --val-every 50 --baseline "$baseline" --modes "$@"
 }
-for phase in "${@:-A B C}"; do
+for phase in "${@:-A B C D}"; do
   case $phase in
     A) bench A_lr1e-4 vsd sds vsd lvsd "l2vsd:eta_relative=7.8e-3,$L2" ;;
     B) bench A_lr1e-4 vsd sds vsd lvsd "l2vsd:eta_relative=7.8e-3,$L2" "l2vsd:eta_relative=7.8e-2,$L2" \
          "l2vsd:eta_relative=7.8e-3,$L2,last_layer=1" "hlvsd:eta_relative=7.8e-3,$L2" ;;
     C) bench C_lr1e-2 vsd:lora_lr=1e-2 vsd:lora_lr=1e-2 lvsd:lora_lr=1e-2 "l2vsd:lora_lr=1e-2,eta_relative=7.8e-3,$L2" ;;
-    *) echo "unknown phase $phase (A, B or C)" >&2; exit 2 ;;
+    D) OBJECTS=${D_OBJECTS:-pumpkin} bench D_cfg7.5 vsd:guidance_scale=7.5 sds:guidance_scale=7.5 \
+         vsd:guidance_scale=7.5 "l2vsd:guidance_scale=7.5,eta_relative=7.8e-3,$L2" ;;
+    *) echo "unknown phase $phase (A, B, C or D)" >&2; exit 2 ;;
   esac
 done

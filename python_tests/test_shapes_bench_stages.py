@@ -110,6 +110,7 @@ def _lines(path):
 
 def test_bench_with_stages_end_to_end_resume_continue_and_stale(tmp_path, capsys):
     from l2vsd_ext.shapes.bench import main
+    from l2vsd_ext.shapes.stage_bench import stage_mode
 
     out = tmp_path / "bench"
     argv = ["--modes", "sds", "--objects", "duck", "--seeds", "0", "--steps", "2", "--val-every", "1",
@@ -145,6 +146,8 @@ def test_bench_with_stages_end_to_end_resume_continue_and_stale(tmp_path, capsys
     assert "## Stages" in text and "s2_chamfer ↓" in text and "s3_psnr ↑" in text
     assert "| mesh_silhouette_iou ↑ | s2_silhouette_iou ↑ | s3_silhouette_iou ↑ |" in text
     assert "stage 2 Chamfer" in capsys.readouterr().out
+    # every stage runs the case's guidance mode (the texture stage's own default would be vsd)
+    assert stage_mode(str(geometry)) == "sds" and stage_mode(str(texture)) == "sds"
 
     # Rerun: everything scored, nothing retrained.
     g_lines, t_lines = _lines(geometry / "metrics.jsonl"), _lines(texture / "metrics.jsonl")
@@ -177,6 +180,17 @@ def test_bench_with_stages_end_to_end_resume_continue_and_stale(tmp_path, capsys
     assert (texture / "checkpoints" / "last.pt").is_file()
     assert json.loads((texture / "stage_eval.json").read_text())["steps"] == 2
     assert not (run / "texture.stale" / "checkpoints").exists()  # the set-aside copy is the stopped run
+
+    # A texture run trained with another guidance mode than its case's (benches before the stages
+    # took the case's mode ran the texture stage with vsd whatever the case) does not count as
+    # scored, and is set aside and retrained with the case's mode.
+    cfg = texture / "config.yaml"
+    cfg.write_text(cfg.read_text().replace("mode: sds", "mode: vsd", 1))
+    assert stage_mode(str(texture)) == "vsd"
+    assert main(longer + ["--scored-only"]) == 2
+    assert main(longer) == 0
+    assert stage_mode(str(run / "texture.stale")) == "vsd" and stage_mode(str(texture)) == "sds"
+    assert json.loads((texture / "stage_eval.json").read_text())["steps"] == 2
 
 
 def test_bench_stage_options_are_checked(tmp_path, capsys, monkeypatch):

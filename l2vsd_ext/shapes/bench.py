@@ -382,13 +382,15 @@ def distribution_scorer(args):
     return DistributionScorer(samples, extractor)
 
 
-def is_scored(run_dir: str, args) -> bool:
-    """Whether the run (and each later stage asked for) has been trained and scored."""
-    from .stage_bench import STAGE_EVAL_FILE, stage_folder
+def is_scored(run_dir: str, args, mode: str | None = None) -> bool:
+    """Whether the run (and each later stage asked for, with the case's guidance mode when given)
+    has been trained and scored."""
+    from .stage_bench import STAGE_EVAL_FILE, stage_folder, stage_mode
 
     if not os.path.isfile(os.path.join(run_dir, EVAL_FILE)):
         return False
     return all(os.path.isfile(os.path.join(stage_folder(run_dir, stage), STAGE_EVAL_FILE))
+               and (mode is None or stage_mode(stage_folder(run_dir, stage)) == mode)
                for stage in args.stages if stage > 1)
 
 
@@ -434,13 +436,13 @@ def main(argv=None) -> int:
             for obj in objects:
                 for label, case in cases.items():
                     run_dir = os.path.join(args.out, "runs", obj, label, f"seed{seed}")
-                    if args.scored_only and not is_scored(run_dir, args):
+                    if args.scored_only and not is_scored(run_dir, args, case.mode):
                         skipped.append(f"{obj} {label} seed {seed}")
                         continue
                     result, curve = score_case_run(run_dir, obj, case, seed, args, scorer, truth_views)
                     if len(args.stages) > 1:
                         result.update(stage_scores(run_dir, obj, args.stages,
-                                                   dict(zip((2, 3), args.stage_steps)), args))
+                                                   dict(zip((2, 3), args.stage_steps)), args, case.mode))
                     results.append(result)
                     curves.append(curve)
                     kid = f" KID {result['kid']:.3g}" if "kid" in result else ""

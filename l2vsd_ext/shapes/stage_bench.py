@@ -2,7 +2,10 @@
 seed<k>, the geometry stage in RUN/geometry (--init-from RUN) and the texture stage in RUN/texture
 (--init-from RUN/geometry), each an ordinary `python -m l2vsd_ext.run --stage ...` run, resumed
 and scored like the stage-1 runs. Each stage run is scored into its folder's stage_eval.json;
-the scores join the stage-1 run's result row with an s2_ / s3_ prefix.
+the scores join the stage-1 run's result row with an s2_ / s3_ prefix. Every stage runs the
+case's guidance mode (--mode; its options come with the stage-1 run's settings), so an l2vsd case
+is L²-VSD through all three stages, as in the paper's Figs. 16-17 (the texture stage's own default
+would be vsd).
 
 A stage run remembers which checkpoint it was started from (bench_origin.json, written before the
 run starts): when that upstream run has changed since (a larger --steps continued it), the stage
@@ -48,9 +51,9 @@ def checkpoint_digest(run_dir: str) -> str:
     return digest.hexdigest()
 
 
-def stage_argv(stage: int, init_from: str, out: str, steps: int, args) -> list[str]:
+def stage_argv(stage: int, init_from: str, out: str, steps: int, args, mode: str) -> list[str]:
     argv = ["--stage", STAGE_NAMES[stage], "--init-from", init_from, "--out", out, "--steps", str(steps),
-            "--turntable-views", str(args.stage_turntable_views)]
+            "--turntable-views", str(args.stage_turntable_views), "--mode", mode]
     if stage == 2:
         argv += ["--tet-resolution", str(args.tet_resolution)]
     if args.stage_val_every:
@@ -66,18 +69,34 @@ def _read_json(path: str):
         return None
 
 
-def _set_aside_if_stale(folder: str, upstream_digest: str) -> bool:
+def stage_mode(folder: str) -> str | None:
+    """The guidance mode a stage run was started with (its config.yaml), None if unreadable."""
+    import yaml
+
+    try:
+        with open(os.path.join(folder, "config.yaml")) as fh:
+            mode = (yaml.safe_load(fh) or {}).get("mode")
+    except (OSError, yaml.YAMLError):
+        return None
+    return mode if isinstance(mode, str) else None
+
+
+def _set_aside_if_stale(folder: str, upstream_digest: str, mode: str) -> bool:
     """Moves a stage run that cannot be continued to <folder>.stale: one started from another
-    upstream checkpoint, or one stopped before its first checkpoint (its run files would make the
-    run CLI refuse the folder). True if moved."""
+    upstream checkpoint, one trained with another guidance mode than its case's, or one stopped
+    before its first checkpoint (its run files would make the run CLI refuse the folder). True
+    if moved."""
     from ..run_folder import RunFolder
 
     if not os.path.isdir(folder):
         return False
     origin = _read_json(os.path.join(folder, ORIGIN_FILE)) or {}
     run = RunFolder(folder)
+    found = stage_mode(folder)
     if origin.get("upstream_checkpoint_sha256") != upstream_digest:
         why = "was started from an older upstream run"
+    elif found is not None and found != mode:
+        why = f"was trained with mode {found}, not the case's {mode}"
     elif not run.has_checkpoint() and run.run_files():
         why = "stopped before its first checkpoint"
     else:
@@ -89,15 +108,16 @@ def _set_aside_if_stale(folder: str, upstream_digest: str) -> bool:
     return True
 
 
-def run_stage(run_dir: str, stage: int, steps: int, args) -> None:
-    """Trains (or resumes, or continues to `steps`) one stage run through the ordinary run CLI."""
+def run_stage(run_dir: str, stage: int, steps: int, args, mode: str) -> None:
+    """Trains (or resumes, or continues to `steps`) one stage run through the ordinary run CLI,
+    with the guidance mode of its case."""
     from ..run import main as run_main
     from ..trainer import CHECKPOINT
     from .bench import BenchError
 
     folder = stage_folder(run_dir, stage)
     upstream = upstream_folder(run_dir, stage)
-    _set_aside_if_stale(folder, checkpoint_digest(upstream))
+    _set_aside_if_stale(folder, checkpoint_digest(upstream), mode)
     if os.path.isfile(os.path.join(folder, CHECKPOINT)):
         argv = ["--stage", STAGE_NAMES[stage], "--out", folder, "--resume", "--steps", str(steps)]
     else:
@@ -105,7 +125,7 @@ def run_stage(run_dir: str, stage: int, steps: int, args) -> None:
         atomic_write_bytes(os.path.join(folder, ORIGIN_FILE),
                            json.dumps({"upstream": upstream,
                                        "upstream_checkpoint_sha256": checkpoint_digest(upstream)}).encode())
-        argv = stage_argv(stage, upstream, folder, steps, args)
+        argv = stage_argv(stage, upstream, folder, steps, args, mode)
     code = run_main(argv)
     if code != 0:
         raise BenchError(f"{STAGE_NAMES[stage]} run {folder} failed (exit code {code}; its error is printed above)")
@@ -208,11 +228,12 @@ def textured_renders(state: dict, vertices, faces, cams) -> tuple[torch.Tensor, 
     return _mesh_renders(vertices, faces, texture.eval(), cams)
 
 
-def stage_scores(run_dir: str, obj_key: str, stages: list[int], stage_steps: dict, args) -> dict:
-    """{s<stage>_<metric>: value} of the stage runs of one stage-1 run, training and scoring what
-    is missing: a stage run is (re)trained unless it is scored at the wanted number of steps from
-    its upstream's current checkpoint, and re-scored (not retrained) when scored by an older
-    version of this module."""
+def stage_scores(run_dir: str, obj_key: str, stages: list[int], stage_steps: dict, args,
+                 mode: str) -> dict:
+    """{s<stage>_<metric>: value} of the stage runs of one stage-1 run of a case with guidance
+    `mode`, training and scoring what is missing: a stage run is (re)trained unless it is scored
+    at the wanted number of steps from its upstream's current checkpoint with the case's mode,
+    and re-scored (not retrained) when scored by an older version of this module."""
     out = {}
     for stage in stages:
         if stage == 1:
@@ -221,9 +242,10 @@ def stage_scores(run_dir: str, obj_key: str, stages: list[int], stage_steps: dic
         result = _read_json(os.path.join(folder, STAGE_EVAL_FILE))
         origin = _read_json(os.path.join(folder, ORIGIN_FILE)) or {}
         trained = (result is not None and result.get("steps") == stage_steps[stage]
-                   and origin.get("upstream_checkpoint_sha256") == checkpoint_digest(upstream_folder(run_dir, stage)))
+                   and origin.get("upstream_checkpoint_sha256") == checkpoint_digest(upstream_folder(run_dir, stage))
+                   and stage_mode(folder) == mode)
         if not trained:
-            run_stage(run_dir, stage, stage_steps[stage], args)
+            run_stage(run_dir, stage, stage_steps[stage], args, mode)
         if not trained or result.get("stage_eval_version") != STAGE_EVAL_VERSION:
             result = evaluate_stage(run_dir, stage, obj_key)
         prefix = stage_prefix(stage)

@@ -50,6 +50,8 @@ def crosses_near_plane(pos: torch.Tensor, faces: torch.Tensor) -> bool:
     if faces.numel() == 0:
         return False
     behind = (pos[..., 2] + pos[..., 3]) <= 0                       # (B, V)
+    if not bool(behind.any()):  # every render asks: skip the per-face gather in the usual case
+        return False
     return bool(behind[:, faces.long()].any())
 
 

@@ -43,6 +43,13 @@ class MeshRender:
     tri_id: torch.Tensor   # (B, H, W) visible triangle, -1 for none
 
 
+def _draw_pass(pos, tri, height, width, attr, shade, cameras) -> tuple[torch.Tensor, torch.Tensor]:
+    """One rasterize -> interpolate -> shade -> antialias pass over pos (b, V, 4) / tri."""
+    rast = rasterize(pos, tri, height, width)
+    color = shade(rast, interpolate(attr, rast, tri), cameras)
+    return antialias(color, rast, pos, tri, triangle_neighbors(tri)), rast.tri_id
+
+
 def draw(pos: torch.Tensor, faces: torch.Tensor, height: int, width: int, attr: torch.Tensor,
          shade) -> tuple[torch.Tensor, torch.Tensor]:
     """Rasterize pos (B, V, 4) / faces, interpolate the vertex attribute attr (V, C) at the
@@ -52,16 +59,13 @@ def draw(pos: torch.Tensor, faces: torch.Tensor, height: int, width: int, attr: 
     (mesh.near_clip); without any, the batch is drawn in one pass exactly as before."""
     clipped = clip_each_camera(pos, faces)
     if clipped is None:
-        rast = rasterize(pos, faces, height, width)
-        color = shade(rast, interpolate(attr, rast, faces), slice(None))
-        return antialias(color, rast, pos, faces, triangle_neighbors(faces)), rast.tri_id
+        return _draw_pass(pos, faces, height, width, attr, shade, slice(None))
     images, ids = [], []
     for b, cut in enumerate(clipped):  # topology differs per camera once clipped
-        cut_pos = cut.pos[None]
-        rast = rasterize(cut_pos, cut.tri, height, width)
-        color = shade(rast, interpolate(cut.attributes(attr), rast, cut.tri), slice(b, b + 1))
-        images.append(antialias(color, rast, cut_pos, cut.tri, triangle_neighbors(cut.tri)))
-        ids.append(cut.original_ids(rast.tri_id))
+        image, tri_id = _draw_pass(cut.pos[None], cut.tri, height, width, cut.attributes(attr), shade,
+                                   slice(b, b + 1))
+        images.append(image)
+        ids.append(cut.original_ids(tri_id))
     return torch.cat(images), torch.cat(ids)
 
 

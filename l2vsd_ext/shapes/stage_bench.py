@@ -71,13 +71,9 @@ def _read_json(path: str):
 
 def stage_mode(folder: str) -> str | None:
     """The guidance mode a stage run was started with (its config.yaml), None if unreadable."""
-    import yaml
+    from ..run_folder import RunFolder
 
-    try:
-        with open(os.path.join(folder, "config.yaml")) as fh:
-            mode = (yaml.safe_load(fh) or {}).get("mode")
-    except (OSError, yaml.YAMLError):
-        return None
+    mode = (RunFolder(folder).saved_settings() or {}).get("mode")
     return mode if isinstance(mode, str) else None
 
 
@@ -117,14 +113,15 @@ def run_stage(run_dir: str, stage: int, steps: int, args, mode: str) -> None:
 
     folder = stage_folder(run_dir, stage)
     upstream = upstream_folder(run_dir, stage)
-    _set_aside_if_stale(folder, checkpoint_digest(upstream), mode)
+    digest = checkpoint_digest(upstream)  # hashes the whole checkpoint: once per stage run
+    _set_aside_if_stale(folder, digest, mode)
     if os.path.isfile(os.path.join(folder, CHECKPOINT)):
         argv = ["--stage", STAGE_NAMES[stage], "--out", folder, "--resume", "--steps", str(steps)]
     else:
         os.makedirs(folder, exist_ok=True)
         atomic_write_bytes(os.path.join(folder, ORIGIN_FILE),
                            json.dumps({"upstream": upstream,
-                                       "upstream_checkpoint_sha256": checkpoint_digest(upstream)}).encode())
+                                       "upstream_checkpoint_sha256": digest}).encode())
         argv = stage_argv(stage, upstream, folder, steps, args, mode)
     code = run_main(argv)
     if code != 0:

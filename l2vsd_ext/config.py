@@ -13,7 +13,7 @@ LOOKAHEAD_MODES = ("l2vsd", "hlvsd")
 LORA_INITS = ("gaussian", "kaiming")
 CAMERA_INITS = ("default", "zero")
 LORA_TEXTS = ("plain", "view")
-LOOKAHEAD_DIRECTIONS = ("sgd", "optimizer")
+LOOKAHEAD_DIRECTIONS = ("sgd", "optimizer", "random")
 DTYPES = ("float32", "float16", "bfloat16")
 LOGGERS = ("none", "tensorboard", "wandb")
 BACKGROUNDS = ("mlp", "white")
@@ -55,8 +55,9 @@ class RunConfig:
     last_layer: bool = _f(False, "L²-VSD: tangent on the last LoRA layer only (l2vsd, hlvsd)")
     lookahead_camera: bool = _f(True, "the lookahead tangent also covers the score model's camera MLP "
                                       "(l2vsd, hlvsd; false: LoRA factors only)")
-    lookahead_direction: str = _f("sgd", "lookahead tangent: sgd (−η·g) or optimizer (the LoRA optimiser's "
-                                         "actual update, η unused) (l2vsd, hlvsd)")
+    lookahead_direction: str = _f("sgd", "lookahead tangent: sgd (−η·g), optimizer (the LoRA optimiser's "
+                                         "actual update, η unused) or random (a control: a random direction "
+                                         "of the update's size per tensor) (l2vsd, hlvsd)")
     high_order_diagnostics: bool = _f(False, "log |ε_high| by both definitions (one or two more score-model "
                                              "forwards per step; l2vsd, hlvsd)")
     lora_steps: int = _f(1, "LoRA steps per iteration γ (vsd, lvsd, l2vsd)")

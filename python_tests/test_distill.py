@@ -133,6 +133,45 @@ def test_eta_relative_sets_kappa(setup64):
         assert stats["lookahead_scale"] > 0
 
 
+def test_random_direction_control_has_the_updates_size_but_not_its_direction(setup64):
+    """--lookahead-direction random: per tensor, the optimiser update's norm in a Gaussian direction
+    from the mode's own stream; θ's noise and the LoRA step are those of the optimizer direction."""
+    from l2vsd_ext.distill.lookahead import Lookahead
+
+    prior, prompts, score, _, ctx = setup64
+    state = copy.deepcopy(score.state_dict())
+    tangents = {}
+    for direction in ("optimizer", "random"):
+        score.load_state_dict(copy.deepcopy(state))
+        look = Lookahead(score, GuidanceOptions(lookahead_direction=direction),
+                         torch.Generator().manual_seed(11))
+        look.prepare(ctx.latents, ctx.c2w, prompts.plain(2), torch.Generator().manual_seed(4))
+        tangents[direction] = look.tangent()
+    opt, rnd = tangents["optimizer"], tangents["random"]
+    assert opt.keys() == rnd.keys() and any(n in score.camera_params for n in rnd)
+    for n in opt:
+        torch.testing.assert_close(rnd[n].norm(), opt[n].norm(), rtol=1e-12, atol=0)
+    flat = lambda v: torch.cat([t.flatten() for t in v.values()])  # noqa: E731
+    cosine = torch.nn.functional.cosine_similarity(flat(opt), flat(rnd), dim=0)
+    assert abs(float(cosine)) < 0.2, float(cosine)
+
+    grad_opt, s_opt, _ = run_from(setup64, state, "l2vsd", eta_relative=0.05, lookahead_direction="optimizer")
+    after_opt = copy.deepcopy(score.state_dict())
+    grad_rnd, s_rnd, m = run_from(setup64, state, "l2vsd", eta_relative=0.05, lookahead_direction="random")
+    assert s_rnd["t"] == s_opt["t"] and abs(float(s_rnd["kappa"]) - 0.05) < 1e-9
+    assert not torch.allclose(grad_rnd, grad_opt)
+    after = score.state_dict()
+    assert all(torch.equal(after_opt["params"][n], after["params"][n]) for n in after["params"])
+    # The stream is part of the mode's saved state: restoring it replays the same direction.
+    saved = m.rng_state()
+    score.load_state_dict(copy.deepcopy(state))
+    first, _ = m.gradient(ctx)
+    score.load_state_dict(copy.deepcopy(state))
+    m.load_rng_state(saved)
+    again, _ = m.gradient(ctx)
+    assert torch.equal(first, again)
+
+
 def test_hlvsd_is_lvsd_less_the_first_order_term(setup64, monkeypatch):
     """ε_HL = ε_φi + ε_high = ε_LVSD − ε_first (Appendix C.4), with w(t) = 1 to compare ε directly."""
     prior, state = setup64[0], setup64[2].state_dict()

@@ -110,3 +110,38 @@ def test_balanced_draws_equalise_the_views():
     draws = torch.multinomial(weights, 40000, replacement=True, generator=torch.Generator().manual_seed(0))
     shares = torch.bincount(text_index[draws], minlength=4).double() / 40000
     torch.testing.assert_close(shares, torch.full((4,), 0.25, dtype=torch.double), atol=0.015, rtol=0)
+
+
+def test_init_from_fine_tunes_a_prior_and_keeps_its_vae(tmp_path, coarse_truth, capsys):
+    """--init-from: the UNet phase starts from another prior folder's weights (a v3 fine-tuned from
+    version 2); 0 steps reproduce that folder, a step changes the UNet but never the VAE."""
+    base = tmp_path / "base"
+    assert train_main(TOY + ["--unet-steps", "2", "--out", str(base)]) == 0
+    zero, tuned = tmp_path / "zero", tmp_path / "tuned"
+    for out in (zero, tuned):
+        out.mkdir()
+        (out / "dataset.npz").write_bytes((base / "dataset.npz").read_bytes())
+    fine = [a for a in TOY if a not in ("--vae-steps", "2")] + ["--init-from", str(base / "pipeline")]
+    assert train_main(fine + ["--unet-steps", "0", "--out", str(zero)]) == 0
+    assert _same(_weights(base / "pipeline"), _weights(zero / "pipeline"))
+    vae_config = lambda f: json.loads((f / "vae" / "config.json").read_text())  # noqa: E731
+    assert vae_config(zero / "pipeline")["scaling_factor"] == vae_config(base / "pipeline")["scaling_factor"]
+
+    assert train_main(fine + ["--unet-steps", "2", "--balance-views", "--out", str(tuned)]) == 0
+    a, b = _weights(base / "pipeline"), _weights(tuned / "pipeline")
+    assert all(torch.equal(a["vae"][k], b["vae"][k]) for k in a["vae"])
+    assert not all(torch.equal(a["unet"][k], b["unet"][k]) for k in a["unet"])
+    # Resuming the finished fine-tune with the same --init-from is a no-op, not a restart.
+    assert train_main(fine + ["--unet-steps", "2", "--balance-views", "--out", str(tuned)]) == 0
+    assert _same(b, _weights(tuned / "pipeline"))
+
+    capsys.readouterr()
+    assert train_main(fine + ["--vae-steps", "3", "--out", str(tmp_path / "x")]) == 2
+    assert "--init-from keeps its prior's VAE" in capsys.readouterr().err
+    assert train_main(TOY[:-4] + ["--ckpt-every", "1", "--init-from", str(tmp_path), "--vae-steps", "0",
+                                  "--out", str(tmp_path / "y")]) == 2
+    assert "is not a prior folder" in capsys.readouterr().err
+    wider = [a if a != "32" else "48" for a in fine]  # other UNet and text widths
+    assert train_main(wider + ["--unet-steps", "1", "--out", str(tmp_path / "z")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "has other sizes than this run's" in err and len(err.splitlines()) == 1

@@ -13,6 +13,9 @@
 # D: guidance 7.5 (threestudio's for VSD), where the shipped prior draws the front in 88 % of its
 #    front-view samples against 66 % at the shapes default of 3 (docs/shapes.md): can a mode
 #    distil a front when the prior draws one? Pumpkin only by default (its face is the clearest).
+# E: the control for B's κ = 7.8e-2 gain: the same correction size (κ, and per tensor the norm of
+#    the optimiser's update) along a random direction instead of the lookahead's. In A's folder,
+#    paired with the same VSD runs.
 set -u
 PRIOR=${PRIOR:-shapes}; OUT=${OUT:-study}; THREADS=${THREADS:-1}
 OBJECTS=${OBJECTS:-"pumpkin robot house duck"}; SEEDS=${SEEDS:-"0 1 2"}
@@ -22,7 +25,7 @@ bench() {  # folder, baseline case, cases...
   python -m l2vsd_ext.shapes.bench --pretrained "$PRIOR" --out "$OUT/$folder" --objects $OBJECTS \
     --seeds $SEEDS --threads "$THREADS" --val-every 50 --baseline "$baseline" --modes "$@"
 }
-for phase in "${@:-A B C D}"; do
+for phase in "${@:-A B C D E}"; do
   case $phase in
     A) bench A_lr1e-4 vsd sds vsd lvsd "l2vsd:eta_relative=7.8e-3,$L2" ;;
     B) bench A_lr1e-4 vsd sds vsd lvsd "l2vsd:eta_relative=7.8e-3,$L2" "l2vsd:eta_relative=7.8e-2,$L2" \
@@ -30,6 +33,8 @@ for phase in "${@:-A B C D}"; do
     C) bench C_lr1e-2 vsd:lora_lr=1e-2 vsd:lora_lr=1e-2 lvsd:lora_lr=1e-2 "l2vsd:lora_lr=1e-2,eta_relative=7.8e-3,$L2" ;;
     D) OBJECTS=${D_OBJECTS:-pumpkin} bench D_cfg7.5 vsd:guidance_scale=7.5 sds:guidance_scale=7.5 \
          vsd:guidance_scale=7.5 "l2vsd:guidance_scale=7.5,eta_relative=7.8e-3,$L2" ;;
-    *) echo "unknown phase $phase (A, B, C or D)" >&2; exit 2 ;;
+    E) bench A_lr1e-4 vsd vsd "l2vsd:eta_relative=7.8e-2,$L2" \
+         "l2vsd:eta_relative=7.8e-2,lookahead_direction=random" ;;
+    *) echo "unknown phase $phase (A, B, C, D or E)" >&2; exit 2 ;;
   esac
 done

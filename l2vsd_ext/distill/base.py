@@ -17,7 +17,7 @@ class GuidanceOptions:
     lora_steps: int = 1  # γ: LoRA steps per iteration
     esd_lambda: float = 0.0  # ESD: weight of the camera-dropped ε_φ in the score of q
     lookahead_camera: bool = True  # the lookahead tangent covers the camera MLP too
-    lookahead_direction: str = "sgd"  # sgd: −η g; optimizer: the LoRA optimiser's actual update
+    lookahead_direction: str = "sgd"  # sgd: −η g; optimizer: the LoRA optimiser's update; random: control
     eta_relative: float | None = None  # κ target: η set each step so |ε_first|/|ε_φ| = this
     high_order_diagnostics: bool = False  # |ε_high| by both definitions (more forwards)
     lora_text: str = "plain"  # the score model's text: plain prompt (threestudio) or view-suffixed
@@ -50,17 +50,22 @@ class DistillationMode:
         # see the same θ noise (l2vsd at η=0 reproduces vsd exactly).
         self.theta_rng = torch.Generator().manual_seed(seed)
         self.lora_rng = torch.Generator().manual_seed(seed + 1)
+        # A third, for the random-direction control only: the other two stay aligned with it.
+        self.direction_rng = torch.Generator().manual_seed(seed + 2)
         self.nonfinite_count = 0
         self.last_terms = None  # ScoreTerms of the last gradient() (HiFA's image term)
 
     # -- shared pieces ------------------------------------------------------------------------
     def rng_state(self) -> dict:
         return {"theta": self.theta_rng.get_state(), "lora": self.lora_rng.get_state(),
+                "direction": self.direction_rng.get_state(),
                 "nonfinite_count": int(self.nonfinite_count)}  # read once per checkpoint
 
     def load_rng_state(self, state: dict) -> None:
         self.theta_rng.set_state(state["theta"])
         self.lora_rng.set_state(state["lora"])
+        if "direction" in state:  # checkpoints from before the random control have none (unused)
+            self.direction_rng.set_state(state["direction"])
         self.nonfinite_count = state["nonfinite_count"]
 
     def noised(self, ctx: GuidanceContext):

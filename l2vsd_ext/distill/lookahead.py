@@ -8,7 +8,9 @@ forward-mode JVP, and to φ_{i+1} when the iteration is done.
 The tangent v covers every trainable part of the score model (LoRA factors and the camera MLP;
 `lookahead_camera=False`: LoRA factors only; last-layer: the last LoRA layer only) and is
   sgd:        v = −η g                (the paper's linearisation of a plain gradient step),
-  optimizer:  v = φ_{i+1} − φ_i       (the LoRA optimiser's actual update; η unused).
+  optimizer:  v = φ_{i+1} − φ_i       (the LoRA optimiser's actual update; η unused),
+  random:     per parameter tensor, a Gaussian direction with the norm of the optimiser's update
+              (a control: a correction of the same size and parameter split, but no lookahead).
 With `eta_relative` K the JVP is rescaled each step so that κ = |ε_first|/|ε_φ| = K."""
 from __future__ import annotations
 
@@ -18,9 +20,10 @@ import torch
 
 
 class Lookahead:
-    def __init__(self, score_model, options):
+    def __init__(self, score_model, options, direction_rng: torch.Generator | None = None):
         self.score = score_model
         self.options = options
+        self.direction_rng = direction_rng  # the random control's own stream
         self.previous = None  # φ_i
         self.next = None  # φ_{i+1}
         self.grads = None  # g at φ_i
@@ -63,12 +66,21 @@ class Lookahead:
         """v over the parameters the lookahead moves (before any η-relative rescaling)."""
         if self.options.lookahead_direction == "optimizer":
             v = {n: self.next[n] - self.previous[n] for n in self.previous}
+        elif self.options.lookahead_direction == "random":
+            v = {n: self._random_like(self.next[n] - self.previous[n]) for n in self.previous}
         else:  # with eta_relative the scale comes from κ, so the direction is −g itself
             eta = 1.0 if self.options.eta_relative is not None else self.options.eta
             v = {n: -eta * g for n, g in self.grads.items()}
         if not self.options.lookahead_camera or self.options.last_layer:
             v = {n: t for n, t in v.items() if n in self.score.lora_params}
         return v
+
+    def _random_like(self, update: torch.Tensor) -> torch.Tensor:
+        """A Gaussian direction with `update`'s norm, drawn for every tensor (also those the tangent
+        then drops) so the stream's position does not depend on the tangent's options."""
+        r = torch.randn(update.shape, generator=self.direction_rng, dtype=torch.float64)
+        r = r.to(device=update.device, dtype=update.dtype)
+        return r * (update.norm() / r.norm().clamp_min(1e-30))
 
     def split(self, v: dict) -> tuple[dict, dict]:
         """(LoRA part, camera part) of a tangent, the LoRA part complete (zeros where v has none)."""

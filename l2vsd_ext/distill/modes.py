@@ -48,7 +48,7 @@ class L2VSD(DistillationMode):
     name = "l2vsd"
 
     def gradient(self, ctx):
-        lookahead = Lookahead(self.score_model, self.options)
+        lookahead = Lookahead(self.score_model, self.options, self.direction_rng)
         lora_loss = lookahead.prepare(ctx.latents, ctx.c2w, self.score_text(ctx), self.lora_rng)
         try:
             noisy, _, t = self.noised(ctx)

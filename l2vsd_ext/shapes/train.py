@@ -47,7 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prediction-type", choices=("epsilon", "v_prediction"), default="epsilon",
                    help="the UNet's target: the noise (version 2's), or v = √ᾱ ε − √(1−ᾱ) x0, whose "
                         "x0 estimate stays well-conditioned at high noise (pixel space samples need that)")
-    p.add_argument("--vae-steps", type=int, default=None, help="default 800, or 0 with --pixel-space")
+    p.add_argument("--init-from", default=None, metavar="PIPELINE",
+                   help="fine-tune: start the UNet phase from this prior folder's VAE, UNet and text "
+                        "encoder (written by this script with the same sizes, e.g. the shipped one); "
+                        "no VAE phase")
+    p.add_argument("--vae-steps", type=int, default=None,
+                   help="default 800, or 0 with --pixel-space or --init-from")
     p.add_argument("--unet-steps", type=int, default=2400)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--vae-lr", type=float, default=1e-3)
@@ -124,6 +129,41 @@ def latent_scale(vae, images, alphas, white_probability: float, seed: int, n: in
     return float(1.0 / means.std())
 
 
+def load_initial_weights(folder: str, sizes: PriorSizes, prediction_type: str, tokenizer,
+                         vae, unet, text_encoder) -> float:
+    """Loads a prior folder's weights into the freshly built parts (their shapes must match), and
+    returns its latent scaling factor. Refuses a folder of another size, tokenizer or target."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    if not os.path.isfile(os.path.join(folder, "model_index.json")):
+        raise TrainError(f"--init-from '{folder}' is not a prior folder (no model_index.json)")
+    has_vae = os.path.isdir(os.path.join(folder, "vae"))
+    if has_vae == sizes.pixel_space:
+        raise TrainError(f"--init-from '{folder}' is {'a latent' if has_vae else 'a pixel-space'} "
+                         f"prior; this run is {'pixel-space' if sizes.pixel_space else 'latent'}")
+    if CLIPTokenizer.from_pretrained(os.path.join(folder, "tokenizer")).get_vocab() != tokenizer.get_vocab():
+        raise TrainError(f"--init-from '{folder}' has another tokenizer")
+    theirs = DDPMScheduler.from_pretrained(os.path.join(folder, "scheduler")).config.prediction_type
+    if theirs != prediction_type:
+        raise TrainError(f"--init-from '{folder}' predicts {theirs}, this run --prediction-type "
+                         f"{prediction_type}")
+    parts = [(unet, UNet2DConditionModel, "unet"), (text_encoder, CLIPTextModel, "text_encoder")]
+    if has_vae:
+        parts.append((vae, AutoencoderKL, "vae"))
+    scale = 1.0
+    for module, cls, sub in parts:
+        loaded = cls.from_pretrained(os.path.join(folder, sub))
+        if sub == "vae":
+            scale = float(loaded.config.scaling_factor)
+        try:
+            module.load_state_dict(loaded.state_dict())
+        except RuntimeError as err:  # missing / unexpected keys or shape mismatches
+            raise TrainError(f"--init-from '{folder}': its {sub} has other sizes than this run's "
+                             f"({str(err).splitlines()[0]})") from None
+    return scale
+
+
 class EMA:
     """Exponential moving average of parameters, with the usual warm-up of the decay."""
 
@@ -153,7 +193,7 @@ def train(args) -> str:
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "ckpt_every", "threads")}
     # Settings added after version 2 have defaults that reproduce it, so its checkpoints resume.
     added = {"unet_layers": 1, "pixel_space": False, "balance_views": False,
-             "prediction_type": "epsilon"}
+             "prediction_type": "epsilon", "init_from": None}
     # A resumed run may be lengthened (trained in several sittings): the step counts may change,
     # the learning-rate schedule then follows the new length. Nothing else may.
     fixed = {k: v for k, v in settings.items() if k not in ("vae_steps", "unet_steps")}
@@ -166,12 +206,16 @@ def train(args) -> str:
     scheduler = build_scheduler(args.pixel_space, args.prediction_type)
     generator = torch.Generator().manual_seed(args.seed + 1)
     vae_opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
-    unet_params = list(unet.parameters()) + list(text_encoder.parameters())
-    unet_opt = torch.optim.AdamW(unet_params, lr=args.unet_lr, weight_decay=1e-4)
-    unet_ema, text_ema = EMA(unet, args.ema_decay), EMA(text_encoder, args.ema_decay)
     # Pixel space: no VAE phase, and the "latents" are the images in [-1, 1] (scale 1).
     state = ({"phase": "unet", "step": 0, "scaling_factor": 1.0} if args.pixel_space else
              {"phase": "vae", "step": 0, "scaling_factor": None})
+    if args.init_from and not os.path.isfile(ckpt_path):
+        scale = load_initial_weights(args.init_from, sizes, args.prediction_type, tokenizer, vae, unet,
+                                     text_encoder)
+        state = {"phase": "unet", "step": 0, "scaling_factor": scale}
+    unet_params = list(unet.parameters()) + list(text_encoder.parameters())
+    unet_opt = torch.optim.AdamW(unet_params, lr=args.unet_lr, weight_decay=1e-4)
+    unet_ema, text_ema = EMA(unet, args.ema_decay), EMA(text_encoder, args.ema_decay)
     if os.path.isfile(ckpt_path):
         saved = load_checkpoint(ckpt_path)
         saved_fixed = {k: saved["settings"].get(k, added.get(k)) for k in fixed}
@@ -291,10 +335,14 @@ def train(args) -> str:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.vae_steps is None:
-        args.vae_steps = 0 if args.pixel_space else 800
+        args.vae_steps = 0 if args.pixel_space or args.init_from else 800
     elif args.pixel_space and args.vae_steps:
         print("l2vsd_ext.shapes.train: error: --pixel-space has no VAE; leave out --vae-steps (or give 0)",
               file=sys.stderr)
+        return 2
+    elif args.init_from and args.vae_steps:
+        print("l2vsd_ext.shapes.train: error: --init-from keeps its prior's VAE; leave out --vae-steps "
+              "(or give 0)", file=sys.stderr)
         return 2
     for name in ("views_per_object", "vae_steps", "unet_steps", "batch_size", "ckpt_every", "threads",
                  "unet_layers"):

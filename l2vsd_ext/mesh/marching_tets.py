@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .gather import take_rows
 from .tetgrid import TET_EDGES, TetGrid
 
 # A vertex counts as "outside" when sdf >= 0, so a crossing edge always has s_a < 0 <= s_b (or the
@@ -106,9 +107,9 @@ def marching_tets(positions: torch.Tensor, sdf: torch.Tensor, grid: TetGrid) -> 
     edge_to_vertex[cross_ids] = torch.arange(cross_ids.numel(), device=device)
 
     a, b = edges[cross_ids, 0], edges[cross_ids, 1]
-    sa, sb = sdf[a][:, None], sdf[b][:, None]
+    sa, sb = take_rows(sdf, a)[:, None], take_rows(sdf, b)[:, None]
     # Zero of the linear interpolant: p = (p_a s_b - p_b s_a) / (s_b - s_a).
-    vertices = (positions[a] * sb - positions[b] * sa) / (sb - sa)
+    vertices = (take_rows(positions, a) * sb - take_rows(positions, b) * sa) / (sb - sa)
 
     tets = grid.tets.to(device)
     code = (outside[tets].long() << torch.arange(4, device=device)).sum(-1)

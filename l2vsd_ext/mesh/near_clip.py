@@ -21,6 +21,8 @@ from typing import Optional
 
 import torch
 
+from .gather import take_rows
+
 
 @dataclass
 class ClippedMesh:
@@ -83,9 +85,9 @@ def clip_near_plane(pos: torch.Tensor, faces: torch.Tensor) -> ClippedMesh:
     cut_index = cut_index.reshape(-1, 2) + n_vertices                # vertex id of each cut point
     edge = torch.stack([unique_keys // n_vertices, unique_keys % n_vertices], dim=1)
     # Parameter from the lower id to the higher one, so both triangles of an edge agree exactly.
-    d0, d1 = d[edge[:, 0]], d[edge[:, 1]]
+    d0, d1 = take_rows(d, edge[:, 0]), take_rows(d, edge[:, 1])
     t = d0 / (d0 - d1)
-    p0, p1 = pos[edge[:, 0]], pos[edge[:, 1]]
+    p0, p1 = take_rows(pos, edge[:, 0]), take_rows(pos, edge[:, 1])
     cut_pos = p0 + t[:, None] * (p1 - p0)
 
     n_one = one.shape[0]

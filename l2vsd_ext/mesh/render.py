@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from ..ops.rasterize import antialias, interpolate, rasterize, triangle_neighbors
+from .gather import take_rows
 from .near_clip import clip_each_camera
 
 
@@ -28,7 +29,7 @@ def clip_positions(vertices: torch.Tensor, c2w: torch.Tensor, fovy_deg: torch.Te
 
 def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     """Area-weighted mean of the adjacent face normals, unit length."""
-    v = vertices[faces]
+    v = take_rows(vertices, faces)
     n = torch.linalg.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])
     acc = torch.zeros_like(vertices)
     for k in range(3):

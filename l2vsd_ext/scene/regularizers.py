@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import torch
 
+from ..mesh.gather import take_rows
+
 # Keeps log() finite where the opacity reaches exactly 0 or 1.
 _EPS = 1e-5
 
@@ -35,7 +37,7 @@ def silhouette_regularization(opacity: torch.Tensor, sparsity_weight: float,
 # ---- mesh regularisers (stage 2: threestudio's normal consistency and Laplacian smoothing) ----
 
 def _face_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    v = vertices[faces]
+    v = take_rows(vertices, faces)
     return torch.linalg.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])
 
 
@@ -53,7 +55,8 @@ def mesh_normal_consistency(vertices: torch.Tensor, faces: torch.Tensor) -> torc
     if not bool(pair.any()):
         return vertices.sum() * 0
     n = _face_normals(vertices, faces)
-    cos = torch.nn.functional.cosine_similarity(n[t[pair]], n[neighbors[pair]], dim=-1, eps=1e-12)
+    cos = torch.nn.functional.cosine_similarity(take_rows(n, t[pair]), take_rows(n, neighbors[pair]), dim=-1,
+                                                eps=1e-12)
     return (1 - cos).mean()
 
 
@@ -73,7 +76,7 @@ def mesh_laplacian_smoothing(vertices: torch.Tensor, faces: torch.Tensor) -> tor
     dst = torch.cat([e[:, 1], e[:, 0]])
     degree = torch.zeros(n, dtype=vertices.dtype, device=vertices.device).index_add_(
         0, src, torch.ones_like(src, dtype=vertices.dtype))
-    summed = torch.zeros_like(vertices).index_add(0, src, vertices[dst])
+    summed = torch.zeros_like(vertices).index_add(0, src, take_rows(vertices, dst))
     used = degree > 0
     lap = summed[used] / degree[used, None] - vertices[used]
     return lap.norm(dim=-1).mean()

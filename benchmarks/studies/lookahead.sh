@@ -16,16 +16,19 @@
 # E: the control for B's κ = 7.8e-2 gain: the same correction size (κ, and per tensor the norm of
 #    the optimiser's update) along a random direction instead of the lookahead's. In A's folder,
 #    paired with the same VSD runs.
+# F: run length: VSD and L²-VSD at κ = 7.8e-2 for twice the runs' 600 steps (F_STEPS), pumpkin and
+#    robot (F_OBJECTS): do the curves settle, and does the gap hold, grow or close?
 set -u
-PRIOR=${PRIOR:-shapes}; OUT=${OUT:-study}; THREADS=${THREADS:-1}
+PRIOR=${PRIOR:-shapes}; OUT=${OUT:-study}; THREADS=${THREADS:-1}; STEPS=${STEPS:-}
 OBJECTS=${OBJECTS:-"pumpkin robot house duck"}; SEEDS=${SEEDS:-"0 1 2"}
 L2="lookahead_direction=optimizer"
 bench() {  # folder, baseline case, cases...
   local folder=$1 baseline=$2; shift 2
   python -m l2vsd_ext.shapes.bench --pretrained "$PRIOR" --out "$OUT/$folder" --objects $OBJECTS \
-    --seeds $SEEDS --threads "$THREADS" --val-every 50 --baseline "$baseline" --modes "$@"
+    --seeds $SEEDS --threads "$THREADS" --val-every 50 --baseline "$baseline" ${STEPS:+--steps $STEPS} \
+    --modes "$@"
 }
-for phase in "${@:-A B C D E}"; do
+for phase in "${@:-A B C D E F}"; do
   case $phase in
     A) bench A_lr1e-4 vsd sds vsd lvsd "l2vsd:eta_relative=7.8e-3,$L2" ;;
     B) bench A_lr1e-4 vsd sds vsd lvsd "l2vsd:eta_relative=7.8e-3,$L2" "l2vsd:eta_relative=7.8e-2,$L2" \
@@ -35,6 +38,8 @@ for phase in "${@:-A B C D E}"; do
          vsd:guidance_scale=7.5 "l2vsd:guidance_scale=7.5,eta_relative=7.8e-3,$L2" ;;
     E) bench A_lr1e-4 vsd vsd "l2vsd:eta_relative=7.8e-2,$L2" \
          "l2vsd:eta_relative=7.8e-2,lookahead_direction=random" ;;
-    *) echo "unknown phase $phase (A, B, C, D or E)" >&2; exit 2 ;;
+    F) OBJECTS=${F_OBJECTS:-"pumpkin robot"} STEPS=${F_STEPS:-1200} bench F_long vsd vsd \
+         "l2vsd:eta_relative=7.8e-2,$L2" ;;
+    *) echo "unknown phase $phase (A, B, C, D, E or F)" >&2; exit 2 ;;
   esac
 done

@@ -2,7 +2,9 @@
 
 Renders the data set (cached in DIR/dataset.npz, no pickle), trains the VAE, then the UNet together
 with the small text encoder (text dropout for classifier-free guidance), and writes the diffusers
-folder DIR/pipeline. With --pixel-space there is no VAE: the UNet denoises the images themselves. Deterministic for a seed; an atomic checkpoint (DIR/checkpoint.pt) is written every
+folder DIR/pipeline. With --pixel-space there is no VAE: the UNet denoises the images themselves.
+With --init-from PIPELINE the UNet phase starts from that prior's weights (a fine-tune; no VAE
+phase). Deterministic for a seed; an atomic checkpoint (DIR/checkpoint.pt) is written every
 --ckpt-every steps, and rerunning the same command resumes from it."""
 from __future__ import annotations
 

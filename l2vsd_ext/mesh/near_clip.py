@@ -37,7 +37,7 @@ class ClippedMesh:
 
     def attributes(self, attr: torch.Tensor) -> torch.Tensor:
         """Vertex attributes (V, C) extended to the cut points, (V + K, C), differentiably."""
-        a, b = attr[self.edge[:, 0]], attr[self.edge[:, 1]]
+        a, b = take_rows(attr, self.edge[:, 0]), take_rows(attr, self.edge[:, 1])
         return torch.cat([attr, a + self.t[:, None].to(attr.dtype) * (b - a)], dim=0)
 
     def original_ids(self, tri_id: torch.Tensor) -> torch.Tensor:

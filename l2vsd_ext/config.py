@@ -159,7 +159,7 @@ LEGACY_VALUES = {"lora_beta1": 0.9, "lora_beta2": 0.999, "lora_eps": 1e-8, "lora
 # 64x64x4 latents (512 px encodes).
 SD_LATENT_ELEMENTS = 64 * 64 * 4
 # The same count for the priors with defaults here (render at their default encode resolution).
-PRIOR_LATENT_ELEMENTS = {"shapes": 8 * 8 * 4}
+PRIOR_LATENT_ELEMENTS = {"shapes": 8 * 8 * 4, "shapes-v2": 8 * 8 * 4}
 
 
 def shapes_prior_args(pretrained) -> dict | None:
@@ -284,6 +284,7 @@ PRETRAINED_DEFAULTS = {
                    occupancy_resolution=32, max_samples_per_ray=64, val_every=100,
                    ckpt_every=100, background="white", random_background=0.0, guidance_scale=3.0),
 }
+PRETRAINED_DEFAULTS["shapes-v2"] = PRETRAINED_DEFAULTS["shapes"]  # version 2, same sizes
 
 
 def with_pretrained_defaults(values: dict) -> dict:

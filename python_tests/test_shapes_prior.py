@@ -68,12 +68,38 @@ def test_pretrained_shapes_applies_its_defaults_only_where_not_given():
     assert resolve_config(["--prompt", "a duck"]).resolution == 64  # other priors: unchanged
 
 
-def test_missing_shipped_weights_is_a_clear_error(monkeypatch, tmp_path):
+@pytest.mark.parametrize("name", ["shapes", "shapes-v2"])
+def test_missing_shipped_weights_is_a_clear_error(monkeypatch, tmp_path, name):
     import l2vsd_ext.prior.loading as loading
 
-    monkeypatch.setattr(loading, "shapes_weights_path", lambda: str(tmp_path / "weights"))
+    monkeypatch.setattr(loading, "shapes_weights_path", lambda name="shapes": str(tmp_path / name))
     with pytest.raises(PriorWeightsUnavailable, match="shipped shapes prior is missing"):
-        DiffusionPrior.from_pretrained("shapes", device="cpu")
+        DiffusionPrior.from_pretrained(name, device="cpu")
+
+
+def test_version_2_stays_reachable_as_shapes_v2():
+    """The study tables of docs/shapes.md ran on version 2: `--pretrained shapes-v2` loads it, with
+    the shipped prior's run defaults and ground truth; version 3 is version 2's UNet and text
+    encoder fine-tuned, with version 2's VAE, tokenizer and schedule."""
+    import filecmp
+
+    from l2vsd_ext.run import resolve_config
+    from l2vsd_ext.prior.loading import resolve_shipped
+    from l2vsd_ext.sweep.ground_truth import SHAPES_PRIORS
+
+    v2, v3 = resolve_shipped("shapes-v2"), resolve_shipped("shapes")
+    assert v2 != v3 and resolve_shipped("some/folder") == "some/folder"
+    for sub, same in [("vae", True), ("tokenizer", True), ("scheduler", True), ("unet", False),
+                      ("text_encoder", False)]:
+        match, mismatch, errors = filecmp.cmpfiles(v2 + "/" + sub, v3 + "/" + sub,
+                                                   sorted(os.listdir(v3 + "/" + sub)), shallow=False)
+        assert not errors and (not mismatch) == same, (sub, mismatch)
+    prior = DiffusionPrior.from_pretrained("shapes-v2", device="cpu", dtype=torch.float32)
+    shipped = DiffusionPrior.from_pretrained("shapes", device="cpu", dtype=torch.float32)
+    assert not torch.equal(next(prior.unet.parameters()), next(shipped.unet.parameters()))
+    config = resolve_config(["--prompt", "a duck", "--pretrained", "shapes-v2"])
+    assert (config.resolution, config.steps, config.background) == (32, 600, "white")
+    assert "shapes-v2" in SHAPES_PRIORS
 
 
 def _one_error_line(capsys, code):

@@ -3,8 +3,10 @@
 # prior, with threestudio's VSD settings? Three phases, most important first; each is one shapes
 # bench folder, and rerunning this script resumes unfinished runs and skips scored ones, so it can
 # be killed at any time. Usage:
-#   PRIOR=shapes OUT=study bash benchmarks/studies/lookahead.sh [A|B|C|D ...]
-#   (two shells with different phases run side by side on two cores)
+#   OUT=study bash benchmarks/studies/lookahead.sh [A|B|C|D|E|F|V ...]
+#   (two shells with different phases or OBJECTS run side by side on two cores)
+# Phases A-F ran on version 2 of the shapes prior, so they default to PRIOR=shapes-v2; phase V
+# reruns the core cases on the shipped version 3 (V_PRIOR, default shapes).
 # A: the modes at LoRA lr 1e-4 (threestudio's), η at κ = 7.8e-3 (the paper's η ≈ 0.1).
 # B: A's folder and cases plus κ = 7.8e-2 (the paper's η ≈ 1), last-layer and HL-VSD, so that one
 #    table pairs them all with the same VSD runs. The paper's η 1e-3 and 1e-2 (κ 7.8e-5, 7.8e-4)
@@ -18,8 +20,10 @@
 #    paired with the same VSD runs.
 # F: run length: VSD and L²-VSD at κ = 7.8e-2 for twice the runs' 600 steps (F_STEPS), pumpkin and
 #    robot (F_OBJECTS): do the curves settle, and does the gap hold, grow or close?
+# V: SDS, VSD and L²-VSD at κ = 7.8e-2 on version 3, the prior that draws the fronts (pumpkin also
+#    with seeds 3-5: V_PUMPKIN_SEEDS).
 set -u
-PRIOR=${PRIOR:-shapes}; OUT=${OUT:-study}; THREADS=${THREADS:-1}; STEPS=${STEPS:-}
+PRIOR=${PRIOR:-shapes-v2}; OUT=${OUT:-study}; THREADS=${THREADS:-1}; STEPS=${STEPS:-}
 OBJECTS=${OBJECTS:-"pumpkin robot house duck"}; SEEDS=${SEEDS:-"0 1 2"}
 L2="lookahead_direction=optimizer"
 bench() {  # folder, baseline case, cases...
@@ -28,7 +32,7 @@ bench() {  # folder, baseline case, cases...
     --seeds $SEEDS --threads "$THREADS" --val-every 50 --baseline "$baseline" ${STEPS:+--steps $STEPS} \
     --modes "$@"
 }
-for phase in "${@:-A B C D E F}"; do
+for phase in "${@:-A B C D E F V}"; do
   case $phase in
     A) bench A_lr1e-4 vsd sds vsd lvsd "l2vsd:eta_relative=7.8e-3,$L2" ;;
     B) bench A_lr1e-4 vsd sds vsd lvsd "l2vsd:eta_relative=7.8e-3,$L2" "l2vsd:eta_relative=7.8e-2,$L2" \
@@ -40,6 +44,9 @@ for phase in "${@:-A B C D E F}"; do
          "l2vsd:eta_relative=7.8e-2,lookahead_direction=random" ;;
     F) OBJECTS=${F_OBJECTS:-"pumpkin robot"} STEPS=${F_STEPS:-1200} bench F_long vsd vsd \
          "l2vsd:eta_relative=7.8e-2,$L2" ;;
-    *) echo "unknown phase $phase (A, B, C, D, E or F)" >&2; exit 2 ;;
+    V) PRIOR=${V_PRIOR:-shapes} bench V_v3 vsd sds vsd "l2vsd:eta_relative=7.8e-2,$L2"
+       PRIOR=${V_PRIOR:-shapes} OBJECTS=pumpkin SEEDS=${V_PUMPKIN_SEEDS:-"3 4 5"} bench V_v3 vsd sds vsd \
+         "l2vsd:eta_relative=7.8e-2,$L2" ;;
+    *) echo "unknown phase $phase (A, B, C, D, E, F or V)" >&2; exit 2 ;;
   esac
 done

@@ -19,12 +19,22 @@ EXPECTED_FILES = (
 
 
 # `--pretrained shapes`: the small prior of the ground-truth benchmark, shipped in the package
-# (l2vsd_ext/shapes/weights). Found by path, so this module does not import the shapes package.
+# (l2vsd_ext/shapes/weights, version 3). `shapes-v2` is the previous version, kept because the
+# study tables of docs/shapes.md ran on it. Found by path, so this module does not import the
+# shapes package.
 SHAPES_ID = "shapes"
+SHIPPED_SHAPES_FOLDERS = {"shapes": "weights", "shapes-v2": "weights_v2"}
 
 
-def shapes_weights_path() -> str:
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "shapes", "weights")
+def shapes_weights_path(name: str = SHAPES_ID) -> str:
+    """The folder of a shipped shapes prior ('shapes' or 'shapes-v2')."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.path.join(package, "shapes", SHIPPED_SHAPES_FOLDERS[name])
+
+
+def resolve_shipped(id_or_path: str) -> str:
+    """A shipped shapes prior's name turned into its folder; anything else unchanged."""
+    return shapes_weights_path(id_or_path) if id_or_path in SHIPPED_SHAPES_FOLDERS else id_or_path
 
 
 class PriorWeightsUnavailable(RuntimeError):
@@ -77,8 +87,8 @@ def load_components(id_or_path: str, dtype: torch.dtype):
         from .tiny import tiny_random_path
 
         id_or_path = tiny_random_path()
-    elif id_or_path == SHAPES_ID:
-        id_or_path = shapes_weights_path()
+    elif id_or_path in SHIPPED_SHAPES_FOLDERS:
+        id_or_path = shapes_weights_path(id_or_path)
         if not os.path.isfile(os.path.join(id_or_path, "model_index.json")):
             raise PriorWeightsUnavailable(
                 f"the shipped shapes prior is missing from '{id_or_path}' (no model_index.json); "

@@ -69,9 +69,9 @@ def resolve_objects(names: list[str]) -> list[str]:
 def check_prior(pretrained: str) -> None:
     """Loads the prior once, so that missing or corrupt weights stop the bench before any run."""
     from ..prior import DiffusionPrior
-    from ..prior.loading import PriorWeightsUnavailable
+    from ..prior.loading import SHIPPED_SHAPES_FOLDERS, PriorWeightsUnavailable
 
-    if pretrained != "shapes" and not os.path.isdir(pretrained):
+    if pretrained not in SHIPPED_SHAPES_FOLDERS and not os.path.isdir(pretrained):
         raise BenchError(f"--pretrained: '{pretrained}' is not a folder")
     try:
         DiffusionPrior.from_pretrained(pretrained, device="cpu")
@@ -294,7 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-every", type=int,
                    help="validation renders (the convergence curves' points) every N steps "
                         "(default: the run's, 100 on the shapes prior)")
-    p.add_argument("--pretrained", default="shapes", help="prior: 'shapes' (shipped) or a folder")
+    p.add_argument("--pretrained", default="shapes",
+                   help="prior: 'shapes' (shipped, version 3), 'shapes-v2' (version 2) or a folder")
     p.add_argument("--kid-features", default="random-conv", choices=("random-conv", "inception", "none"),
                    help="features for the KID against the prior's samples (inception: only with its "
                         "weights already on this machine; none: no KID)")

@@ -40,9 +40,9 @@ SAMPLES_FOLDER = "prior_samples"
 def prior_fingerprint(pretrained: str) -> str:
     """sha256 (first 16 digits) of the prior folder's weight and config files: cached samples
     are redrawn when the prior changes."""
-    from ..prior.loading import SHAPES_ID, shapes_weights_path
+    from ..prior.loading import resolve_shipped
 
-    root = shapes_weights_path() if pretrained == SHAPES_ID else pretrained
+    root = resolve_shipped(pretrained)
     digest = hashlib.sha256()
     for folder, _, files in sorted(os.walk(root)):
         for name in sorted(files):

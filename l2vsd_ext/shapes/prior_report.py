@@ -49,10 +49,10 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     sampler = None
     if args.sampler == "diffusers":
-        from ..prior.loading import SHAPES_ID, shapes_weights_path
+        from ..prior.loading import resolve_shipped
         from .sample import sample_images_diffusers
 
-        folder = shapes_weights_path() if args.pretrained == SHAPES_ID else args.pretrained
+        folder = resolve_shipped(args.pretrained)
         if not os.path.isdir(folder):
             print(f"l2vsd_ext.shapes.prior_report: error: --sampler diffusers needs a local folder, "
                   f"not '{args.pretrained}'", file=sys.stderr)

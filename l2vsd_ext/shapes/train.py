@@ -51,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "x0 estimate stays well-conditioned at high noise (pixel space samples need that)")
     p.add_argument("--init-from", default=None, metavar="PIPELINE",
                    help="fine-tune: start the UNet phase from this prior folder's VAE, UNet and text "
-                        "encoder (written by this script with the same sizes, e.g. the shipped one); "
-                        "no VAE phase")
+                        "encoder (written by this script with the same sizes), or a shipped one by name "
+                        "('shapes', 'shapes-v2'); no VAE phase")
     p.add_argument("--vae-steps", type=int, default=None,
                    help="default 800, or 0 with --pixel-space or --init-from")
     p.add_argument("--unet-steps", type=int, default=2400)
@@ -138,6 +138,9 @@ def load_initial_weights(folder: str, sizes: PriorSizes, prediction_type: str, t
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    from ..prior.loading import resolve_shipped
+
+    folder = resolve_shipped(folder)  # 'shapes' / 'shapes-v2': a shipped prior
     if not os.path.isfile(os.path.join(folder, "model_index.json")):
         raise TrainError(f"--init-from '{folder}' is not a prior folder (no model_index.json)")
     has_vae = os.path.isdir(os.path.join(folder, "vae"))

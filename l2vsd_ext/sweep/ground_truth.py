@@ -7,6 +7,7 @@ import importlib
 import os
 
 SHAPES_PRIOR = "shapes"
+SHAPES_PRIORS = (SHAPES_PRIOR, "shapes-v2")  # the shipped version 3 and its predecessor
 # The shapes benchmark's scoring entry point: score_run(run_dir) -> {score name: value}.
 SCORER = ("l2vsd_ext.shapes", "score_run")
 
@@ -20,7 +21,7 @@ def ground_truth_scores(run_dir: str) -> dict:
             pretrained = (yaml.safe_load(fh) or {}).get("pretrained")
     except OSError:
         return {"skipped": "no config.yaml in the run folder"}
-    if pretrained != SHAPES_PRIOR:
+    if pretrained not in SHAPES_PRIORS:
         return {"skipped": f"prior '{pretrained}' has no ground truth (only --pretrained {SHAPES_PRIOR})"}
     module_name, function_name = SCORER
     try:

@@ -20,8 +20,9 @@
 #    paired with the same VSD runs.
 # F: run length: VSD and L²-VSD at κ = 7.8e-2 for twice the runs' 600 steps (F_STEPS), pumpkin and
 #    robot (F_OBJECTS): do the curves settle, and does the gap hold, grow or close?
-# V: SDS, VSD and L²-VSD at κ = 7.8e-2 on version 3, the prior that draws the fronts (pumpkin also
-#    with seeds 3-5: V_PUMPKIN_SEEDS).
+# V: phases A/B's modes on version 3, the prior that draws the fronts: SDS, VSD, L-VSD and L²-VSD
+#    at the paper's η 1e-3, 1e-2, 1e-1 and 1 equivalents (κ 7.8e-5 ... 7.8e-2); pumpkin also with
+#    seeds 3-5 (V_PUMPKIN_SEEDS) for SDS, VSD and κ 7.8e-2.
 set -u
 PRIOR=${PRIOR:-shapes-v2}; OUT=${OUT:-study}; THREADS=${THREADS:-1}; STEPS=${STEPS:-}
 OBJECTS=${OBJECTS:-"pumpkin robot house duck"}; SEEDS=${SEEDS:-"0 1 2"}
@@ -44,7 +45,8 @@ for phase in "${@:-A B C D E F V}"; do
          "l2vsd:eta_relative=7.8e-2,lookahead_direction=random" ;;
     F) OBJECTS=${F_OBJECTS:-"pumpkin robot"} STEPS=${F_STEPS:-1200} bench F_long vsd vsd \
          "l2vsd:eta_relative=7.8e-2,$L2" ;;
-    V) PRIOR=${V_PRIOR:-shapes} bench V_v3 vsd sds vsd "l2vsd:eta_relative=7.8e-2,$L2"
+    V) PRIOR=${V_PRIOR:-shapes} bench V_v3 vsd sds vsd "l2vsd:eta_relative=7.8e-2,$L2" \
+         "l2vsd:eta_relative=7.8e-4,$L2" "l2vsd:eta_relative=7.8e-3,$L2" lvsd "l2vsd:eta_relative=7.8e-5,$L2"
        PRIOR=${V_PRIOR:-shapes} OBJECTS=pumpkin SEEDS=${V_PUMPKIN_SEEDS:-"3 4 5"} bench V_v3 vsd sds vsd \
          "l2vsd:eta_relative=7.8e-2,$L2" ;;
     *) echo "unknown phase $phase (A, B, C, D, E, F or V)" >&2; exit 2 ;;

@@ -24,6 +24,7 @@ def main(argv=None) -> int:
     from .sample import sample_images
     from .score import fixed_cameras, render_over_white
     from .field import truth_renderer
+    from .object_probe import load_object_probe
     from .view_probe import load_view_probe
 
     p = argparse.ArgumentParser(prog="python -m l2vsd_ext.shapes.prior_report")
@@ -35,6 +36,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--probe", default=None,
                    help="front/back view probe weights (default: the shipped probe, shapes/probe/)")
+    p.add_argument("--object-probe", default=None,
+                   help="object probe weights (default: the shipped probe, shapes/probe/)")
     p.add_argument("--reference-views", type=int, default=256,
                    help="true renders per object that samples are matched against")
     p.add_argument("--sampler", choices=("prior", "diffusers"), default="prior",
@@ -60,6 +63,7 @@ def main(argv=None) -> int:
         sampler = lambda texts, **kw: sample_images_diffusers(folder, texts, **kw)  # noqa: E731
     try:
         probe = load_view_probe(args.probe)
+        object_probe = load_object_probe(args.object_probe)
         prior = DiffusionPrior.from_pretrained(args.pretrained, device="cpu")
     except (PriorWeightsUnavailable, ValueError) as err:
         print(f"l2vsd_ext.shapes.prior_report: error: {err}", file=sys.stderr)
@@ -69,10 +73,11 @@ def main(argv=None) -> int:
     references = reference_renders(n_views=args.reference_views, resolution=resolution)
     rows, _ = evaluate_prior(prior, samples_per_case=args.samples, steps=args.steps,
                              guidance_scale=args.guidance_scale, seed=args.seed, sampler=sampler,
-                             references=references, probe=probe)
+                             references=references, probe=probe, object_probe=object_probe)
     summary = summarize(rows)
     truth_rows, _ = evaluate_prior(None, samples_per_case=args.samples, references=references,
-                                   sampler=true_render_sampler(resolution), probe=probe)
+                                   sampler=true_render_sampler(resolution), probe=probe,
+                                   object_probe=object_probe)
     with open(os.path.join(args.out, "prior_quality.json"), "w") as fh:
         json.dump({"settings": vars(args), "summary": summary, "true_renders": summarize(truth_rows),
                    "rows": rows}, fh, indent=2)

@@ -50,7 +50,7 @@ def nearest_psnr(sample: torch.Tensor, references: torch.Tensor, alphas: torch.T
 
 def evaluate_prior(prior, samples_per_case: int = 2, views=("front", "back"), steps: int = 30,
                    guidance_scale: float = 3.0, seed: int = 0, references: dict | None = None,
-                   sampler=None, probe=None):
+                   sampler=None, probe=None, object_probe=None):
     """Samples every (object, view) case and scores it. Returns (rows, images): one row per
     sample with the nearest-view PSNR to its own object, the best other object, and to its own
     object's front / back views; images (N, 3, H, W) in row order.
@@ -58,7 +58,8 @@ def evaluate_prior(prior, samples_per_case: int = 2, views=("front", "back"), st
     sampler(texts, steps, guidance_scale, seed) -> images replaces the DDIM sampler through
     `prior` (e.g. sample.sample_images_diffusers on the prior's folder); prior may then be None
     if `references` is given. probe: a view_probe.ViewProbe; each row then also has its
-    probability that the sample shows its object's front ("p_front")."""
+    probability that the sample shows its object's front ("p_front"). object_probe: an
+    object_probe.ObjectProbe; each row then also has the object it recognises ("probe_object")."""
     from .sample import sample_images
 
     if references is None:
@@ -74,6 +75,11 @@ def evaluate_prior(prior, samples_per_case: int = 2, views=("front", "back"), st
         from .view_probe import front_probability
 
         p_front = front_probability(probe, images, [key for key, _ in cases]).tolist()
+    recognised = None
+    if object_probe is not None:
+        from .object_probe import classify_objects
+
+        recognised = classify_objects(object_probe, images)
     rows = []
     for n, ((key, view), image) in enumerate(zip(cases, images)):
         to_object = {other: nearest_psnr(image, refs, alphas)
@@ -90,6 +96,8 @@ def evaluate_prior(prior, samples_per_case: int = 2, views=("front", "back"), st
                      "psnr_front_views": by_view["front"], "psnr_back_views": by_view["back"]})
         if p_front is not None:
             rows[-1]["p_front"] = p_front[n]
+        if recognised is not None:
+            rows[-1]["probe_object"] = recognised[n]
     return rows, images
 
 
@@ -108,6 +116,8 @@ def summarize(rows: list[dict]) -> dict:
         # the view probe's verdict: a "front view" sample classified front, a "back view" one back
         out["front_sample_classified_front"] = mean([r["p_front"] > 0.5 for r in rows if r["view"] == "front"])
         out["back_sample_classified_back"] = mean([r["p_front"] < 0.5 for r in rows if r["view"] == "back"])
+    if rows and all("probe_object" in r for r in rows):
+        out["own_object_classified"] = mean([r["probe_object"] == r["object"] for r in rows])
     return out
 
 

@@ -51,15 +51,16 @@ class ProbeData:
     object_index: torch.Tensor  # (N,) long, OBJECTS order
 
 
-def probe_data(views_per_object: int, resolution: int, seed: int, keys=None) -> ProbeData:
-    """True renders of the front- and back-labelled cameras among views_per_object random run
-    cameras per object."""
+def probe_data(views_per_object: int, resolution: int, seed: int, keys=None,
+               view_labels=("front", "back")) -> ProbeData:
+    """True renders of the cameras labelled with one of view_labels (default front and back) among
+    views_per_object random run cameras per object."""
     keys = list(OBJECTS) if keys is None else list(keys)
     parts = []
     for key in keys:
         generator = torch.Generator().manual_seed(seed * 1000 + list(OBJECTS).index(key))
         cams = CameraSampler(height=resolution, width=resolution, batch_size=views_per_object).sample(generator)
-        keep = [i for i, v in enumerate(cams.view_labels) if v in ("front", "back")]
+        keep = [i for i, v in enumerate(cams.view_labels) if v in view_labels]
         chosen = dataclasses.replace(cams, **{f.name: _take(getattr(cams, f.name), keep)
                                               for f in dataclasses.fields(cams)})
         rgb, alpha = render_views(OBJECTS[key], chosen, with_alpha=True)
@@ -176,21 +177,25 @@ def shipped_view_probe() -> ViewProbe:
 def load_view_probe(path: str | None = None) -> ViewProbe:
     """The probe from `path` (default: the shipped one). Raises ValueError naming the path if it is
     missing or was trained for another object list."""
+    return load_probe_weights(ViewProbe(), shipped_probe_path() if path is None else path,
+                              "view probe", "l2vsd_ext.shapes.view_probe")
+
+
+def load_probe_weights(probe: nn.Module, path: str, what: str, module: str) -> nn.Module:
+    """`probe` with the safetensors weights at `path`, in eval mode; ValueError naming the path if
+    the file is missing or was trained for another object list (`module` trains it)."""
     import os
 
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    path = shipped_probe_path() if path is None else path
     if not os.path.isfile(path):
-        raise ValueError(f"view probe '{path}' does not exist (python -m l2vsd_ext.shapes.view_probe "
-                         f"--out {path} trains it)")
+        raise ValueError(f"{what} '{path}' does not exist (python -m {module} --out {path} trains it)")
     with safe_open(path, framework="pt") as fh:
         objects = (fh.metadata() or {}).get("objects", "")
     if objects != ",".join(OBJECTS):
-        raise ValueError(f"view probe '{path}' was trained for objects '{objects}', not "
+        raise ValueError(f"{what} '{path}' was trained for objects '{objects}', not "
                          f"'{','.join(OBJECTS)}'")
-    probe = ViewProbe()
     probe.load_state_dict(load_file(path))
     return probe.eval()
 

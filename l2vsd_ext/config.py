@@ -158,8 +158,12 @@ LEGACY_VALUES = {"lora_beta1": 0.9, "lora_beta2": 0.999, "lora_eps": 1e-8, "lora
 # Latent elements per render that threestudio's weights were tuned with: Stable Diffusion's
 # 64x64x4 latents (512 px encodes).
 SD_LATENT_ELEMENTS = 64 * 64 * 4
+# The shapes priors shipped in the package, by --pretrained name: their folder under
+# l2vsd_ext/shapes/ (version 3, and version 2, on which the study's phases A-F ran). Here, not in
+# prior/loading.py, so that settings and the sweep know the names without importing torch.
+SHIPPED_SHAPES_FOLDERS = {"shapes": "weights", "shapes-v2": "weights_v2"}
 # The same count for the priors with defaults here (render at their default encode resolution).
-PRIOR_LATENT_ELEMENTS = {"shapes": 8 * 8 * 4, "shapes-v2": 8 * 8 * 4}
+PRIOR_LATENT_ELEMENTS = {name: 8 * 8 * 4 for name in SHIPPED_SHAPES_FOLDERS}
 
 
 def shapes_prior_args(pretrained) -> dict | None:
@@ -279,12 +283,10 @@ def coerce(name: str, value, type_name: str):
 # A fixed white background: the prior also saw uniform random backgrounds, so with random or
 # learned ones it accepts a haze of the object's colour around it (measured on the pumpkin, SDS,
 # 600 steps: IoU 0.62 -> 0.75); guidance 3 scored better than 7.5 there (IoU 0.77).
-PRETRAINED_DEFAULTS = {
-    "shapes": dict(resolution=32, encode_resolution=32, steps=600, n_levels=8, log2_hashmap_size=15,
-                   occupancy_resolution=32, max_samples_per_ray=64, val_every=100,
-                   ckpt_every=100, background="white", random_background=0.0, guidance_scale=3.0),
-}
-PRETRAINED_DEFAULTS["shapes-v2"] = PRETRAINED_DEFAULTS["shapes"]  # version 2, same sizes
+_SHAPES_DEFAULTS = dict(resolution=32, encode_resolution=32, steps=600, n_levels=8, log2_hashmap_size=15,
+                        occupancy_resolution=32, max_samples_per_ray=64, val_every=100,
+                        ckpt_every=100, background="white", random_background=0.0, guidance_scale=3.0)
+PRETRAINED_DEFAULTS = {name: _SHAPES_DEFAULTS for name in SHIPPED_SHAPES_FOLDERS}
 
 
 def with_pretrained_defaults(values: dict) -> dict:

@@ -1,13 +1,12 @@
 """The object probe (shapes/object_probe.py): the shipped weights name the object of held-out true
 renders of every view label, the report's summary reads its verdicts, a short training run learns,
-and bad weight files fail naming the path."""
+and bad weight files fail naming the path (with the view probe's, test_view_probe.py)."""
 import pytest
 import torch
 
-from l2vsd_ext.shapes.object_probe import (SEED, ObjectProbe, classify_objects, held_out_accuracy,
-                                           load_object_probe, train_object_probe)
+from l2vsd_ext.shapes.object_probe import (SEED, classify_objects, held_out_accuracy, load_object_probe,
+                                           train_object_probe)
 from l2vsd_ext.shapes.objects import OBJECTS
-from l2vsd_ext.shapes.view_probe import save_view_probe
 
 
 @pytest.fixture(scope="module")
@@ -65,19 +64,3 @@ def test_a_short_training_run_learns_two_objects(monkeypatch):
     accuracy = sum(p == t for p, t in zip(predicted, truth)) / len(truth)
     assert losses[-1] < losses[0] and accuracy >= 0.9, (losses, accuracy)
 
-
-def test_weight_files_round_trip_and_bad_ones_name_the_path(tmp_path):
-    torch.manual_seed(0)
-    probe = ObjectProbe().eval()
-    path = str(tmp_path / "p.safetensors")
-    save_view_probe(probe, path)
-    again = load_object_probe(path)
-    x = torch.rand(2, 3, 32, 32)
-    assert torch.equal(probe(x), again(x))
-    with pytest.raises(ValueError, match="object probe .* does not exist"):
-        load_object_probe(str(tmp_path / "missing.safetensors"))
-    from safetensors.torch import save_file
-
-    save_file(dict(probe.state_dict()), str(tmp_path / "other.safetensors"), metadata={"objects": "cat,dog"})
-    with pytest.raises(ValueError, match="trained for objects 'cat,dog'"):
-        load_object_probe(str(tmp_path / "other.safetensors"))

@@ -77,7 +77,7 @@ def test_missing_shipped_weights_is_a_clear_error(monkeypatch, tmp_path, name):
         DiffusionPrior.from_pretrained(name, device="cpu")
 
 
-def test_version_2_stays_reachable_as_shapes_v2():
+def test_version_2_stays_reachable_as_shapes_v2(tmp_path):
     """The study tables of docs/shapes.md ran on version 2: `--pretrained shapes-v2` loads it, with
     the shipped prior's run defaults and ground truth; version 3 is version 2's UNet and text
     encoder fine-tuned, with version 2's VAE, tokenizer and schedule."""
@@ -85,7 +85,7 @@ def test_version_2_stays_reachable_as_shapes_v2():
 
     from l2vsd_ext.run import resolve_config
     from l2vsd_ext.prior.loading import resolve_shipped
-    from l2vsd_ext.sweep.ground_truth import SHAPES_PRIORS
+    from l2vsd_ext.sweep.ground_truth import ground_truth_scores
 
     v2, v3 = resolve_shipped("shapes-v2"), resolve_shipped("shapes")
     assert v2 != v3 and resolve_shipped("some/folder") == "some/folder"
@@ -99,7 +99,11 @@ def test_version_2_stays_reachable_as_shapes_v2():
     assert not torch.equal(next(prior.unet.parameters()), next(shipped.unet.parameters()))
     config = resolve_config(["--prompt", "a duck", "--pretrained", "shapes-v2"])
     assert (config.resolution, config.steps, config.background) == (32, 600, "white")
-    assert "shapes-v2" in SHAPES_PRIORS
+    # the sweep scores a shapes-v2 run against its object (here it names none, so it says which)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("pretrained: shapes-v2\nprompt: a hamburger\n")
+    assert "unknown shapes object 'a hamburger'" in ground_truth_scores(str(run_dir))["skipped"]
 
 
 def _one_error_line(capsys, code):

@@ -50,18 +50,24 @@ def test_summary_reads_the_probe_verdicts():
                                                                if k != "p_front"}])
 
 
-def test_weight_files_round_trip_and_bad_ones_name_the_path(tmp_path):
+@pytest.mark.parametrize("which", ["view probe", "object probe"])
+def test_weight_files_round_trip_and_bad_ones_name_the_path(tmp_path, which):
+    """Both probes' weight files (they share the format and the loader's checks)."""
+    from l2vsd_ext.shapes.object_probe import ObjectProbe, load_object_probe
+
+    cls, load = {"view probe": (ViewProbe, load_view_probe),
+                 "object probe": (ObjectProbe, load_object_probe)}[which]
     torch.manual_seed(0)
-    probe = ViewProbe().eval()
+    probe = cls().eval()
     path = str(tmp_path / "p.safetensors")
     save_view_probe(probe, path)
-    again = load_view_probe(path)
+    again = load(path)
     x = torch.rand(2, 3, 32, 32)
-    assert torch.equal(probe(x), again(x))
-    with pytest.raises(ValueError, match="does not exist"):
-        load_view_probe(str(tmp_path / "missing.safetensors"))
+    assert type(again) is cls and torch.equal(probe(x), again(x))
+    with pytest.raises(ValueError, match=f"{which} .* does not exist"):
+        load(str(tmp_path / "missing.safetensors"))
     from safetensors.torch import save_file
 
     save_file(dict(probe.state_dict()), str(tmp_path / "other.safetensors"), metadata={"objects": "cat,dog"})
     with pytest.raises(ValueError, match="trained for objects 'cat,dog'"):
-        load_view_probe(str(tmp_path / "other.safetensors"))
+        load(str(tmp_path / "other.safetensors"))

@@ -6,6 +6,8 @@ import os
 
 import torch
 
+from ..config import SHIPPED_SHAPES_FOLDERS
+
 DEFAULT_PRETRAINED = "stabilityai/stable-diffusion-2-1-base"
 
 # (subfolder, what from_pretrained needs there): named in the error when something is missing.
@@ -19,11 +21,9 @@ EXPECTED_FILES = (
 
 
 # `--pretrained shapes`: the small prior of the ground-truth benchmark, shipped in the package
-# (l2vsd_ext/shapes/weights, version 3). `shapes-v2` is the previous version, kept because the
-# study tables of docs/shapes.md ran on it. Found by path, so this module does not import the
-# shapes package.
+# (l2vsd_ext/shapes/weights, version 3); `shapes-v2` is version 2 (config.SHIPPED_SHAPES_FOLDERS).
+# Found by path, so this module does not import the shapes package.
 SHAPES_ID = "shapes"
-SHIPPED_SHAPES_FOLDERS = {"shapes": "weights", "shapes-v2": "weights_v2"}
 
 
 def shapes_weights_path(name: str = SHAPES_ID) -> str:

@@ -10,17 +10,15 @@ object by its colours and outline: it says a sample is that object, not that its
 (the view probe tests the front features)."""
 from __future__ import annotations
 
-import functools
 import os
 
 import torch
 import torch.nn.functional as F
 
 from ..prior.prompts import VIEW_LABELS
-from .augment import random_backgrounds
 from .objects import OBJECTS
-from .view_probe import (PROBE_SEED, RESOLUTION, WHITE_PROBABILITY, ViewProbe, augmented, gaussian_blur,
-                         load_probe_weights, probe_data, save_view_probe)
+from .view_probe import (PROBE_SEED, RESOLUTION, ViewProbe, accuracy_over_blurs, at_probe_resolution, augmented,
+                         load_probe_weights, probe_data, train_probe_cli)
 
 PROBE_FILE = "object_probe.safetensors"
 SEED = PROBE_SEED + 7  # its own cameras, not the view probe's
@@ -55,12 +53,8 @@ def train_object_probe(views_per_object: int = 1000, epochs: int = 30, resolutio
 @torch.no_grad()
 def classify_objects(probe: ObjectProbe, images: torch.Tensor) -> list[str]:
     """The object key the probe assigns to each (N, 3, H, W) image in [0, 1]."""
-    images = images.float()
-    if images.shape[-2:] != (RESOLUTION, RESOLUTION):
-        images = F.interpolate(images, size=(RESOLUTION, RESOLUTION), mode="bilinear", antialias=True,
-                               align_corners=False)
     keys = list(OBJECTS)
-    return [keys[i] for i in probe(images).argmax(dim=1).tolist()]
+    return [keys[i] for i in probe(at_probe_resolution(images)).argmax(dim=1).tolist()]
 
 
 @torch.no_grad()
@@ -68,28 +62,17 @@ def held_out_accuracy(probe: ObjectProbe, views_per_object: int = 200, resolutio
                       seed: int = SEED + 1, sigmas=(0.0, 1.0)) -> dict:
     """Accuracy on fresh true renders of every view label over the augmentation's backgrounds, per
     blur sigma and per object (at sigma 0)."""
-    data = probe_data(views_per_object, resolution, seed, view_labels=VIEW_LABELS)
-    generator = torch.Generator().manual_seed(seed)
     keys = list(OBJECTS)
-    out = {}
-    for sigma in sigmas:
-        images = gaussian_blur(random_backgrounds(data.rgb, data.alpha, WHITE_PROBABILITY, generator), sigma)
-        predicted = torch.tensor([keys.index(k) for k in classify_objects(probe, images)])
-        right = (predicted == data.object_index).float()
-        out[f"accuracy_blur{sigma:g}"] = float(right.mean())
-        if sigma == 0:
-            out["accuracy_per_object"] = {k: float(right[data.object_index == i].mean())
-                                          for i, k in enumerate(keys)}
-    return out
+
+    def right(images, data):
+        return torch.tensor([keys.index(k) for k in classify_objects(probe, images)]) == data.object_index
+
+    data = probe_data(views_per_object, resolution, seed, view_labels=VIEW_LABELS)
+    return accuracy_over_blurs(data, seed, sigmas, right)
 
 
 def shipped_probe_path() -> str:
     return os.path.join(os.path.dirname(__file__), "probe", PROBE_FILE)
-
-
-@functools.lru_cache(maxsize=1)
-def shipped_object_probe() -> ObjectProbe:
-    return load_object_probe()
 
 
 def load_object_probe(path: str | None = None) -> ObjectProbe:
@@ -102,26 +85,8 @@ def load_object_probe(path: str | None = None) -> ObjectProbe:
 def main(argv=None) -> int:
     """python -m l2vsd_ext.shapes.object_probe --out PATH [--views N] [--epochs E]: trains the probe
     (about 7 minutes on one thread), writes it and PATH's .json with its held-out accuracy."""
-    import argparse
-    import json
-    import time
-
-    p = argparse.ArgumentParser(prog="python -m l2vsd_ext.shapes.object_probe")
-    p.add_argument("--out", default=shipped_probe_path())
-    p.add_argument("--views", type=int, default=1000, help="random cameras per object")
-    p.add_argument("--epochs", type=int, default=30)
-    args = p.parse_args(argv)
-    torch.set_num_threads(1)
-    start = time.time()
-    probe = train_object_probe(args.views, args.epochs, progress=lambda e, loss: print(
-        f"epoch {e + 1}/{args.epochs}: loss {loss:.3f} ({time.time() - start:.0f} s)", flush=True))
-    save_view_probe(probe, args.out)
-    accuracy = held_out_accuracy(probe, sigmas=(0.0, 1.0, 1.5))
-    accuracy.update(views_per_object=args.views, epochs=args.epochs, seed=SEED)
-    with open(args.out.rsplit(".", 1)[0] + ".json", "w") as fh:
-        json.dump(accuracy, fh, indent=2)
-    print(json.dumps(accuracy, indent=2))
-    return 0
+    return train_probe_cli(argv, "l2vsd_ext.shapes.object_probe", shipped_probe_path(), 1000, SEED,
+                           train_object_probe, held_out_accuracy)
 
 
 if __name__ == "__main__":

@@ -116,15 +116,20 @@ def train_view_probe(views_per_object: int = 2000, epochs: int = 30, resolution:
     return probe.eval()
 
 
-@torch.no_grad()
-def front_probability(probe: ViewProbe, images: torch.Tensor, object_keys: list[str]) -> torch.Tensor:
-    """(N,) the probe's probability that each image shows its object's front (rather than back)."""
-    index = torch.tensor([list(OBJECTS).index(k) for k in object_keys])
+def at_probe_resolution(images: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) images as float at the probes' RESOLUTION (resized with antialiasing if needed)."""
     images = images.float()
     if images.shape[-2:] != (RESOLUTION, RESOLUTION):
         images = F.interpolate(images, size=(RESOLUTION, RESOLUTION), mode="bilinear", antialias=True,
                                align_corners=False)
-    return torch.sigmoid(probe(images)[torch.arange(len(index)), index])
+    return images
+
+
+@torch.no_grad()
+def front_probability(probe: ViewProbe, images: torch.Tensor, object_keys: list[str]) -> torch.Tensor:
+    """(N,) the probe's probability that each image shows its object's front (rather than back)."""
+    index = torch.tensor([list(OBJECTS).index(k) for k in object_keys])
+    return torch.sigmoid(probe(at_probe_resolution(images))[torch.arange(len(index)), index])
 
 
 @torch.no_grad()
@@ -132,18 +137,27 @@ def held_out_accuracy(probe: ViewProbe, views_per_object: int = 400, resolution:
                       seed: int = PROBE_SEED + 1, sigmas=(0.0, 1.0)) -> dict:
     """Accuracy on fresh true renders over the augmentation's backgrounds, per blur sigma and per
     object (at sigma 0)."""
-    data = probe_data(views_per_object, resolution, seed)
-    generator = torch.Generator().manual_seed(seed)
     keys = list(OBJECTS)
+
+    def right(images, data):
+        p = front_probability(probe, images, [keys[i] for i in data.object_index])
+        return (p > 0.5).float() == data.is_front
+
+    return accuracy_over_blurs(probe_data(views_per_object, resolution, seed), seed, sigmas, right)
+
+
+def accuracy_over_blurs(data: ProbeData, seed: int, sigmas, right) -> dict:
+    """A probe's accuracy on `data` composited over the augmentation's backgrounds (drawn from
+    `seed`), per blur sigma, and per object at sigma 0; right(images, data) -> (N,) bool verdicts."""
+    generator = torch.Generator().manual_seed(seed)
     out = {}
     for sigma in sigmas:
         images = gaussian_blur(random_backgrounds(data.rgb, data.alpha, WHITE_PROBABILITY, generator), sigma)
-        p = front_probability(probe, images, [keys[i] for i in data.object_index])
-        right = ((p > 0.5).float() == data.is_front).float()
-        out[f"accuracy_blur{sigma:g}"] = float(right.mean())
+        correct = right(images, data).float()
+        out[f"accuracy_blur{sigma:g}"] = float(correct.mean())
         if sigma == 0:
-            out["accuracy_per_object"] = {k: float(right[data.object_index == i].mean())
-                                          for i, k in enumerate(keys)}
+            out["accuracy_per_object"] = {k: float(correct[data.object_index == i].mean())
+                                          for i, k in enumerate(OBJECTS)}
     return out
 
 
@@ -200,29 +214,37 @@ def load_probe_weights(probe: nn.Module, path: str, what: str, module: str) -> n
     return probe.eval()
 
 
-def main(argv=None) -> int:
-    """python -m l2vsd_ext.shapes.view_probe --out PATH [--views N] [--epochs E]: trains the probe
-    (about 5 minutes on one thread), writes it and PATH's .json with its held-out accuracy."""
+def train_probe_cli(argv, module: str, default_out: str, default_views: int, seed: int, train,
+                    held_out) -> int:
+    """python -m MODULE --out PATH [--views N] [--epochs E]: trains a probe with train(views, epochs,
+    progress=...), writes it and PATH's .json with held_out(probe, sigmas=...)'s accuracy."""
     import argparse
     import json
     import time
 
-    p = argparse.ArgumentParser(prog="python -m l2vsd_ext.shapes.view_probe")
-    p.add_argument("--out", default=shipped_probe_path())
-    p.add_argument("--views", type=int, default=2000, help="random cameras per object")
+    p = argparse.ArgumentParser(prog=f"python -m {module}")
+    p.add_argument("--out", default=default_out)
+    p.add_argument("--views", type=int, default=default_views, help="random cameras per object")
     p.add_argument("--epochs", type=int, default=30)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     start = time.time()
-    probe = train_view_probe(args.views, args.epochs, progress=lambda e, loss: print(
+    probe = train(args.views, args.epochs, progress=lambda e, loss: print(
         f"epoch {e + 1}/{args.epochs}: loss {loss:.3f} ({time.time() - start:.0f} s)", flush=True))
     save_view_probe(probe, args.out)
-    accuracy = held_out_accuracy(probe, sigmas=(0.0, 1.0, 1.5))
-    accuracy.update(views_per_object=args.views, epochs=args.epochs, seed=PROBE_SEED)
+    accuracy = held_out(probe, sigmas=(0.0, 1.0, 1.5))
+    accuracy.update(views_per_object=args.views, epochs=args.epochs, seed=seed)
     with open(args.out.rsplit(".", 1)[0] + ".json", "w") as fh:
         json.dump(accuracy, fh, indent=2)
     print(json.dumps(accuracy, indent=2))
     return 0
+
+
+def main(argv=None) -> int:
+    """python -m l2vsd_ext.shapes.view_probe --out PATH [--views N] [--epochs E]: trains the probe
+    (about 5 minutes on one thread), writes it and PATH's .json with its held-out accuracy."""
+    return train_probe_cli(argv, "l2vsd_ext.shapes.view_probe", shipped_probe_path(), 2000, PROBE_SEED,
+                           train_view_probe, held_out_accuracy)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ from __future__ import annotations
 import importlib
 import os
 
+from ..config import SHIPPED_SHAPES_FOLDERS
+
 SHAPES_PRIOR = "shapes"
-SHAPES_PRIORS = (SHAPES_PRIOR, "shapes-v2")  # the shipped version 3 and its predecessor
 # The shapes benchmark's scoring entry point: score_run(run_dir) -> {score name: value}.
 SCORER = ("l2vsd_ext.shapes", "score_run")
 
@@ -21,7 +22,7 @@ def ground_truth_scores(run_dir: str) -> dict:
             pretrained = (yaml.safe_load(fh) or {}).get("pretrained")
     except OSError:
         return {"skipped": "no config.yaml in the run folder"}
-    if pretrained not in SHAPES_PRIORS:
+    if pretrained not in SHIPPED_SHAPES_FOLDERS:
         return {"skipped": f"prior '{pretrained}' has no ground truth (only --pretrained {SHAPES_PRIOR})"}
     module_name, function_name = SCORER
     try:

@@ -7,6 +7,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 from torch import nn
 
+from .constant_operands import constant_operand_rules
 from .forward_order import last_site_in_forward_order
 from .lora_layers import all_lora_parameter_names, check_direction, find_lora_sites
 from .param_rule import param_sites
@@ -29,7 +30,10 @@ def lora_jvp(unet: nn.Module, direction: dict, sample: torch.Tensor, timestep, e
     detached (the pass runs under no_grad; forward-mode AD does not need the autograd graph)."""
     if not isinstance(unet, nn.Module):
         raise ValueError(f"lora_jvp: argument 'unet' must be an nn.Module, got {type(unet).__name__}")
-    sites = find_lora_sites(unet)
+    # One walk of the module tree serves every lookup of the call (the walks were most of the
+    # engine's overhead on small UNets).
+    named_modules = list(unet.named_modules())
+    sites = find_lora_sites(unet, named_modules)
     if not sites:
         raise ValueError("lora_jvp: the module has no active peft LoRA adapter (add one with "
                          "unet.add_adapter(LoraConfig(...)))")
@@ -40,20 +44,22 @@ def lora_jvp(unet: nn.Module, direction: dict, sample: torch.Tensor, timestep, e
     if param_direction and last_layer_only:
         raise ValueError("lora_jvp: 'param_direction' with last_layer_only: the last-layer tangent is "
                          "on the last LoRA layer only")
-    lora_names = all_lora_parameter_names(unet)
+    lora_names = all_lora_parameter_names(unet, named_modules)
     clash = next((k for k in param_direction if k in lora_names), None)
     if clash is not None:
         raise ValueError(f"lora_jvp: param_direction key '{clash}' is a LoRA parameter: give it in 'direction'")
-    extra_sites = param_sites(unet, param_direction)
+    extra_sites = param_sites(unet, param_direction) if param_direction else {}
     with _LOCK:
         if last_layer_only:
             sites = [last_site_in_forward_order(unet, sites, sample, timestep,
                                                 encoder_hidden_states, class_labels)]
-        check_direction(unet, direction, sites)
+        check_direction(unet, direction, sites, lora_names, named_modules)
         site_tangents = {s.module: {adapter: {role: direction[key] for role, key in keys.items()}
                                     for adapter, keys in s.keys.items()}
                          for s in sites}
-        with engine_scope(unet, site_tangents, extra_sites), fwAD.dual_level(), torch.no_grad():
+        with (engine_scope(unet, site_tangents, extra_sites, [m for _, m in named_modules]),
+              fwAD.dual_level(), torch.no_grad(),
+              constant_operand_rules(sites[0].module if last_layer_only else None)):
             out = unet(sample, timestep, encoder_hidden_states, class_labels=class_labels,
                        return_dict=False)[0]
             unpacked = fwAD.unpack_dual(out)

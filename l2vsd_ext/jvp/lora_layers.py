@@ -20,11 +20,12 @@ class LoraSite:
     keys: dict = field(default_factory=dict)  # adapter -> {"A": key, "B": key, ["B_bias": key]}
 
 
-def find_lora_sites(model: nn.Module) -> list[LoraSite]:
-    """LoRA layers with at least one active adapter, in registration order."""
+def find_lora_sites(model: nn.Module, named_modules: list | None = None) -> list[LoraSite]:
+    """LoRA layers with at least one active adapter, in registration order. named_modules:
+    list(model.named_modules()), where the caller has walked the model already."""
     lora_layer = _lora_layer_type()
     sites = []
-    for name, module in model.named_modules():
+    for name, module in (named_modules if named_modules is not None else model.named_modules()):
         if not isinstance(module, lora_layer) or not hasattr(module, "lora_A"):
             continue
         site = LoraSite(name, module)
@@ -41,11 +42,11 @@ def find_lora_sites(model: nn.Module) -> list[LoraSite]:
     return sites
 
 
-def all_lora_parameter_names(model: nn.Module) -> set[str]:
+def all_lora_parameter_names(model: nn.Module, named_modules: list | None = None) -> set[str]:
     """Every parameter that belongs to a LoRA adapter (active or not)."""
     lora_layer = _lora_layer_type()
     names = set()
-    for name, module in model.named_modules():
+    for name, module in (named_modules if named_modules is not None else model.named_modules()):
         if isinstance(module, lora_layer):
             prefix = f"{name}." if name else ""
             for attr in getattr(module, "adapter_layer_names", ()):
@@ -56,22 +57,35 @@ def all_lora_parameter_names(model: nn.Module) -> set[str]:
     return names
 
 
-def check_direction(model: nn.Module, direction, required_sites: list[LoraSite]) -> None:
+def _parameter(modules: dict, key: str):
+    """The parameter named `key` (as named_parameters() names it), found through its module."""
+    owner, _, attr = key.rpartition(".")
+    module = modules.get(owner)
+    return None if module is None else module._parameters.get(attr)
+
+
+def check_direction(model: nn.Module, direction, required_sites: list[LoraSite],
+                    lora_names: set[str] | None = None, named_modules: list | None = None) -> None:
     """ValueError naming the key for anything that is not a tangent of a LoRA parameter, a missing
-    tangent of a required site, or a tangent whose shape, dtype or device differ from the parameter."""
+    tangent of a required site, or a tangent whose shape, dtype or device differ from the parameter.
+    lora_names, named_modules: all_lora_parameter_names(model) and list(model.named_modules()),
+    where the caller has them already (each is a walk of the whole model)."""
     if not isinstance(direction, dict):
         raise ValueError(f"lora_jvp: argument 'direction' must be a dict of tensors keyed like "
                          f"named_parameters(), got {type(direction).__name__}")
-    lora_names = all_lora_parameter_names(model)
-    params = dict(model.named_parameters())
+    if named_modules is None:
+        named_modules = list(model.named_modules())
+    if lora_names is None:
+        lora_names = all_lora_parameter_names(model, named_modules)
+    modules = dict(named_modules)
     for key, value in direction.items():
+        param = _parameter(modules, key)
         if key not in lora_names:
-            what = "a parameter of the model" if key in params else "a parameter name of the model"
+            what = "a parameter of the model" if param is not None else "a parameter name of the model"
             raise ValueError(f"lora_jvp: direction key '{key}' is not a LoRA parameter "
-                             f"({'it is ' + what + ' outside the LoRA adapters' if key in params else 'not ' + what})")
+                             f"({'it is ' + what + ' outside the LoRA adapters' if param is not None else 'not ' + what})")
         if not isinstance(value, torch.Tensor):
             raise ValueError(f"lora_jvp: direction['{key}'] must be a tensor, got {type(value).__name__}")
-        param = params[key]
         if value.shape != param.shape:
             raise ValueError(f"lora_jvp: direction['{key}'] has shape {tuple(value.shape)}, the "
                              f"parameter has {tuple(param.shape)}")

@@ -45,10 +45,12 @@ class _Patches:
 
 
 @contextlib.contextmanager
-def engine_scope(unet: nn.Module, site_tangents: dict, param_tangents: dict | None = None):
+def engine_scope(unet: nn.Module, site_tangents: dict, param_tangents: dict | None = None,
+                 modules: list | None = None):
     """site_tangents: LoRA module -> {adapter: {"A": t, "B": t, ...}}; only those get a rule
     (the others run their own forward without tangent). param_tangents: plain nn.Linear ->
-    {"weight": t, "bias": t}, layers whose own parameters carry a tangent."""
+    {"weight": t, "bias": t}, layers whose own parameters carry a tangent. modules:
+    list(unet.modules()), where the caller has walked the tree already."""
     param_tangents = param_tangents or {}
     from diffusers.models.attention_processor import Attention
 
@@ -62,7 +64,7 @@ def engine_scope(unet: nn.Module, site_tangents: dict, param_tangents: dict | No
             patches.set_forward(module, lambda orig, m=module, t=tangents:
                                 make_param_tangent_forward(m, orig, t))
         processor = JvpAttnProcessor()
-        for module in unet.modules():
+        for module in (modules if modules is not None else unet.modules()):
             if isinstance(module, Attention):
                 if type(getattr(module, "processor", None)).__name__ in REPLACEABLE:
                     patches.set_processor(module, processor)

@@ -23,6 +23,11 @@
 # V: phases A/B's modes on version 3, the prior that draws the fronts: SDS, VSD, L-VSD and L²-VSD
 #    at the paper's η 1e-3, 1e-2, 1e-1 and 1 equivalents (κ 7.8e-5 ... 7.8e-2); pumpkin also with
 #    seeds 3-5 (V_PUMPKIN_SEEDS) for SDS, VSD and κ 7.8e-2.
+# W: the last-layer approximation and HL-VSD on version 3, at κ = 7.8e-2 (the only size that moved
+#    V's scores), paired with their own VSD runs (V's run folders were not kept, and VSD is
+#    deterministic, so W's VSD rows reproduce V's).
+# S: VSD and L²-VSD at κ = 7.8e-2 with HiFA's sqrt timestep schedule (S_STEPS, default 1200), the
+#    regime where VSD draws the pumpkin's front: does the lookahead change anything there?
 set -u
 PRIOR=${PRIOR:-shapes-v2}; OUT=${OUT:-study}; THREADS=${THREADS:-1}; STEPS=${STEPS:-}
 OBJECTS=${OBJECTS:-"pumpkin robot house duck"}; SEEDS=${SEEDS:-"0 1 2"}
@@ -33,7 +38,7 @@ bench() {  # folder, baseline case, cases...
     --seeds $SEEDS --threads "$THREADS" --val-every 50 --baseline "$baseline" ${STEPS:+--steps $STEPS} \
     --modes "$@"
 }
-for phase in "${@:-A B C D E F V}"; do
+for phase in "${@:-A B C D E F V W S}"; do
   case $phase in
     A) bench A_lr1e-4 vsd sds vsd lvsd "l2vsd:eta_relative=7.8e-3,$L2" ;;
     B) bench A_lr1e-4 vsd sds vsd lvsd "l2vsd:eta_relative=7.8e-3,$L2" "l2vsd:eta_relative=7.8e-2,$L2" \
@@ -49,6 +54,10 @@ for phase in "${@:-A B C D E F V}"; do
          "l2vsd:eta_relative=7.8e-4,$L2" "l2vsd:eta_relative=7.8e-3,$L2" lvsd "l2vsd:eta_relative=7.8e-5,$L2"
        PRIOR=${V_PRIOR:-shapes} OBJECTS=pumpkin SEEDS=${V_PUMPKIN_SEEDS:-"3 4 5"} bench V_v3 vsd sds vsd \
          "l2vsd:eta_relative=7.8e-2,$L2" ;;
-    *) echo "unknown phase $phase (A, B, C, D, E, F or V)" >&2; exit 2 ;;
+    W) PRIOR=${V_PRIOR:-shapes} bench W_v3 vsd vsd "l2vsd:eta_relative=7.8e-2,$L2,last_layer=1" \
+         "hlvsd:eta_relative=7.8e-2,$L2" ;;
+    S) PRIOR=${V_PRIOR:-shapes} STEPS=${S_STEPS:-1200} bench S_sqrt vsd:timestep_schedule=sqrt \
+         vsd:timestep_schedule=sqrt "l2vsd:timestep_schedule=sqrt,eta_relative=7.8e-2,$L2" ;;
+    *) echo "unknown phase $phase (A, B, C, D, E, F, V, W or S)" >&2; exit 2 ;;
   esac
 done

@@ -16,12 +16,13 @@ import torch.autograd.forward_ad as fwAD
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from .dual import split
+
 
 def _parts(x):
     """(primal, tangent or None) of a tensor or a Python number (numbers have no tangent)."""
     if isinstance(x, torch.Tensor):
-        unpacked = fwAD.unpack_dual(x)
-        return unpacked.primal, unpacked.tangent
+        return split(x)
     if isinstance(x, (int, float)) and not isinstance(x, bool):
         return x, None
     return None, None

@@ -48,7 +48,7 @@ def lora_jvp(unet: nn.Module, direction: dict, sample: torch.Tensor, timestep, e
     clash = next((k for k in param_direction if k in lora_names), None)
     if clash is not None:
         raise ValueError(f"lora_jvp: param_direction key '{clash}' is a LoRA parameter: give it in 'direction'")
-    extra_sites = param_sites(unet, param_direction) if param_direction else {}
+    extra_sites = param_sites(unet, param_direction, named_modules) if param_direction else {}
     with _LOCK:
         if last_layer_only:
             sites = [last_site_in_forward_order(unet, sites, sample, timestep,

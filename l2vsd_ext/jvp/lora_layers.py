@@ -57,7 +57,7 @@ def all_lora_parameter_names(model: nn.Module, named_modules: list | None = None
     return names
 
 
-def _parameter(modules: dict, key: str):
+def parameter_by_name(modules: dict, key: str):
     """The parameter named `key` (as named_parameters() names it), found through its module."""
     owner, _, attr = key.rpartition(".")
     module = modules.get(owner)
@@ -79,7 +79,7 @@ def check_direction(model: nn.Module, direction, required_sites: list[LoraSite],
         lora_names = all_lora_parameter_names(model, named_modules)
     modules = dict(named_modules)
     for key, value in direction.items():
-        param = _parameter(modules, key)
+        param = parameter_by_name(modules, key)
         if key not in lora_names:
             what = "a parameter of the model" if param is not None else "a parameter name of the model"
             raise ValueError(f"lora_jvp: direction key '{key}' is not a LoRA parameter "

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .dual import join, split
+from .lora_layers import parameter_by_name
 
 
 def make_param_tangent_forward(module: nn.Linear, original_forward, tangents: dict):
@@ -32,23 +33,23 @@ def make_param_tangent_forward(module: nn.Linear, original_forward, tangents: di
     return forward
 
 
-def param_sites(model: nn.Module, direction: dict) -> dict:
+def param_sites(model: nn.Module, direction: dict, named_modules: list | None = None) -> dict:
     """{module: {"weight": t, "bias": t}} for a direction over parameters of plain nn.Linear layers,
-    or a ValueError naming the key that is not one."""
-    params = dict(model.named_parameters())
-    modules = dict(model.named_modules())
+    or a ValueError naming the key that is not one. named_modules: list(model.named_modules()),
+    where the caller has walked the model already (lora_jvp does, once per call)."""
+    modules = dict(named_modules if named_modules is not None else model.named_modules())
     sites = {}
     for key, value in direction.items():
         owner, _, attr = key.rpartition(".")
         module = modules.get(owner)
-        if key not in params or module is None:
+        param = parameter_by_name(modules, key)
+        if param is None:
             raise ValueError(f"lora_jvp: param_direction key '{key}' is not a parameter name of the model")
         if type(module).forward is not nn.Linear.forward or attr not in ("weight", "bias"):
             raise ValueError(f"lora_jvp: param_direction key '{key}' is not the weight or bias of a plain "
                              f"nn.Linear (its module is a {type(module).__name__})")
         if not isinstance(value, torch.Tensor):
             raise ValueError(f"lora_jvp: param_direction['{key}'] must be a tensor, got {type(value).__name__}")
-        param = params[key]
         for what, got, want in (("shape", tuple(value.shape), tuple(param.shape)),
                                 ("dtype", value.dtype, param.dtype), ("device", value.device, param.device)):
             if got != want:
